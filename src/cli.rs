@@ -1,0 +1,276 @@
+//! The command tree and what each command does.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use secrecy::SecretString;
+use zeroize::Zeroizing;
+
+use crate::config::{self, Overrides, Profile};
+use crate::error::{Error, Result, usage};
+use crate::keychain::{OsKeychain, SecretStore};
+use crate::kubex::{self, Client};
+use crate::token::{Stamp, Token};
+
+/// The longest password line read from stdin.
+const MAX_PASSWORD: usize = 4096;
+
+#[derive(Debug, Parser)]
+#[command(name = "kubex-cred", version, about = "Kubex API tokens from a password kept in the OS keychain")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Prove a password by minting a token, then keep it in the OS keychain.
+    Login(LoginArgs),
+    /// Remove the profile's password from the keychain (the profile stays in the config).
+    Logout {
+        #[arg(long)]
+        profile: Option<String>,
+    },
+    /// Print a token valid for at least --min-ttl.
+    Get(GetArgs),
+}
+
+#[derive(Debug, Args)]
+struct LoginArgs {
+    /// Profile to create or update [default: KUBEX_PROFILE, else the default profile, else `default`].
+    #[arg(long)]
+    profile: Option<String>,
+    /// Kubex address: https://HOST[:PORT] (gets /api/v2) or a full API base such as https://HOST/CIRBA/api/v2.
+    #[arg(long)]
+    url: Option<String>,
+    /// Kubex user name.
+    #[arg(long)]
+    user: Option<String>,
+    /// Read the password as one line from stdin instead of asking on the terminal.
+    #[arg(long)]
+    password_stdin: bool,
+    /// PEM bundle of extra CA certificates for on-premises instances and TLS-inspecting proxies.
+    #[arg(long, value_name = "FILE")]
+    ca_cert: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct GetArgs {
+    #[arg(long)]
+    profile: Option<String>,
+    /// What to print.
+    #[arg(long, value_enum, default_value_t = Format::Token)]
+    format: Format,
+    /// The token must stay valid at least this long (e.g. 30s, 5m).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    min_ttl: Option<Duration>,
+    /// Mint in this process instead of asking the daemon.
+    #[arg(long)]
+    no_daemon: bool,
+}
+
+/// How `get` prints the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// The JWT and a newline.
+    Token,
+    /// `Authorization: Bearer <jwt>`.
+    Header,
+    /// One JSON object with token, expires (epoch ms), profile, url, user.
+    Json,
+    /// `export KUBEX_TOKEN=<jwt>`.
+    Env,
+}
+
+fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 30s, 5m, 1h)"))
+}
+
+/// Parses the command line and runs the command.
+pub fn run() -> Result<()> {
+    let cli = Cli::parse();
+    crate::logging::init();
+    match cli.command {
+        Command::Login(args) => login(args),
+        Command::Logout { profile } => logout(profile),
+        Command::Get(args) => get(args),
+    }
+}
+
+fn env_overrides(flags: Overrides) -> Overrides {
+    flags.with_env(|name| std::env::var(name).ok())
+}
+
+/// The bound on one Authorize exchange: `KUBEX_CRED_TIMEOUT`, else 10 s.
+pub fn timeout() -> Result<Duration> {
+    match std::env::var("KUBEX_CRED_TIMEOUT") {
+        Ok(text) if !text.is_empty() => parse_duration(&text)
+            .map_err(|e| usage(format!("invalid KUBEX_CRED_TIMEOUT '{text}': {e}"))),
+        _ => Ok(kubex::DEFAULT_TIMEOUT),
+    }
+}
+
+/// Mints one token for a profile on a single-threaded runtime.
+pub fn mint(profile: &Profile, password: &SecretString) -> Result<Token> {
+    let client = Client::new(profile.ca_cert.as_deref(), timeout()?)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Other(anyhow::anyhow!("cannot start the async runtime: {e}")))?;
+    Ok(runtime.block_on(client.authorize(&profile.authorize_url(), &profile.user, password))?)
+}
+
+fn login(args: LoginArgs) -> Result<()> {
+    let path = config::config_path()?;
+    let mut file = config::load(&path)?;
+    let flags = Overrides { profile: args.profile, url: args.url, user: args.user, ca_cert: args.ca_cert };
+    let overrides = env_overrides(flags);
+    let profile = file.resolve(&overrides).map_err(|e| match e {
+        Error::NotLoggedIn(_) => usage(format!(
+            "login to the new profile '{}' needs --url and --user (or KUBEX_URL and KUBEX_USER)",
+            file.profile_name(&overrides)
+        )),
+        other => other,
+    })?;
+    let password = if args.password_stdin {
+        read_password_line(std::io::stdin().lock())?
+    } else {
+        prompt_password(&profile)?
+    };
+    let keychain = OsKeychain::open()?;
+    let token = mint(&profile, &password)?;
+    keychain.set(&profile.account(), &password)?;
+    file.upsert(&profile);
+    config::save(&path, &file)?;
+    eprintln!(
+        "kubex-cred: logged in as '{}' at {} (profile '{}'); tokens live {}",
+        profile.user,
+        profile.url,
+        profile.name,
+        humantime::format_duration(Duration::from_secs(token.lifetime().as_secs() + 1))
+    );
+    Ok(())
+}
+
+fn prompt_password(profile: &Profile) -> Result<SecretString> {
+    if !std::io::stdin().is_terminal() {
+        return Err(usage("no terminal to ask for the password on: pipe it in with --password-stdin"));
+    }
+    let prompt = format!("Kubex password for '{}' at {}: ", profile.user, profile.url);
+    let password = Zeroizing::new(
+        rpassword::prompt_password(prompt).map_err(|e| usage(format!("cannot read the password from the terminal: {e}")))?,
+    );
+    check_password(password.as_bytes())
+}
+
+/// Reads one line (without its line ending) as the password.
+pub fn read_password_line(input: impl BufRead) -> Result<SecretString> {
+    let mut line = Zeroizing::new(Vec::new());
+    input
+        .take(MAX_PASSWORD as u64 + 2)
+        .read_until(b'\n', &mut line)
+        .map_err(|e| usage(format!("cannot read the password from stdin: {e}")))?;
+    if line.len() > MAX_PASSWORD + 1 && !line.ends_with(b"\n") {
+        return Err(usage(format!("the password on stdin is longer than {MAX_PASSWORD} bytes")));
+    }
+    let mut end = line.len();
+    if line[..end].ends_with(b"\n") {
+        end -= 1;
+    }
+    if line[..end].ends_with(b"\r") {
+        end -= 1;
+    }
+    check_password(&line[..end])
+}
+
+fn check_password(bytes: &[u8]) -> Result<SecretString> {
+    if bytes.is_empty() {
+        return Err(usage("the password is empty: nothing was sent or stored"));
+    }
+    let text = std::str::from_utf8(bytes).map_err(|_| usage("the password is not valid UTF-8 text: nothing was sent or stored"))?;
+    if text.contains('\0') {
+        return Err(usage("the password contains a NUL byte: nothing was sent or stored"));
+    }
+    Ok(SecretString::from(text.to_owned()))
+}
+
+fn logout(profile: Option<String>) -> Result<()> {
+    let file = config::load(&config::config_path()?)?;
+    let profile = file.resolve(&env_overrides(Overrides { profile, ..Overrides::default() }))?;
+    OsKeychain::open()?.delete(&profile.account())?;
+    eprintln!("kubex-cred: removed the password of '{}' at {} from the keychain", profile.user, profile.url);
+    Ok(())
+}
+
+fn get(args: GetArgs) -> Result<()> {
+    // Until the daemon lands every get mints in-process, as --no-daemon does.
+    let _ = args.no_daemon;
+    let file = config::load(&config::config_path()?)?;
+    let profile = file.resolve(&env_overrides(Overrides { profile: args.profile, ..Overrides::default() }))?;
+    let password = OsKeychain::open()?.get(&profile.account())?;
+    let token = mint(&profile, &password)?;
+    drop(password);
+    if let Some(min) = args.min_ttl {
+        let left = token.remaining(Stamp::now());
+        if left < min {
+            return Err(usage(format!(
+                "--min-ttl {} cannot be met: Kubex at {} issues tokens that live {}",
+                humantime::format_duration(min),
+                profile.url,
+                humantime::format_duration(Duration::from_secs(left.as_secs()))
+            )));
+        }
+    }
+    print_token(&mut std::io::stdout().lock(), args.format, &profile, &token)
+}
+
+/// Writes the token in the asked format, all at once.
+pub fn print_token(out: &mut impl Write, format: Format, profile: &Profile, token: &Token) -> Result<()> {
+    let jwt = token.jwt();
+    let text = Zeroizing::new(match format {
+        Format::Token => format!("{jwt}\n"),
+        Format::Header => format!("Authorization: Bearer {jwt}\n"),
+        Format::Env => format!("export KUBEX_TOKEN={jwt}\n"),
+        Format::Json => {
+            let object = serde_json::json!({
+                "token": jwt,
+                "expires": token.expires_local_ms(),
+                "profile": profile.name,
+                "url": profile.url.as_str(),
+                "user": profile.user,
+            });
+            format!("{object}\n")
+        }
+    });
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::Other(anyhow::anyhow!("cannot write the token to stdout: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(input: &[u8]) -> std::result::Result<String, String> {
+        use secrecy::ExposeSecret;
+        read_password_line(input).map(|p| p.expose_secret().to_owned()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn password_line_loses_only_its_line_ending() {
+        assert_eq!(read(b"p\"w\\d\xc3\xa9 \n").as_deref(), Ok("p\"w\\d\u{e9} "));
+        assert_eq!(read(b"crlf\r\n").as_deref(), Ok("crlf"));
+        assert_eq!(read(b"no newline").as_deref(), Ok("no newline"));
+        assert_eq!(read(b"first\nsecond\n").as_deref(), Ok("first"));
+    }
+
+    #[test]
+    fn bad_passwords_are_refused() {
+        assert!(read(b"").expect_err("empty").contains("empty"));
+        assert!(read(b"\n").expect_err("empty").contains("empty"));
+        assert!(read(b"\xff\xfe\n").expect_err("binary").contains("UTF-8"));
+        assert!(read(b"a\0b\n").expect_err("nul").contains("NUL"));
+        assert!(read(&vec![b'x'; MAX_PASSWORD + 10]).expect_err("long").contains("longer"));
+    }
+}
