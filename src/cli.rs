@@ -17,7 +17,11 @@ use crate::token::{Stamp, Token};
 const MAX_PASSWORD: usize = 4096;
 
 #[derive(Debug, Parser)]
-#[command(name = "kubex-cred", version, about = "Kubex API tokens from a password kept in the OS keychain")]
+#[command(
+    name = "kubex-cred",
+    version,
+    about = "Kubex API tokens from a password kept in the OS keychain"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -124,7 +128,12 @@ pub fn mint(profile: &Profile, password: &SecretString) -> Result<Token> {
 fn login(args: LoginArgs) -> Result<()> {
     let path = config::config_path()?;
     let mut file = config::load(&path)?;
-    let flags = Overrides { profile: args.profile, url: args.url, user: args.user, ca_cert: args.ca_cert };
+    let flags = Overrides {
+        profile: args.profile,
+        url: args.url,
+        user: args.user,
+        ca_cert: args.ca_cert,
+    };
     let overrides = env_overrides(flags);
     let profile = file.resolve(&overrides).map_err(|e| match e {
         Error::NotLoggedIn(_) => usage(format!(
@@ -155,11 +164,14 @@ fn login(args: LoginArgs) -> Result<()> {
 
 fn prompt_password(profile: &Profile) -> Result<SecretString> {
     if !std::io::stdin().is_terminal() {
-        return Err(usage("no terminal to ask for the password on: pipe it in with --password-stdin"));
+        return Err(usage(
+            "no terminal to ask for the password on: pipe it in with --password-stdin",
+        ));
     }
     let prompt = format!("Kubex password for '{}' at {}: ", profile.user, profile.url);
     let password = Zeroizing::new(
-        rpassword::prompt_password(prompt).map_err(|e| usage(format!("cannot read the password from the terminal: {e}")))?,
+        rpassword::prompt_password(prompt)
+            .map_err(|e| usage(format!("cannot read the password from the terminal: {e}")))?,
     );
     check_password(password.as_bytes())
 }
@@ -172,7 +184,9 @@ pub fn read_password_line(input: impl BufRead) -> Result<SecretString> {
         .read_until(b'\n', &mut line)
         .map_err(|e| usage(format!("cannot read the password from stdin: {e}")))?;
     if line.len() > MAX_PASSWORD + 1 && !line.ends_with(b"\n") {
-        return Err(usage(format!("the password on stdin is longer than {MAX_PASSWORD} bytes")));
+        return Err(usage(format!(
+            "the password on stdin is longer than {MAX_PASSWORD} bytes"
+        )));
     }
     let mut end = line.len();
     if line[..end].ends_with(b"\n") {
@@ -188,18 +202,27 @@ fn check_password(bytes: &[u8]) -> Result<SecretString> {
     if bytes.is_empty() {
         return Err(usage("the password is empty: nothing was sent or stored"));
     }
-    let text = std::str::from_utf8(bytes).map_err(|_| usage("the password is not valid UTF-8 text: nothing was sent or stored"))?;
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| usage("the password is not valid UTF-8 text: nothing was sent or stored"))?;
     if text.contains('\0') {
-        return Err(usage("the password contains a NUL byte: nothing was sent or stored"));
+        return Err(usage(
+            "the password contains a NUL byte: nothing was sent or stored",
+        ));
     }
     Ok(SecretString::from(text.to_owned()))
 }
 
 fn logout(profile: Option<String>) -> Result<()> {
     let file = config::load(&config::config_path()?)?;
-    let profile = file.resolve(&env_overrides(Overrides { profile, ..Overrides::default() }))?;
+    let profile = file.resolve(&env_overrides(Overrides {
+        profile,
+        ..Overrides::default()
+    }))?;
     OsKeychain::open()?.delete(&profile.account())?;
-    eprintln!("kubex-cred: removed the password of '{}' at {} from the keychain", profile.user, profile.url);
+    eprintln!(
+        "kubex-cred: removed the password of '{}' at {} from the keychain",
+        profile.user, profile.url
+    );
     Ok(())
 }
 
@@ -207,7 +230,10 @@ fn get(args: GetArgs) -> Result<()> {
     // Until the daemon lands every get mints in-process, as --no-daemon does.
     let _ = args.no_daemon;
     let file = config::load(&config::config_path()?)?;
-    let profile = file.resolve(&env_overrides(Overrides { profile: args.profile, ..Overrides::default() }))?;
+    let profile = file.resolve(&env_overrides(Overrides {
+        profile: args.profile,
+        ..Overrides::default()
+    }))?;
     let password = OsKeychain::open()?.get(&profile.account())?;
     let token = mint(&profile, &password)?;
     drop(password);
@@ -226,7 +252,12 @@ fn get(args: GetArgs) -> Result<()> {
 }
 
 /// Writes the token in the asked format, all at once.
-pub fn print_token(out: &mut impl Write, format: Format, profile: &Profile, token: &Token) -> Result<()> {
+pub fn print_token(
+    out: &mut impl Write,
+    format: Format,
+    profile: &Profile,
+    token: &Token,
+) -> Result<()> {
     let jwt = token.jwt();
     let text = Zeroizing::new(match format {
         Format::Token => format!("{jwt}\n"),
@@ -254,7 +285,9 @@ mod tests {
 
     fn read(input: &[u8]) -> std::result::Result<String, String> {
         use secrecy::ExposeSecret;
-        read_password_line(input).map(|p| p.expose_secret().to_owned()).map_err(|e| e.to_string())
+        read_password_line(input)
+            .map(|p| p.expose_secret().to_owned())
+            .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -271,6 +304,10 @@ mod tests {
         assert!(read(b"\n").expect_err("empty").contains("empty"));
         assert!(read(b"\xff\xfe\n").expect_err("binary").contains("UTF-8"));
         assert!(read(b"a\0b\n").expect_err("nul").contains("NUL"));
-        assert!(read(&vec![b'x'; MAX_PASSWORD + 10]).expect_err("long").contains("longer"));
+        assert!(
+            read(&vec![b'x'; MAX_PASSWORD + 10])
+                .expect_err("long")
+                .contains("longer")
+        );
     }
 }

@@ -1,0 +1,11 @@
+//! Integration tests: the real binaries, a real Secret Service, the Kubex emulator over real HTTP.
+//! Modules mirror `src/`.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod cli;
+mod config;
+mod keychain;
+mod kubex;
+mod token;

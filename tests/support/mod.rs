@@ -1,0 +1,323 @@
+//! Test support: a sandbox per test (its own HOME, XDG dirs, D-Bus session and gnome-keyring) and
+//! the Kubex emulator. Keychain tests fail, never skip, when the Secret Service cannot be started.
+#![allow(dead_code)]
+
+pub mod emulator;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub use emulator::{Emulator, Fault, Options};
+
+/// The path of a binary this package builds.
+pub fn bin(name: &str) -> PathBuf {
+    match name {
+        "kubex-cred" => PathBuf::from(env!("CARGO_BIN_EXE_kubex-cred")),
+        "git-credential-kubex" => PathBuf::from(env!("CARGO_BIN_EXE_git-credential-kubex")),
+        other => panic!("no binary {other}"),
+    }
+}
+
+/// One test's private world.
+#[derive(Debug)]
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+    bus: Option<Child>,
+    pub bus_address: String,
+    pub extra_env: Vec<(String, String)>,
+}
+
+impl Sandbox {
+    /// A sandbox with a running, unlocked Secret Service on a private D-Bus session.
+    pub fn new() -> Sandbox {
+        let mut s = Self::bare();
+        s.start_keyring();
+        s
+    }
+
+    /// A sandbox whose D-Bus session has no Secret Service on it at all.
+    pub fn without_keyring() -> Sandbox {
+        let mut s = Self::bare();
+        s.bus_address = format!("unix:path={}", s.dir.path().join("no-bus").display());
+        s
+    }
+
+    fn bare() -> Sandbox {
+        let dir = tempfile::Builder::new()
+            .prefix("kubex-cred-test")
+            .tempdir()
+            .expect("temp dir");
+        for sub in ["home", "config", "cache", "run"] {
+            std::fs::create_dir_all(dir.path().join(sub)).expect("sandbox dirs");
+        }
+        set_mode(&dir.path().join("run"), 0o700);
+        Sandbox {
+            dir,
+            bus: None,
+            bus_address: String::new(),
+            extra_env: Vec::new(),
+        }
+    }
+
+    pub fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    pub fn config_file(&self) -> PathBuf {
+        self.dir.path().join("config/kubex-cred/config.toml")
+    }
+
+    pub fn runtime_dir(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+
+    fn start_keyring(&mut self) {
+        let socket = self.dir.path().join("bus");
+        let mut bus = Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--print-address=1"])
+            .arg(format!("--address=unix:path={}", socket.display()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start dbus-daemon ({e}): install dbus (scripts/test does)")
+            });
+        let mut line = String::new();
+        BufReader::new(bus.stdout.take().expect("piped"))
+            .read_line(&mut line)
+            .expect("dbus-daemon prints its address");
+        self.bus_address = line.trim().to_owned();
+        self.bus = Some(bus);
+        let mut keyring = Command::new("gnome-keyring-daemon")
+            .args(["--unlock", "--components=secrets"])
+            .envs(self.base_env())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start gnome-keyring-daemon ({e}): install gnome-keyring (scripts/test does)"));
+        keyring
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(b"test-keyring-password")
+            .expect("unlock the keyring");
+        let status = keyring.wait().expect("gnome-keyring-daemon");
+        assert!(
+            status.success(),
+            "gnome-keyring-daemon --unlock failed: {status}"
+        );
+        // The Secret Service must answer before the test begins.
+        wait_until(
+            Duration::from_secs(10),
+            "the Secret Service to own its bus name",
+            || {
+                Command::new("dbus-send")
+                    .args([
+                        "--session",
+                        "--print-reply",
+                        "--dest=org.freedesktop.DBus",
+                        "/org/freedesktop/DBus",
+                    ])
+                    .args([
+                        "org.freedesktop.DBus.NameHasOwner",
+                        "string:org.freedesktop.secrets",
+                    ])
+                    .envs(self.base_env())
+                    .output()
+                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("boolean true"))
+            },
+        );
+    }
+
+    fn base_env(&self) -> Vec<(String, String)> {
+        let d = self.dir.path();
+        let mut env = vec![
+            ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
+            ("HOME".into(), d.join("home").display().to_string()),
+            (
+                "XDG_CONFIG_HOME".into(),
+                d.join("config").display().to_string(),
+            ),
+            (
+                "XDG_CACHE_HOME".into(),
+                d.join("cache").display().to_string(),
+            ),
+            (
+                "XDG_RUNTIME_DIR".into(),
+                d.join("run").display().to_string(),
+            ),
+            ("DBUS_SESSION_BUS_ADDRESS".into(), self.bus_address.clone()),
+            ("LANG".into(), "C.UTF-8".into()),
+        ];
+        env.extend(self.extra_env.iter().cloned());
+        env
+    }
+
+    /// A command with only this sandbox's environment.
+    pub fn cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new(program);
+        c.env_clear().envs(self.base_env()).current_dir(self.home());
+        c
+    }
+
+    /// Runs `kubex-cred ARGS` with `stdin`, waiting at most a minute.
+    pub fn run(&self, args: &[&str], stdin: &[u8]) -> Out {
+        self.run_env(args, stdin, &[])
+    }
+
+    pub fn run_env(&self, args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> Out {
+        let mut c = self.cmd(bin("kubex-cred"));
+        c.args(args).envs(env.iter().copied());
+        run_with_input(c, stdin)
+    }
+
+    /// `kubex-cred login` against the emulator for `user` with `password` on stdin.
+    pub fn login(&self, emu: &Emulator, user: &str, password: &str) -> Out {
+        self.run(
+            &[
+                "login",
+                "--url",
+                &emu.origin(),
+                "--user",
+                user,
+                "--password-stdin",
+            ],
+            format!("{password}\n").as_bytes(),
+        )
+    }
+
+    /// What `secret-tool search service kubex-cred` prints (the real Secret Service's view).
+    pub fn keychain_items(&self) -> String {
+        let out = self
+            .cmd("secret-tool")
+            .args(["search", "--all", "service", "kubex-cred"])
+            .output()
+            .expect("secret-tool");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if let Some(mut bus) = self.bus.take() {
+            let _ = bus.kill();
+            let _ = bus.wait();
+        }
+    }
+}
+
+/// A finished command.
+#[derive(Debug)]
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl Out {
+    /// Asserts the exit code and returns self, showing everything on failure.
+    #[track_caller]
+    pub fn code(self, expected: i32) -> Out {
+        assert_eq!(
+            self.code, expected,
+            "exit code\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// Asserts a failure's shape: nothing on stdout, one `kubex-cred: ` line on stderr containing `needle`.
+    #[track_caller]
+    pub fn fails(self, expected: i32, needle: &str) -> Out {
+        let out = self.code(expected);
+        assert_eq!(out.stdout, "", "stdout must be empty on failure");
+        let lines: Vec<&str> = out.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "one line on stderr, got: {}", out.stderr);
+        assert!(lines[0].starts_with("kubex-cred: "), "{}", out.stderr);
+        assert!(
+            out.stderr.contains(needle),
+            "stderr lacks {needle:?}: {}",
+            out.stderr
+        );
+        out
+    }
+
+    /// The token from `get` (default format).
+    #[track_caller]
+    pub fn token(&self) -> String {
+        let t = self
+            .stdout
+            .strip_suffix('\n')
+            .expect("a newline after the token");
+        assert!(
+            !t.contains('\n') && t.split('.').count() == 3,
+            "not a JWT: {:?}",
+            self.stdout
+        );
+        t.to_owned()
+    }
+}
+
+pub fn run_with_input(mut c: Command, stdin: &[u8]) -> Out {
+    let start = Instant::now();
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut input = child.stdin.take().expect("piped");
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = wait_output(child, Duration::from_secs(60));
+    let _ = writer.join();
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        elapsed: start.elapsed(),
+    }
+}
+
+fn wait_output(child: Child, limit: Duration) -> Output {
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.expect("wait for the child"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("command did not finish within {limit:?}");
+        }
+    }
+}
+
+/// Polls `cond` until it holds, failing the test after `limit`.
+#[track_caller]
+pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
