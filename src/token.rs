@@ -43,7 +43,7 @@ impl Stamp {
         self.0.saturating_sub(earlier.0)
     }
 
-    pub fn add(self, d: Duration) -> Stamp {
+    pub fn after(self, d: Duration) -> Stamp {
         Stamp(self.0.saturating_add(d))
     }
 }
@@ -163,7 +163,7 @@ impl Token {
 
     /// The local boot-clock moment after which the token must not be used.
     pub fn valid_until(&self) -> Stamp {
-        self.sent_at.add(self.lifetime)
+        self.sent_at.after(self.lifetime)
     }
 
     /// How long it stays valid from `now`; zero once expired.
