@@ -9,7 +9,11 @@ pub fn init() {
         return;
     };
     // D-Bus traffic carries the (session-encrypted) keychain secret: keep zbus quiet unless named.
-    let filter = if filter.contains("zbus") { filter } else { format!("{filter},zbus=warn") };
+    let filter = if filter.contains("zbus") {
+        filter
+    } else {
+        format!("{filter},zbus=warn")
+    };
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,zbus=warn"));
     let _ = tracing_subscriber::fmt()
