@@ -1,8 +1,10 @@
 //! kubex-cred: Kubex API tokens from a password kept in the OS keychain.
 
+pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod ipc;
 pub mod keychain;
 pub mod kubex;
 pub mod logging;

@@ -1,0 +1,735 @@
+//! Per-profile token slots: cache, one mint at a time, refresh ahead, and the failure policy.
+//!
+//! A token is served while more than 10% of its life is left; in the last 25% a request still
+//! gets it at once and starts one background refresh. A failed mint sets a hold on the slot: a
+//! rejected password is not sent again until the keychain holds another one (or `login` runs);
+//! 403 waits 10 minutes, 429 waits as told, everything else backs off from 1 s to 5 min.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+
+use crate::config::Profile;
+use crate::error::Error;
+use crate::ipc::ProfileStatus;
+use crate::keychain::SecretStore;
+use crate::kubex::AuthError;
+use crate::token::{Stamp, Token};
+
+/// How long a 403 (subscription expired) keeps the slot from asking again.
+pub const EXPIRED_HOLD: Duration = Duration::from_secs(600);
+/// The wait after a 429 that did not say how long.
+pub const DEFAULT_RATE_LIMIT: Duration = Duration::from_secs(60);
+/// The first and the longest backoff after a transient failure.
+pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// A failure as the client will report it: exit code and one line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl From<&Error> for Failure {
+    fn from(e: &Error) -> Self {
+        Failure {
+            code: e.code(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::from(&e)
+    }
+}
+
+type MintFuture<'a> = Pin<Box<dyn Future<Output = Result<Token, AuthError>> + Send + 'a>>;
+
+/// What mints a token; the Kubex client in the daemon, a fake in unit tests.
+pub trait Minter: Send + Sync {
+    fn mint<'a>(&'a self, profile: &'a Profile, password: &'a SecretString) -> MintFuture<'a>;
+}
+
+/// Why a slot is not asking Kubex right now.
+#[derive(Debug, Clone)]
+enum Hold {
+    None,
+    /// Kubex said 401 to the password with this fingerprint.
+    Rejected {
+        fingerprint: [u8; 32],
+        failure: Failure,
+    },
+    /// Wait until `until` (403, 429, backoff).
+    Until {
+        until: Stamp,
+        failure: Failure,
+    },
+}
+
+#[derive(Debug)]
+struct SlotState {
+    profile: Profile,
+    token: Option<Token>,
+    hold: Hold,
+    failures: u32,
+    refreshing: bool,
+    mints: u64,
+}
+
+#[derive(Debug)]
+struct Slot {
+    state: Mutex<SlotState>,
+    /// Held by the one mint in flight; everybody else waits for its outcome.
+    mint_lock: tokio::sync::Mutex<()>,
+}
+
+impl Slot {
+    fn state(&self) -> MutexGuard<'_, SlotState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// What a request gets from a slot without waiting.
+#[derive(Debug)]
+enum Decision {
+    Serve { token: Token, refresh: bool },
+    Fail(Failure),
+    Mint,
+}
+
+impl SlotState {
+    fn decide(&mut self, now: Stamp, min_ttl: Duration) -> Decision {
+        if let Some(token) = self.token.as_ref().filter(|t| servable(t, now, min_ttl)) {
+            let in_window = token.remaining(now) < token.lifetime() / 4;
+            let held = match &self.hold {
+                Hold::None => false,
+                Hold::Rejected { .. } => true,
+                Hold::Until { until, .. } => now < *until,
+            };
+            let refresh = in_window && !self.refreshing && !held;
+            self.refreshing |= refresh;
+            return Decision::Serve {
+                token: token.clone(),
+                refresh,
+            };
+        }
+        match &self.hold {
+            Hold::Until { until, failure } if now < *until => {
+                Decision::Fail(hold_failure(failure, until.saturating_sub(now)))
+            }
+            _ => Decision::Mint,
+        }
+    }
+}
+
+/// Valid for at least `min_ttl`, and not in the last 10% of its life.
+fn servable(token: &Token, now: Stamp, min_ttl: Duration) -> bool {
+    let left = token.remaining(now);
+    left > Duration::ZERO && left >= min_ttl && left >= token.lifetime() / 10
+}
+
+fn hold_failure(failure: &Failure, wait: Duration) -> Failure {
+    let secs = wait.as_secs().max(1);
+    let message = match failure.code {
+        6 => format!(
+            "{}; try again in {secs} s",
+            failure
+                .message
+                .split("; try again")
+                .next()
+                .unwrap_or_default()
+        ),
+        _ => format!(
+            "{}; kubex-cred asks Kubex again in {secs} s",
+            failure.message
+        ),
+    };
+    Failure {
+        code: failure.code,
+        message,
+    }
+}
+
+fn fingerprint(password: &SecretString) -> [u8; 32] {
+    Sha256::digest(password.expose_secret().as_bytes()).into()
+}
+
+/// Exponential backoff with jitter: about 1 s, 2 s, 4 s … up to 5 min.
+pub fn backoff(failures: u32) -> Duration {
+    let base = BACKOFF_MIN
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+        .min(BACKOFF_MAX);
+    base.mul_f64(0.75 + fastrand::f64() * 0.5)
+        .clamp(BACKOFF_MIN, BACKOFF_MAX)
+}
+
+/// The daemon's token slots, one per account (user at instance).
+pub struct Broker {
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
+    keychain: Arc<dyn SecretStore>,
+    minter: Arc<dyn Minter>,
+    clock: fn() -> Stamp,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("slots", &self.slots().len())
+            .finish()
+    }
+}
+
+impl Broker {
+    pub fn new(
+        keychain: Arc<dyn SecretStore>,
+        minter: Arc<dyn Minter>,
+        clock: fn() -> Stamp,
+    ) -> Arc<Broker> {
+        Arc::new(Broker {
+            slots: Mutex::new(HashMap::new()),
+            keychain,
+            minter,
+            clock,
+        })
+    }
+
+    fn slots(&self) -> MutexGuard<'_, HashMap<String, Arc<Slot>>> {
+        self.slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn slot(&self, profile: &Profile) -> Arc<Slot> {
+        let mut slots = self.slots();
+        let slot = slots.entry(profile.account()).or_insert_with(|| {
+            Arc::new(Slot {
+                state: Mutex::new(SlotState {
+                    profile: profile.clone(),
+                    token: None,
+                    hold: Hold::None,
+                    failures: 0,
+                    refreshing: false,
+                    mints: 0,
+                }),
+                mint_lock: tokio::sync::Mutex::new(()),
+            })
+        });
+        let mut state = slot.state();
+        if state.profile != *profile {
+            state.profile = profile.clone();
+        }
+        drop(state);
+        slot.clone()
+    }
+
+    /// A token for the profile valid for at least `min_ttl`, minting once for all who wait.
+    pub async fn get(
+        self: &Arc<Self>,
+        profile: &Profile,
+        min_ttl: Duration,
+    ) -> Result<Token, Failure> {
+        let slot = self.slot(profile);
+        if let Some(answer) = self.answer(&slot, min_ttl) {
+            return answer;
+        }
+        let _minting = slot.mint_lock.lock().await;
+        if let Some(answer) = self.answer(&slot, min_ttl) {
+            return answer;
+        }
+        let token = self.mint_once(&slot).await?;
+        let left = token.remaining((self.clock)());
+        if left < min_ttl {
+            return Err(Failure::from(crate::error::usage(format!(
+                "--min-ttl {} cannot be met: Kubex at {} issues tokens that live {}",
+                humantime::format_duration(min_ttl),
+                profile.url,
+                humantime::format_duration(Duration::from_secs(left.as_secs()))
+            ))));
+        }
+        Ok(token)
+    }
+
+    /// Serves from the slot or fails from its hold; `None` means a mint is needed.
+    fn answer(
+        self: &Arc<Self>,
+        slot: &Arc<Slot>,
+        min_ttl: Duration,
+    ) -> Option<Result<Token, Failure>> {
+        let decision = slot.state().decide((self.clock)(), min_ttl);
+        match decision {
+            Decision::Serve { token, refresh } => {
+                if refresh {
+                    self.spawn_refresh(slot.clone());
+                }
+                Some(Ok(token))
+            }
+            Decision::Fail(failure) => Some(Err(failure)),
+            Decision::Mint => None,
+        }
+    }
+
+    fn spawn_refresh(self: &Arc<Self>, slot: Arc<Slot>) {
+        let broker = self.clone();
+        tokio::spawn(async move {
+            if let Ok(_minting) = slot.mint_lock.try_lock() {
+                let _ = broker.mint_once(&slot).await;
+            }
+            slot.state().refreshing = false;
+        });
+    }
+
+    /// One Authorize call, unless the keychain still holds the password Kubex rejected.
+    async fn mint_once(&self, slot: &Slot) -> Result<Token, Failure> {
+        let (profile, hold) = {
+            let s = slot.state();
+            (s.profile.clone(), s.hold.clone())
+        };
+        let keychain = self.keychain.clone();
+        let account = profile.account();
+        let password = tokio::task::spawn_blocking(move || keychain.get(&account))
+            .await
+            .map_err(|e| Failure {
+                code: 1,
+                message: format!("the keychain task failed: {e}"),
+            })?
+            .map_err(|e| Failure::from(Error::from(e)))?;
+        let print = fingerprint(&password);
+        if let Hold::Rejected {
+            fingerprint,
+            failure,
+        } = &hold
+        {
+            if *fingerprint == print {
+                return Err(failure.clone());
+            }
+        }
+        tracing::debug!(profile = %profile.name, "minting a token");
+        let result = self.minter.mint(&profile, &password).await;
+        drop(password);
+        let now = (self.clock)();
+        let mut s = slot.state();
+        match result {
+            Ok(token) => {
+                s.token = Some(token.clone());
+                s.hold = Hold::None;
+                s.failures = 0;
+                s.mints += 1;
+                Ok(token)
+            }
+            Err(e) => {
+                let failure = Failure::from(Error::from(e.clone()));
+                tracing::info!(profile = %profile.name, code = failure.code, "mint failed: {}", failure.message);
+                s.hold = match e {
+                    AuthError::Rejected { .. } => Hold::Rejected {
+                        fingerprint: print,
+                        failure: failure.clone(),
+                    },
+                    AuthError::Expired { .. } => Hold::Until {
+                        until: now.after(EXPIRED_HOLD),
+                        failure: failure.clone(),
+                    },
+                    AuthError::RateLimited { retry_after, .. } => Hold::Until {
+                        until: now.after(retry_after.unwrap_or(DEFAULT_RATE_LIMIT)),
+                        failure: failure.clone(),
+                    },
+                    _ => {
+                        s.failures += 1;
+                        Hold::Until {
+                            until: now.after(backoff(s.failures)),
+                            failure: failure.clone(),
+                        }
+                    }
+                };
+                Err(failure)
+            }
+        }
+    }
+
+    /// Drops an account's slot: its token and any hold (after `login` or `logout`).
+    pub fn forget(&self, account: &str) -> bool {
+        self.slots().remove(account).is_some()
+    }
+
+    /// Drops a cached token if it is this one (a consumer said the server refused it).
+    pub fn erase(&self, account: &str, jwt: &str) -> bool {
+        let slot = self.slots().get(account).cloned();
+        let Some(slot) = slot else { return false };
+        let mut s = slot.state();
+        if s.token.as_ref().is_some_and(|t| t.jwt() == jwt) {
+            s.token = None;
+            return true;
+        }
+        false
+    }
+
+    /// Every slot's state, never a token.
+    pub fn status(&self) -> Vec<ProfileStatus> {
+        let now = (self.clock)();
+        let mut list: Vec<ProfileStatus> = self
+            .slots()
+            .values()
+            .map(|slot| {
+                let s = slot.state();
+                let token = s
+                    .token
+                    .as_ref()
+                    .filter(|t| servable(t, now, Duration::ZERO));
+                let (state, retry_in_s, last_error) = match &s.hold {
+                    Hold::Rejected { failure, .. } => {
+                        ("rejected", None, Some(failure.message.clone()))
+                    }
+                    Hold::Until { until, failure } if now < *until => {
+                        let state = match failure.code {
+                            5 => "subscription_expired",
+                            6 => "rate_limited",
+                            _ => "backing_off",
+                        };
+                        (
+                            state,
+                            Some(until.saturating_sub(now).as_secs().max(1)),
+                            Some(failure.message.clone()),
+                        )
+                    }
+                    _ => (
+                        match (token, s.refreshing) {
+                            (Some(_), true) => "refreshing",
+                            (Some(_), false) => "valid",
+                            (None, _) if s.token.is_some() => "expired",
+                            (None, _) => "none",
+                        },
+                        None,
+                        None,
+                    ),
+                };
+                ProfileStatus {
+                    profile: s.profile.name.clone(),
+                    url: s.profile.url.to_string(),
+                    user: s.profile.user.clone(),
+                    state: state.to_owned(),
+                    expires_ms: token.map(Token::expires_local_ms),
+                    remaining_s: token.map(|t| t.remaining(now).as_secs()),
+                    retry_in_s,
+                    last_error,
+                    mints: s.mints,
+                }
+            })
+            .collect();
+        list.sort_by(|a, b| a.profile.cmp(&b.profile));
+        list
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+    use super::*;
+    use crate::keychain::MemoryStore;
+    use crate::token::Sent;
+
+    // The test clock, in milliseconds; each test runs on its own thread-local copy.
+    thread_local! {
+        static NOW_MS: AtomicU64 = const { AtomicU64::new(1_000_000) };
+    }
+
+    fn now() -> Stamp {
+        Stamp::from_duration(Duration::from_millis(
+            NOW_MS.with(|n| n.load(Ordering::SeqCst)),
+        ))
+    }
+
+    fn advance(d: Duration) {
+        NOW_MS.with(|n| n.fetch_add(d.as_millis() as u64, Ordering::SeqCst));
+    }
+
+    /// Mints 100-second tokens on the test clock, or fails as told.
+    struct FakeKubex {
+        calls: AtomicU32,
+        answer: Mutex<Result<(), AuthError>>,
+        delay: Duration,
+    }
+
+    impl Minter for FakeKubex {
+        fn mint<'a>(&'a self, _: &'a Profile, _: &'a SecretString) -> MintFuture<'a> {
+            Box::pin(async move {
+                self.calls.fetch_add(1, Ordering::SeqCst);
+                let sent = Sent {
+                    at: now(),
+                    wall: std::time::SystemTime::now(),
+                };
+                tokio::time::sleep(self.delay).await;
+                self.answer.lock().expect("lock").clone()?;
+                // iat 1000 s, exp 1101 s: a 100 s lifetime after the truncation second.
+                let claims = r#"{"iat":1000,"exp":1101}"#;
+                use base64::Engine;
+                let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+                let jwt = format!(
+                    "{}.{}.{}",
+                    b64(r#"{"alg":"HS512"}"#),
+                    b64(claims),
+                    b64(&format!("sig{}", self.calls.load(Ordering::SeqCst)))
+                );
+                Ok(Token::from_authorize(jwt, 1_101_000, None, sent).expect("valid token"))
+            })
+        }
+    }
+
+    struct Fixture {
+        broker: Arc<Broker>,
+        kubex: Arc<FakeKubex>,
+        store: Arc<MemoryStore>,
+        profile: Profile,
+    }
+
+    fn fixture(delay: Duration) -> Fixture {
+        let profile = Profile {
+            name: "p".into(),
+            url: crate::config::base_url("https://acme.example.com").expect("url"),
+            user: "u".into(),
+            ca_cert: None,
+        };
+        let store = Arc::new(MemoryStore::default());
+        store
+            .set(&profile.account(), &SecretString::from("pw"))
+            .expect("set");
+        let kubex = Arc::new(FakeKubex {
+            calls: AtomicU32::new(0),
+            answer: Mutex::new(Ok(())),
+            delay,
+        });
+        let broker = Broker::new(store.clone(), kubex.clone(), now);
+        Fixture {
+            broker,
+            kubex,
+            store,
+            profile,
+        }
+    }
+
+    impl Fixture {
+        fn calls(&self) -> u32 {
+            self.kubex.calls.load(Ordering::SeqCst)
+        }
+        fn fail_with(&self, e: AuthError) {
+            *self.kubex.answer.lock().expect("lock") = Err(e);
+        }
+        fn succeed(&self) {
+            *self.kubex.answer.lock().expect("lock") = Ok(());
+        }
+        async fn get(&self) -> Result<Token, Failure> {
+            self.broker.get(&self.profile, Duration::ZERO).await
+        }
+    }
+
+    fn url() -> String {
+        "https://acme.example.com/api/v2/authorize".into()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_requests_on_a_cold_slot_share_one_mint() {
+        let f = Arc::new(fixture(Duration::from_millis(200)));
+        let gets: Vec<_> = (0..50)
+            .map(|_| {
+                let f = f.clone();
+                tokio::spawn(async move { f.get().await })
+            })
+            .collect();
+        let mut tokens = Vec::new();
+        for get in gets {
+            tokens.push(get.await.expect("task"));
+        }
+        assert_eq!(f.calls(), 1);
+        let first = tokens[0].as_ref().expect("token").jwt().to_owned();
+        assert!(
+            tokens
+                .iter()
+                .all(|t| t.as_ref().expect("token").jwt() == first)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_refresh_window_serves_at_once_and_refreshes_once_in_the_background() {
+        let f = fixture(Duration::from_millis(10));
+        let first = f.get().await.expect("token").jwt().to_owned();
+        advance(Duration::from_secs(60)); // 40% left: no refresh yet
+        assert_eq!(f.get().await.expect("token").jwt(), first);
+        assert_eq!(f.calls(), 1);
+        advance(Duration::from_secs(20)); // 20% left: serve, refresh once
+        for _ in 0..10 {
+            assert_eq!(f.get().await.expect("served at once").jwt(), first);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(f.calls(), 2, "exactly one background refresh");
+        assert_ne!(
+            f.get().await.expect("token").jwt(),
+            first,
+            "the refreshed token is served next"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_last_ten_percent_is_never_served() {
+        let f = fixture(Duration::ZERO);
+        f.fail_with(AuthError::Server {
+            url: url(),
+            status: 503,
+        });
+        // No token and a failing server: the error, then a backoff hold.
+        assert_eq!(f.get().await.expect_err("down").code, 7);
+        f.succeed();
+        advance(BACKOFF_MAX);
+        let first = f.get().await.expect("token").jwt().to_owned();
+        f.fail_with(AuthError::Server {
+            url: url(),
+            status: 500,
+        });
+        advance(Duration::from_secs(91)); // 9 s of 100 left
+        let err = f.get().await.expect_err("in the last 10%");
+        assert_eq!(err.code, 7);
+        assert!(!err.message.contains(&first));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rejected_password_is_not_sent_again_until_it_changes() {
+        let f = fixture(Duration::ZERO);
+        f.fail_with(AuthError::Rejected {
+            url: url(),
+            user: "u".into(),
+        });
+        for _ in 0..20 {
+            assert_eq!(f.get().await.expect_err("rejected").code, 4);
+        }
+        assert_eq!(f.calls(), 1);
+        advance(Duration::from_secs(3600));
+        assert_eq!(f.get().await.expect_err("still rejected").code, 4);
+        assert_eq!(
+            f.calls(),
+            1,
+            "time alone does not retry a rejected password"
+        );
+        f.succeed();
+        f.store
+            .set(&f.profile.account(), &SecretString::from("new"))
+            .expect("set");
+        f.get().await.expect("the new password is tried");
+        assert_eq!(f.calls(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_limit_waits_as_told_with_one_request_per_wait() {
+        let f = fixture(Duration::ZERO);
+        f.fail_with(AuthError::RateLimited {
+            url: url(),
+            retry_after: Some(Duration::from_secs(40)),
+        });
+        let err = f.get().await.expect_err("429");
+        assert_eq!(err.code, 6);
+        advance(Duration::from_secs(39));
+        let err = f.get().await.expect_err("still waiting");
+        assert!(err.message.ends_with("try again in 1 s"), "{}", err.message);
+        assert_eq!(f.calls(), 1);
+        advance(Duration::from_secs(1));
+        f.succeed();
+        f.get().await.expect("after the wait");
+        assert_eq!(f.calls(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn server_errors_back_off_and_a_valid_token_keeps_being_served() {
+        let f = fixture(Duration::ZERO);
+        let first = f.get().await.expect("token").jwt().to_owned();
+        f.fail_with(AuthError::Server {
+            url: url(),
+            status: 500,
+        });
+        advance(Duration::from_secs(80)); // refresh window
+        assert_eq!(f.get().await.expect("served").jwt(), first);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(f.calls(), 2, "the background refresh failed");
+        for _ in 0..5 {
+            assert_eq!(
+                f.get()
+                    .await
+                    .expect("still served through the outage")
+                    .jwt(),
+                first
+            );
+        }
+        assert_eq!(f.calls(), 2, "no retry during the backoff");
+        f.succeed();
+        advance(Duration::from_secs(5)); // past the first backoff (at most 1.25 s)
+        assert_eq!(f.get().await.expect("served").jwt(), first);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_ne!(
+            f.get().await.expect("recovered").jwt(),
+            first,
+            "recovered without user action"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn subscription_expired_holds_ten_minutes() {
+        let f = fixture(Duration::ZERO);
+        f.fail_with(AuthError::Expired {
+            url: url(),
+            user: "u".into(),
+        });
+        for _ in 0..5 {
+            assert_eq!(f.get().await.expect_err("403").code, 5);
+        }
+        assert_eq!(f.calls(), 1);
+        advance(EXPIRED_HOLD);
+        f.succeed();
+        f.get().await.expect("asks again after the hold");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn min_ttl_mints_a_fresher_token() {
+        let f = fixture(Duration::ZERO);
+        let first = f.get().await.expect("token").jwt().to_owned();
+        advance(Duration::from_secs(30));
+        let t = f
+            .broker
+            .get(&f.profile, Duration::from_secs(80))
+            .await
+            .expect("fresh");
+        assert_ne!(t.jwt(), first);
+        assert_eq!(
+            f.broker
+                .get(&f.profile, Duration::from_secs(500))
+                .await
+                .expect_err("too long")
+                .code,
+            2
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn forget_and_erase_drop_the_token() {
+        let f = fixture(Duration::ZERO);
+        let first = f.get().await.expect("token").jwt().to_owned();
+        assert!(!f.broker.erase(&f.profile.account(), "other"));
+        assert!(f.broker.erase(&f.profile.account(), &first));
+        let second = f.get().await.expect("token").jwt().to_owned();
+        assert_ne!(first, second);
+        assert!(f.broker.forget(&f.profile.account()));
+        assert_eq!(f.broker.status().len(), 0);
+    }
+
+    #[test]
+    fn backoff_grows_from_one_second_to_five_minutes() {
+        assert!(backoff(1) <= Duration::from_millis(1250) && backoff(1) >= BACKOFF_MIN);
+        assert!(backoff(3) >= Duration::from_secs(3) && backoff(3) <= Duration::from_secs(5));
+        assert!(backoff(30) <= BACKOFF_MAX && backoff(30) >= Duration::from_secs(225));
+    }
+}

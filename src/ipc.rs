@@ -1,0 +1,316 @@
+//! The daemon's wire protocol (versioned JSON lines, one request per connection) and where its
+//! socket lives.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Profile;
+use crate::error::{Error, Result};
+
+/// Bumped whenever a request or response changes shape.
+pub const PROTOCOL: u32 = 1;
+/// The largest request or response line.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// The version a client and daemon must share: package version and protocol.
+pub fn version() -> String {
+    format!("{}/{PROTOCOL}", env!("CARGO_PKG_VERSION"))
+}
+
+/// One request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Request {
+    pub version: String,
+    #[serde(flatten)]
+    pub op: Op,
+}
+
+/// What a client asks the daemon.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// A token for this profile, valid for at least `min_ttl_ms`.
+    Get {
+        profile: WireProfile,
+        min_ttl_ms: u64,
+    },
+    /// Drop the slot of an account (after `login` or `logout`).
+    Forget { account: String },
+    /// The daemon's state, never a secret.
+    Status,
+    /// Shut down.
+    Stop,
+}
+
+/// A profile as the client resolved it (flags, environment, config).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireProfile {
+    pub name: String,
+    pub url: String,
+    pub user: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<PathBuf>,
+}
+
+impl From<&Profile> for WireProfile {
+    fn from(p: &Profile) -> Self {
+        WireProfile {
+            name: p.name.clone(),
+            url: p.url.to_string(),
+            user: p.user.clone(),
+            ca_cert: p.ca_cert.clone(),
+        }
+    }
+}
+
+impl WireProfile {
+    /// Re-checks what a client sent, with the same rules as the config.
+    pub fn to_profile(&self) -> Result<Profile> {
+        let file = crate::config::ConfigFile::default();
+        let overrides = crate::config::Overrides {
+            profile: Some(self.name.clone()),
+            url: Some(self.url.clone()),
+            user: Some(self.user.clone()),
+            ca_cert: self.ca_cert.clone(),
+        };
+        file.resolve(&overrides)
+    }
+}
+
+/// One response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Response {
+    pub version: String,
+    #[serde(flatten)]
+    pub body: Body,
+}
+
+/// What the daemon answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Body {
+    Token {
+        token: String,
+        /// End of validity on the local wall clock, epoch ms.
+        expires_ms: i64,
+    },
+    Error {
+        code: u8,
+        message: String,
+    },
+    /// The client speaks another version: it should replace the daemon.
+    VersionMismatch,
+    Status(Status),
+    Done,
+}
+
+impl Body {
+    pub fn error(e: &Error) -> Body {
+        Body::Error {
+            code: e.code(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// `kubex-cred status --json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Status {
+    pub daemon: DaemonInfo,
+    pub profiles: Vec<ProfileStatus>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DaemonInfo {
+    pub pid: u32,
+    pub version: String,
+    pub socket: PathBuf,
+    pub uptime_s: u64,
+    pub idle_timeout_s: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ProfileStatus {
+    pub profile: String,
+    pub url: String,
+    pub user: String,
+    /// `none`, `valid`, `refreshing`, `expired`, `rejected`, `subscription_expired`, `rate_limited`, `backing_off`.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining_s: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_in_s: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    pub mints: u64,
+}
+
+/// Where the daemon's files live.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// The per-user directory, mode 0700.
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    /// Held (flock) by the running daemon for its whole life.
+    pub daemon_lock: PathBuf,
+    /// Held by the one client that starts a daemon.
+    pub start_lock: PathBuf,
+}
+
+impl Paths {
+    /// `$XDG_RUNTIME_DIR/kubex-cred/`, else the user's cache directory.
+    pub fn new() -> Result<Paths> {
+        let dirs = directories::ProjectDirs::from("", "", "kubex-cred").ok_or_else(|| {
+            Error::Daemon(
+                "cannot find a runtime directory for the socket: set HOME or XDG_RUNTIME_DIR"
+                    .into(),
+            )
+        })?;
+        let dir = dirs
+            .runtime_dir()
+            .unwrap_or_else(|| dirs.cache_dir())
+            .to_path_buf();
+        Ok(Paths::in_dir(dir))
+    }
+
+    pub fn in_dir(dir: PathBuf) -> Paths {
+        Paths {
+            socket: dir.join("daemon.sock"),
+            daemon_lock: dir.join("daemon.lock"),
+            start_lock: dir.join("start.lock"),
+            dir,
+        }
+    }
+
+    /// Creates the directory 0700 in one step, or checks that an existing one is private and ours.
+    pub fn ensure_private_dir(&self) -> Result<()> {
+        crate::config::create_private_dir(&self.dir).map_err(|e| {
+            Error::Daemon(format!(
+                "cannot create the socket directory {}: {e}",
+                self.dir.display()
+            ))
+        })?;
+        check_private(&self.dir)
+    }
+}
+
+#[cfg(unix)]
+fn check_private(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| {
+        Error::Daemon(format!(
+            "cannot inspect the socket directory {}: {e}",
+            dir.display()
+        ))
+    })?;
+    let uid = rustix::process::geteuid().as_raw();
+    if !meta.is_dir() || meta.uid() != uid {
+        return Err(Error::Daemon(format!(
+            "refusing the socket directory {}: it is not a directory owned by you (uid {uid}); remove it and try again",
+            dir.display()
+        )));
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(Error::Daemon(format!(
+            "refusing the socket directory {}: its mode {:o} lets others in; run `chmod 700 {}`",
+            dir.display(),
+            meta.mode() & 0o777,
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_private(_dir: &Path) -> Result<()> {
+    Ok(())
+}
+
+/// Serialises a message as one line.
+pub fn to_line<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut line = serde_json::to_vec(value).expect("protocol types always serialise");
+    line.push(b'\n');
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_as_one_line() {
+        let req = Request {
+            version: version(),
+            op: Op::Get {
+                profile: WireProfile {
+                    name: "p".into(),
+                    url: "https://h/api/v2".into(),
+                    user: "u".into(),
+                    ca_cert: None,
+                },
+                min_ttl_ms: 5,
+            },
+        };
+        let line = to_line(&req);
+        assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
+        let text = String::from_utf8(line).expect("utf8");
+        assert!(
+            text.starts_with(r#"{"version":""#) && text.contains(r#""op":"get""#),
+            "{text}"
+        );
+        let back: Request = serde_json::from_str(&text).expect("parses");
+        assert!(matches!(back.op, Op::Get { min_ttl_ms: 5, .. }));
+    }
+
+    #[test]
+    fn responses_are_tagged_by_result() {
+        let text = String::from_utf8(to_line(&Response {
+            version: "v".into(),
+            body: Body::Done,
+        }))
+        .expect("utf8");
+        assert_eq!(text, "{\"version\":\"v\",\"result\":\"done\"}\n");
+        let err: Response =
+            serde_json::from_str(r#"{"version":"v","result":"error","code":4,"message":"no"}"#)
+                .expect("parses");
+        assert!(matches!(err.body, Body::Error { code: 4, .. }));
+    }
+
+    #[test]
+    fn a_wire_profile_is_checked_like_the_config() {
+        let bad = WireProfile {
+            name: "p".into(),
+            url: "http://example.com".into(),
+            user: "u".into(),
+            ca_cert: None,
+        };
+        assert_eq!(bad.to_profile().expect_err("plain http").code(), 2);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_loose_socket_directory_is_refused_with_the_chmod_hint() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().expect("tmp");
+        let paths = Paths::in_dir(tmp.path().join("kubex-cred"));
+        paths.ensure_private_dir().expect("created private");
+        let mode = std::fs::metadata(&paths.dir)
+            .expect("stat")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o700);
+        std::fs::set_permissions(&paths.dir, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        let err = paths.ensure_private_dir().expect_err("loose");
+        assert!(
+            err.to_string()
+                .contains(&format!("chmod 700 {}", paths.dir.display())),
+            "{err}"
+        );
+        assert_eq!(err.code(), 9);
+    }
+}
