@@ -7,8 +7,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::SecretString;
 use zeroize::Zeroizing;
 
+use crate::client;
 use crate::config::{self, Overrides, Profile};
 use crate::error::{Error, Result, usage};
+use crate::ipc::{Body, Op, ProfileStatus};
 use crate::keychain::{OsKeychain, SecretStore};
 use crate::kubex::{self, Client};
 use crate::token::{Stamp, Token};
@@ -38,6 +40,29 @@ enum Command {
     },
     /// Print a token valid for at least --min-ttl.
     Get(GetArgs),
+    /// Show the daemon and each profile's token state (never a token).
+    Status {
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop the daemon.
+    Stop,
+    /// Run the per-user daemon that caches tokens (started on demand by `get`).
+    Daemon(DaemonArgs),
+}
+
+#[derive(Debug, Args)]
+struct DaemonArgs {
+    /// Stay in the foreground (for service managers and debugging).
+    #[arg(long)]
+    foreground: bool,
+    /// Exit after this long without requests; 0 never.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1h")]
+    idle_timeout: Duration,
+    /// Started by a launcher: detach and report readiness on stdout.
+    #[arg(long, hide = true)]
+    detached: bool,
 }
 
 #[derive(Debug, Args)]
@@ -99,6 +124,13 @@ pub fn run() -> Result<()> {
         Command::Login(args) => login(args),
         Command::Logout { profile } => logout(profile),
         Command::Get(args) => get(args),
+        Command::Status { json } => status(json),
+        Command::Stop => stop(),
+        Command::Daemon(args) => crate::daemon::run(&crate::daemon::Options {
+            foreground: args.foreground,
+            idle_timeout: args.idle_timeout,
+            detached: args.detached,
+        }),
     }
 }
 
@@ -152,6 +184,10 @@ fn login(args: LoginArgs) -> Result<()> {
     keychain.set(&profile.account(), &password)?;
     file.upsert(&profile);
     config::save(&path, &file)?;
+    // A running daemon drops the old token and any rejection of the old password.
+    client::tell(&Op::Forget {
+        account: profile.account(),
+    });
     eprintln!(
         "kubex-cred: logged in as '{}' at {} (profile '{}'); tokens live {}",
         profile.user,
@@ -219,6 +255,9 @@ fn logout(profile: Option<String>) -> Result<()> {
         ..Overrides::default()
     }))?;
     OsKeychain::open()?.delete(&profile.account())?;
+    client::tell(&Op::Forget {
+        account: profile.account(),
+    });
     eprintln!(
         "kubex-cred: removed the password of '{}' at {} from the keychain",
         profile.user, profile.url
@@ -227,28 +266,169 @@ fn logout(profile: Option<String>) -> Result<()> {
 }
 
 fn get(args: GetArgs) -> Result<()> {
-    // Until the daemon lands every get mints in-process, as --no-daemon does.
-    let _ = args.no_daemon;
     let file = config::load(&config::config_path()?)?;
     let profile = file.resolve(&env_overrides(Overrides {
         profile: args.profile,
         ..Overrides::default()
     }))?;
-    let password = OsKeychain::open()?.get(&profile.account())?;
-    let token = mint(&profile, &password)?;
-    drop(password);
-    if let Some(min) = args.min_ttl {
+    let min_ttl = args.min_ttl.unwrap_or_default();
+    let (jwt, expires_ms) = if args.no_daemon {
+        let password = OsKeychain::open()?.get(&profile.account())?;
+        let token = mint(&profile, &password)?;
+        drop(password);
         let left = token.remaining(Stamp::now());
-        if left < min {
+        if left < min_ttl {
             return Err(usage(format!(
                 "--min-ttl {} cannot be met: Kubex at {} issues tokens that live {}",
-                humantime::format_duration(min),
+                humantime::format_duration(min_ttl),
                 profile.url,
                 humantime::format_duration(Duration::from_secs(left.as_secs()))
             )));
         }
+        (
+            Zeroizing::new(token.jwt().to_owned()),
+            token.expires_local_ms(),
+        )
+    } else {
+        client::watchdog(client_timeout()?);
+        let op = Op::Get {
+            profile: (&profile).into(),
+            min_ttl_ms: u64::try_from(min_ttl.as_millis()).unwrap_or(u64::MAX),
+        };
+        match client::call(&op, true)? {
+            Some(Body::Token { token, expires_ms }) => (Zeroizing::new(token), expires_ms),
+            Some(Body::Error { code, message }) => return Err(Error::Reported { code, message }),
+            other => return Err(unexpected(other.as_ref())),
+        }
+    };
+    print_token(
+        &mut std::io::stdout().lock(),
+        args.format,
+        &profile,
+        &jwt,
+        expires_ms,
+    )
+}
+
+/// How long a client waits for the daemon: one Authorize exchange and a margin.
+fn client_timeout() -> Result<Duration> {
+    Ok(timeout()? + Duration::from_secs(5))
+}
+
+fn unexpected(body: Option<&Body>) -> Error {
+    Error::Daemon(format!(
+        "the daemon gave an unexpected answer ({body:?}); run `kubex-cred stop` and try again"
+    ))
+}
+
+fn status(json: bool) -> Result<()> {
+    client::watchdog(client_timeout()?);
+    let status = match client::call(&Op::Status, false)? {
+        Some(Body::Status(status)) => status,
+        None => {
+            let file = config::load(&config::config_path()?)?;
+            let profiles = file
+                .profiles
+                .keys()
+                .filter_map(|name| {
+                    file.resolve(&Overrides {
+                        profile: Some(name.clone()),
+                        ..Overrides::default()
+                    })
+                    .ok()
+                })
+                .map(|p| ProfileStatus {
+                    profile: p.name,
+                    url: p.url.to_string(),
+                    user: p.user,
+                    state: "none".into(),
+                    ..ProfileStatus::default()
+                })
+                .collect();
+            crate::ipc::Status {
+                daemon: None,
+                profiles,
+            }
+        }
+        other => return Err(unexpected(other.as_ref())),
+    };
+    let mut out = std::io::stdout().lock();
+    let text = if json {
+        format!(
+            "{}\n",
+            serde_json::to_string(&status).map_err(|e| Error::Other(e.into()))?
+        )
+    } else {
+        human_status(&status)?
+    };
+    out.write_all(text.as_bytes())
+        .map_err(|e| Error::Other(anyhow::anyhow!("cannot write to stdout: {e}")))
+}
+
+fn human_status(status: &crate::ipc::Status) -> Result<String> {
+    use std::fmt::Write as _;
+    let mut text = String::new();
+    let w = |e: std::fmt::Error| Error::Other(e.into());
+    match &status.daemon {
+        Some(d) => writeln!(
+            text,
+            "daemon: running, pid {}, version {}, up {}, socket {}",
+            d.pid,
+            d.version,
+            humantime::format_duration(Duration::from_secs(d.uptime_s)),
+            d.socket.display()
+        )
+        .map_err(w)?,
+        None => writeln!(text, "daemon: not running (`kubex-cred get` starts it)").map_err(w)?,
     }
-    print_token(&mut std::io::stdout().lock(), args.format, &profile, &token)
+    for p in &status.profiles {
+        write!(
+            text,
+            "profile {}: {} at {}: {}",
+            p.profile,
+            p.user,
+            p.url,
+            p.state.replace('_', " ")
+        )
+        .map_err(w)?;
+        if let Some(s) = p.remaining_s {
+            write!(
+                text,
+                ", {} left",
+                humantime::format_duration(Duration::from_secs(s))
+            )
+            .map_err(w)?;
+        }
+        if let Some(s) = p.retry_in_s {
+            write!(
+                text,
+                ", next attempt in {}",
+                humantime::format_duration(Duration::from_secs(s))
+            )
+            .map_err(w)?;
+        }
+        if let Some(e) = &p.last_error {
+            write!(text, "; last error: {e}").map_err(w)?;
+        }
+        text.push('\n');
+    }
+    Ok(text)
+}
+
+fn stop() -> Result<()> {
+    client::watchdog(client_timeout()?);
+    match client::call(&Op::Stop, false)? {
+        Some(Body::Done) => {
+            client::wait_for_exit(&crate::ipc::Paths::new()?, Duration::from_secs(5))?;
+            eprintln!("kubex-cred: daemon stopped");
+            Ok(())
+        }
+        None => {
+            eprintln!("kubex-cred: no daemon is running");
+            Ok(())
+        }
+        other => Err(unexpected(other.as_ref())),
+    }
 }
 
 /// Writes the token in the asked format, all at once.
@@ -256,9 +436,9 @@ pub fn print_token(
     out: &mut impl Write,
     format: Format,
     profile: &Profile,
-    token: &Token,
+    jwt: &str,
+    expires_ms: i64,
 ) -> Result<()> {
-    let jwt = token.jwt();
     let text = Zeroizing::new(match format {
         Format::Token => format!("{jwt}\n"),
         Format::Header => format!("Authorization: Bearer {jwt}\n"),
@@ -266,7 +446,7 @@ pub fn print_token(
         Format::Json => {
             let object = serde_json::json!({
                 "token": jwt,
-                "expires": token.expires_local_ms(),
+                "expires": expires_ms,
                 "profile": profile.name,
                 "url": profile.url.as_str(),
                 "user": profile.user,

@@ -23,6 +23,9 @@ pub enum Error {
     /// The daemon could not be reached or started: exit 9.
     #[error("{0}")]
     Daemon(String),
+    /// A failure the daemon reported, with its exit code.
+    #[error("{message}")]
+    Reported { code: u8, message: String },
     /// Anything else: exit 1.
     #[error("{0:#}")]
     Other(#[from] anyhow::Error),
@@ -37,6 +40,7 @@ impl Error {
             Error::Kubex(e) => e.code(),
             Error::Keychain(e) => e.code(),
             Error::Daemon(_) => 9,
+            Error::Reported { code, .. } => *code,
             Error::Other(_) => 1,
         }
     }

@@ -117,7 +117,8 @@ impl Body {
 /// `kubex-cred status --json`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Status {
-    pub daemon: DaemonInfo,
+    /// `None` when no daemon is running.
+    pub daemon: Option<DaemonInfo>,
     pub profiles: Vec<ProfileStatus>,
 }
 

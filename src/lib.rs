@@ -2,7 +2,9 @@
 
 pub mod broker;
 pub mod cli;
+pub mod client;
 pub mod config;
+pub mod daemon;
 pub mod error;
 pub mod ipc;
 pub mod keychain;

@@ -1,0 +1,180 @@
+//! The client side of the socket: connect, start the daemon when there is none, ask, time out.
+//! No async runtime, TLS, keychain or logging setup here: this is the hot path of every `get`.
+
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use interprocess::local_socket::traits::Stream as _;
+use interprocess::local_socket::{GenericFilePath, Stream, ToFsName};
+
+use crate::error::{Error, Result};
+use crate::ipc::{self, Body, Op, Paths, Request, Response};
+
+/// Exits the process with code 9 if the client is still running after `limit`.
+pub fn watchdog(limit: Duration) {
+    std::thread::spawn(move || {
+        std::thread::sleep(limit);
+        eprintln!(
+            "kubex-cred: the daemon did not answer within {}: run `kubex-cred stop` (or kill it) and try again",
+            humantime::format_duration(limit)
+        );
+        std::process::exit(9);
+    });
+}
+
+/// Sends one request; with `autostart`, starts a daemon when none is running.
+pub fn call(op: &Op, autostart: bool) -> Result<Option<Body>> {
+    let paths = Paths::new()?;
+    let request = ipc::to_line(&Request {
+        version: ipc::version(),
+        op: op.clone(),
+    });
+    let mut started = false;
+    let mut replaced = false;
+    loop {
+        match connect(&paths) {
+            Ok(stream) => {
+                match exchange(stream, &request)? {
+                    Body::VersionMismatch if !replaced => {
+                        replaced = true;
+                        replace_daemon(&paths)?;
+                        started = true;
+                    }
+                    Body::VersionMismatch => return Err(Error::Daemon(
+                        "the daemon speaks another version of the protocol; run `kubex-cred stop`"
+                            .into(),
+                    )),
+                    body => return Ok(Some(body)),
+                }
+            }
+            Err(e) if is_absent(&e) && autostart && !started => {
+                start_daemon(&paths)?;
+                started = true;
+            }
+            Err(e) if is_absent(&e) => {
+                return if autostart {
+                    Err(Error::Daemon(format!(
+                        "the daemon started but {} does not answer: {e}",
+                        paths.socket.display()
+                    )))
+                } else {
+                    Ok(None)
+                };
+            }
+            Err(e) => {
+                return Err(Error::Daemon(format!(
+                    "cannot connect to the daemon at {}: {e}",
+                    paths.socket.display()
+                )));
+            }
+        }
+    }
+}
+
+/// Tells a running daemon something, if one runs; never starts one.
+pub fn tell(op: &Op) {
+    if let Err(e) = call(op, false) {
+        tracing::debug!("could not tell the daemon: {e}");
+    }
+}
+
+fn connect(paths: &Paths) -> std::io::Result<Stream> {
+    let name = paths.socket.as_path().to_fs_name::<GenericFilePath>()?;
+    Stream::connect(name)
+}
+
+fn is_absent(e: &std::io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused)
+}
+
+fn exchange(stream: Stream, request: &[u8]) -> Result<Body> {
+    let failed = |what: &str, e: &dyn std::fmt::Display| {
+        Error::Daemon(format!("cannot {what} the daemon: {e}"))
+    };
+    let mut stream = stream;
+    stream
+        .write_all(request)
+        .map_err(|e| failed("write to", &e))?;
+    let mut line = Vec::new();
+    BufReader::new(&mut stream)
+        .take(ipc::MAX_LINE as u64 + 1)
+        .read_until(b'\n', &mut line)
+        .map_err(|e| failed("read from", &e))?;
+    if !line.ends_with(b"\n") {
+        return Err(Error::Daemon(
+            "the daemon closed the connection without an answer; see `kubex-cred status`".into(),
+        ));
+    }
+    let response: Response = serde_json::from_slice(&line).map_err(|e| failed("understand", &e))?;
+    Ok(response.body)
+}
+
+/// Starts a daemon, unless another client is starting one: then waits for that one.
+fn start_daemon(paths: &Paths) -> Result<()> {
+    paths.ensure_private_dir()?;
+    let lock = open_lock_file(&paths.start_lock)?;
+    // Racing clients queue here; the first starts the daemon, the rest find it running.
+    lock.lock()
+        .map_err(|e| Error::Daemon(format!("cannot lock {}: {e}", paths.start_lock.display())))?;
+    if connect(paths).is_ok() {
+        return Ok(());
+    }
+    crate::daemon::launch(&daemon_exe()?, crate::daemon::DEFAULT_IDLE_TIMEOUT)
+}
+
+/// Opens (creating, mode 0600) a lock file in the socket directory.
+pub fn open_lock_file(path: &std::path::Path) -> Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).truncate(false).write(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(path)
+        .map_err(|e| Error::Daemon(format!("cannot open the lock file {}: {e}", path.display())))
+}
+
+/// The `kubex-cred` binary: this one, or the one beside `git-credential-kubex`.
+fn daemon_exe() -> Result<PathBuf> {
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::Daemon(format!("cannot find this program: {e}")))?;
+    let name = format!("kubex-cred{}", std::env::consts::EXE_SUFFIX);
+    if exe.file_name().is_some_and(|n| n == name.as_str()) {
+        return Ok(exe);
+    }
+    Ok(exe.with_file_name(name))
+}
+
+/// Stops a daemon of another version and starts one of ours.
+fn replace_daemon(paths: &Paths) -> Result<()> {
+    tracing::info!("replacing a daemon of another version");
+    if let Ok(stream) = connect(paths) {
+        let _ = exchange(stream, b"{\"op\":\"stop\"}\n");
+    }
+    wait_for_exit(paths, Duration::from_secs(5))?;
+    start_daemon(paths)
+}
+
+/// Waits until no daemon holds the daemon lock.
+pub fn wait_for_exit(paths: &Paths, limit: Duration) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let free = match std::fs::OpenOptions::new()
+            .write(true)
+            .open(&paths.daemon_lock)
+        {
+            Ok(file) => file.try_lock().is_ok(),
+            Err(_) => true,
+        };
+        if free {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Daemon(format!(
+                "the daemon did not exit within {}",
+                humantime::format_duration(limit)
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -1,0 +1,592 @@
+//! The per-user daemon: bind, accept, check the peer, dispatch, idle exit, signals.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use interprocess::local_socket::tokio::Stream;
+use interprocess::local_socket::traits::tokio::Listener as _;
+use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
+use secrecy::SecretString;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Notify;
+
+use crate::broker::{Broker, Minter};
+use crate::config::{self, Profile};
+use crate::error::{Error, Result};
+use crate::ipc::{self, Body, DaemonInfo, Op, Paths, ProfileStatus, Request, Response};
+use crate::keychain::OsKeychain;
+use crate::kubex::{AuthError, Client};
+use crate::token::{Stamp, Token};
+
+/// An autostarted daemon exits after this long without requests.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// How long a connection may take to send its request, and the daemon to write its answer.
+const IO_DEADLINE: Duration = Duration::from_secs(5);
+
+/// How the daemon runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub foreground: bool,
+    /// Zero: never exit for idleness.
+    pub idle_timeout: Duration,
+    /// Started by a launcher: detach from the terminal, report readiness on stdout.
+    pub detached: bool,
+}
+
+/// `kubex-cred daemon`: in the background (the default) or in the foreground.
+pub fn run(options: &Options) -> Result<()> {
+    if options.foreground {
+        serve(options)
+    } else {
+        launch(
+            &std::env::current_exe()
+                .map_err(|e| Error::Daemon(format!("cannot find this program: {e}")))?,
+            options.idle_timeout,
+        )
+    }
+}
+
+/// Starts `EXE daemon --foreground --detached` and returns once it serves (or another one does).
+pub fn launch(exe: &Path, idle_timeout: Duration) -> Result<()> {
+    let paths = Paths::new()?;
+    paths.ensure_private_dir()?;
+    let stderr =
+        if std::env::var_os("KUBEX_CRED_LOG").is_some() || std::env::var_os("RUST_LOG").is_some() {
+            log_file(&paths.dir.join("daemon.log"))
+                .map(Stdio::from)
+                .unwrap_or_else(|_| Stdio::null())
+        } else {
+            Stdio::null()
+        };
+    let mut child = Command::new(exe)
+        .args(["daemon", "--foreground", "--detached", "--idle-timeout"])
+        .arg(humantime::format_duration(idle_timeout).to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .map_err(|e| Error::Daemon(format!("cannot start the daemon {}: {e}", exe.display())))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| Error::Daemon("cannot read the daemon's readiness".into()))?;
+    let mut line = String::new();
+    let _ = BufReader::new(stdout).read_line(&mut line);
+    match line.trim_end() {
+        "ready" | "running" => Ok(()),
+        other => {
+            let _ = child.wait();
+            let why = other
+                .strip_prefix("error: ")
+                .unwrap_or("it exited before it was ready");
+            Err(Error::Daemon(format!("the daemon did not start: {why}")))
+        }
+    }
+}
+
+fn log_file(path: &Path) -> std::io::Result<File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
+/// Reports a startup outcome to a launcher waiting on stdout.
+fn notify(options: &Options, line: &str) {
+    if options.detached {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(format!("{line}\n").as_bytes());
+        let _ = out.flush();
+    }
+}
+
+fn serve(options: &Options) -> Result<()> {
+    let result = serve_inner(options);
+    if let Err(e) = &result {
+        notify(options, &format!("error: {e}"));
+    }
+    result
+}
+
+fn serve_inner(options: &Options) -> Result<()> {
+    let paths = Paths::new()?;
+    paths.ensure_private_dir()?;
+    let Some(_lock) = lock::try_daemon_lock(&paths.daemon_lock)? else {
+        notify(options, "running");
+        eprintln!(
+            "kubex-cred: a daemon is already running for this user (socket {})",
+            paths.socket.display()
+        );
+        return Ok(());
+    };
+    if options.detached {
+        lock::detach();
+    }
+    // We hold the lock, so a socket file left here belongs to a dead daemon.
+    match std::fs::remove_file(&paths.socket) {
+        Ok(()) => tracing::info!("removed a stale socket"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(Error::Daemon(format!(
+                "cannot remove the stale socket {}: {e}",
+                paths.socket.display()
+            )));
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Daemon(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(async {
+        let listener = bind(&paths.socket)?;
+        let daemon = Arc::new(Daemon::new(paths.clone(), options.idle_timeout)?);
+        notify(options, "ready");
+        tracing::info!(socket = %paths.socket.display(), pid = std::process::id(), "daemon ready");
+        daemon.run(listener).await;
+        Ok::<_, Error>(())
+    })?;
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    Ok(())
+}
+
+fn bind(socket: &Path) -> Result<interprocess::local_socket::tokio::Listener> {
+    let name = socket
+        .to_fs_name::<GenericFilePath>()
+        .map_err(|e| Error::Daemon(format!("invalid socket path {}: {e}", socket.display())))?;
+    let options = ListenerOptions::new().name(name).reclaim_name(true);
+    #[cfg(unix)]
+    let options = interprocess::os::unix::local_socket::ListenerOptionsExt::mode(options, 0o600);
+    options
+        .create_tokio()
+        .map_err(|e| Error::Daemon(format!("cannot listen on {}: {e}", socket.display())))
+}
+
+/// Mints with one HTTP client per CA bundle.
+#[derive(Debug)]
+struct KubexMinter {
+    clients: Mutex<HashMap<Option<PathBuf>, Client>>,
+    timeout: Duration,
+}
+
+impl KubexMinter {
+    fn client(&self, ca: Option<&Path>) -> std::result::Result<Client, AuthError> {
+        let mut clients = self
+            .clients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(c) = clients.get(&ca.map(Path::to_path_buf)) {
+            return Ok(c.clone());
+        }
+        let client = Client::new(ca, self.timeout).map_err(|e| AuthError::Unreachable {
+            url: "(client setup)".into(),
+            why: e.to_string(),
+        })?;
+        clients.insert(ca.map(Path::to_path_buf), client.clone());
+        Ok(client)
+    }
+}
+
+impl Minter for KubexMinter {
+    fn mint<'a>(
+        &'a self,
+        profile: &'a Profile,
+        password: &'a SecretString,
+    ) -> std::pin::Pin<Box<dyn Future<Output = std::result::Result<Token, AuthError>> + Send + 'a>>
+    {
+        Box::pin(async move {
+            let client = self.client(profile.ca_cert.as_deref())?;
+            client
+                .authorize(&profile.authorize_url(), &profile.user, password)
+                .await
+        })
+    }
+}
+
+struct Daemon {
+    paths: Paths,
+    broker: Arc<Broker>,
+    started: tokio::time::Instant,
+    idle_timeout: Duration,
+    last_request: Mutex<tokio::time::Instant>,
+    stop: Notify,
+    config: Mutex<config::ConfigFile>,
+    uid: u32,
+}
+
+impl Daemon {
+    fn new(paths: Paths, idle_timeout: Duration) -> Result<Daemon> {
+        let keychain = Arc::new(LazyKeychain::default());
+        let minter = Arc::new(KubexMinter {
+            clients: Mutex::new(HashMap::new()),
+            timeout: crate::cli::timeout()?,
+        });
+        Ok(Daemon {
+            paths,
+            broker: Broker::new(keychain, minter, Stamp::now),
+            started: tokio::time::Instant::now(),
+            idle_timeout,
+            last_request: Mutex::new(tokio::time::Instant::now()),
+            stop: Notify::new(),
+            config: Mutex::new(load_config()),
+            uid: lock::current_uid(),
+        })
+    }
+
+    async fn run(self: Arc<Self>, listener: interprocess::local_socket::tokio::Listener) {
+        let signals = lock::Signals::new();
+        let mut signals = match signals {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("cannot install signal handlers: {e}");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(stream) => {
+                        let daemon = self.clone();
+                        tokio::spawn(async move { daemon.handle(stream).await });
+                    }
+                    Err(e) => {
+                        // Out of file descriptors or similar: pause instead of spinning.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                () = self.idle() => {
+                    tracing::info!("idle for {}, exiting", humantime::format_duration(self.idle_timeout));
+                    break;
+                }
+                () = self.stop.notified() => {
+                    tracing::info!("stop requested");
+                    break;
+                }
+                event = signals.next() => match event {
+                    lock::Signal::Reload => {
+                        *self.config.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = load_config();
+                        tracing::info!("configuration reloaded");
+                    }
+                    lock::Signal::Terminate => {
+                        tracing::info!("terminated by signal");
+                        break;
+                    }
+                },
+            }
+        }
+        drop(listener);
+    }
+
+    /// Resolves when no request came for the idle timeout; never when it is zero.
+    async fn idle(&self) {
+        if self.idle_timeout.is_zero() {
+            return std::future::pending().await;
+        }
+        loop {
+            let deadline = *self
+                .last_request
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                + self.idle_timeout;
+            if tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+
+    async fn handle(self: Arc<Self>, stream: Stream) {
+        if !self.peer_is_us(&stream) {
+            return;
+        }
+        *self
+            .last_request
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = tokio::time::Instant::now();
+        let mut line = Vec::new();
+        let mut reader = tokio::io::BufReader::new(&stream).take(ipc::MAX_LINE as u64 + 1);
+        let body =
+            match tokio::time::timeout(IO_DEADLINE, reader.read_until(b'\n', &mut line)).await {
+                Err(_) => return,
+                Ok(Err(_)) | Ok(Ok(0)) => return,
+                Ok(Ok(_)) if !line.ends_with(b"\n") => Body::Error {
+                    code: 2,
+                    message: "request too long or incomplete".into(),
+                },
+                Ok(Ok(_)) => match serde_json::from_slice::<Request>(&line) {
+                    Ok(request) if request.version != ipc::version() => Body::VersionMismatch,
+                    Ok(request) => self.dispatch(request.op).await,
+                    Err(_) if is_stop(&line) => self.dispatch(Op::Stop).await,
+                    Err(e) => Body::Error {
+                        code: 2,
+                        message: format!("malformed request: {e}"),
+                    },
+                },
+            };
+        let response = ipc::to_line(&Response {
+            version: ipc::version(),
+            body,
+        });
+        let _ = tokio::time::timeout(IO_DEADLINE, (&stream).write_all(&response)).await;
+    }
+
+    #[cfg(unix)]
+    fn peer_is_us(&self, stream: &Stream) -> bool {
+        use interprocess::local_socket::traits::StreamCommon;
+        match stream.peer_creds() {
+            Ok(creds) if creds.euid() == Some(self.uid) => true,
+            Ok(creds) => {
+                tracing::warn!(peer_uid = ?creds.euid(), peer_pid = ?creds.pid(), "refused a connection from another user");
+                false
+            }
+            Err(e) => {
+                tracing::warn!("refused a connection whose peer is unknown: {e}");
+                false
+            }
+        }
+    }
+
+    #[cfg(not(unix))]
+    fn peer_is_us(&self, _stream: &Stream) -> bool {
+        // The named pipe's ACL admits only this user (see the hardening notes).
+        true
+    }
+
+    async fn dispatch(&self, op: Op) -> Body {
+        match op {
+            Op::Get {
+                profile,
+                min_ttl_ms,
+            } => {
+                let profile = match profile.to_profile() {
+                    Ok(p) => p,
+                    Err(e) => return Body::error(&e),
+                };
+                match self
+                    .broker
+                    .get(&profile, Duration::from_millis(min_ttl_ms))
+                    .await
+                {
+                    Ok(token) => Body::Token {
+                        token: token.jwt().to_owned(),
+                        expires_ms: token.expires_local_ms(),
+                    },
+                    Err(f) => Body::Error {
+                        code: f.code,
+                        message: f.message,
+                    },
+                }
+            }
+            Op::Forget { account } => {
+                self.broker.forget(&account);
+                Body::Done
+            }
+            Op::Status => Body::Status(self.status()),
+            Op::Stop => {
+                self.stop.notify_one();
+                Body::Done
+            }
+        }
+    }
+
+    fn status(&self) -> ipc::Status {
+        let mut profiles = self.broker.status();
+        let config = self
+            .config
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        for name in config.profiles.keys() {
+            let overrides = config::Overrides {
+                profile: Some(name.clone()),
+                ..config::Overrides::default()
+            };
+            let Ok(p) = config.resolve(&overrides) else {
+                continue;
+            };
+            if !profiles
+                .iter()
+                .any(|s| s.url == p.url.as_str() && s.user == p.user)
+            {
+                profiles.push(ProfileStatus {
+                    profile: p.name,
+                    url: p.url.to_string(),
+                    user: p.user,
+                    state: "none".into(),
+                    ..ProfileStatus::default()
+                });
+            }
+        }
+        ipc::Status {
+            daemon: Some(DaemonInfo {
+                pid: std::process::id(),
+                version: ipc::version(),
+                socket: self.paths.socket.clone(),
+                uptime_s: self.started.elapsed().as_secs(),
+                idle_timeout_s: self.idle_timeout.as_secs(),
+            }),
+            profiles,
+        }
+    }
+}
+
+/// Any version's stop request: `{"op":"stop", ...}`.
+fn is_stop(line: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(line)
+        .is_ok_and(|v| v.get("op").and_then(|o| o.as_str()) == Some("stop"))
+}
+
+fn load_config() -> config::ConfigFile {
+    config::config_path()
+        .and_then(|p| config::load(&p))
+        .unwrap_or_else(|e| {
+            tracing::warn!("cannot load the config: {e}");
+            config::ConfigFile::default()
+        })
+}
+
+/// Opens the OS keychain on first use, so a daemon starts even while the keychain is away.
+#[derive(Debug, Default)]
+struct LazyKeychain {
+    inner: Mutex<Option<Arc<OsKeychain>>>,
+}
+
+impl LazyKeychain {
+    fn get_or_open(&self) -> std::result::Result<Arc<OsKeychain>, crate::keychain::KeychainError> {
+        let mut inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(k) = inner.as_ref() {
+            return Ok(k.clone());
+        }
+        let k = Arc::new(OsKeychain::open()?);
+        *inner = Some(k.clone());
+        Ok(k)
+    }
+}
+
+impl crate::keychain::SecretStore for LazyKeychain {
+    fn get(
+        &self,
+        account: &str,
+    ) -> std::result::Result<SecretString, crate::keychain::KeychainError> {
+        let result = self.get_or_open()?.get(account);
+        if matches!(
+            result,
+            Err(crate::keychain::KeychainError::Unavailable { .. })
+        ) {
+            // The session bus may have been restarted: reconnect next time.
+            *self
+                .inner
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        }
+        result
+    }
+
+    fn set(
+        &self,
+        account: &str,
+        password: &SecretString,
+    ) -> std::result::Result<(), crate::keychain::KeychainError> {
+        self.get_or_open()?.set(account, password)
+    }
+
+    fn delete(&self, account: &str) -> std::result::Result<(), crate::keychain::KeychainError> {
+        self.get_or_open()?.delete(account)
+    }
+}
+
+/// Platform pieces: the daemon lock, detaching, signals, the user id.
+mod lock {
+    use std::fs::File;
+    use std::path::Path;
+
+    use crate::error::{Error, Result};
+
+    /// Takes the daemon lock without waiting and writes our pid in it; `None` when another daemon holds it.
+    pub fn try_daemon_lock(path: &Path) -> Result<Option<File>> {
+        let mut file = crate::client::open_lock_file(path)?;
+        match file.try_lock() {
+            Ok(()) => {
+                use std::io::Write;
+                let _ = file
+                    .set_len(0)
+                    .and_then(|()| write!(file, "{}", std::process::id()));
+                Ok(Some(file))
+            }
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::Daemon(format!(
+                "cannot lock {}: {e}",
+                path.display()
+            ))),
+        }
+    }
+
+    /// Leaves the launcher's session, so its terminal's hangup and Ctrl-C do not reach us.
+    pub fn detach() {
+        #[cfg(unix)]
+        let _ = rustix::process::setsid();
+    }
+
+    pub fn current_uid() -> u32 {
+        #[cfg(unix)]
+        return rustix::process::geteuid().as_raw();
+        #[cfg(not(unix))]
+        return 0;
+    }
+
+    pub enum Signal {
+        Reload,
+        Terminate,
+    }
+
+    #[cfg(unix)]
+    pub struct Signals {
+        term: tokio::signal::unix::Signal,
+        int: tokio::signal::unix::Signal,
+        hup: tokio::signal::unix::Signal,
+    }
+
+    #[cfg(unix)]
+    impl Signals {
+        pub fn new() -> std::io::Result<Signals> {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+                hup: signal(SignalKind::hangup())?,
+            })
+        }
+
+        pub async fn next(&mut self) -> Signal {
+            tokio::select! {
+                _ = self.term.recv() => Signal::Terminate,
+                _ = self.int.recv() => Signal::Terminate,
+                _ = self.hup.recv() => Signal::Reload,
+            }
+        }
+    }
+
+    #[cfg(not(unix))]
+    pub struct Signals;
+
+    #[cfg(not(unix))]
+    impl Signals {
+        pub fn new() -> std::io::Result<Signals> {
+            Ok(Signals)
+        }
+
+        pub async fn next(&mut self) -> Signal {
+            let _ = tokio::signal::ctrl_c().await;
+            Signal::Terminate
+        }
+    }
+}
