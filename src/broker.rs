@@ -308,10 +308,9 @@ impl Broker {
             fingerprint,
             failure,
         } = &hold
+            && *fingerprint == print
         {
-            if *fingerprint == print {
-                return Err(failure.clone());
-            }
+            return Err(failure.clone());
         }
         tracing::debug!(profile = %profile.name, "minting a token");
         let result = self.minter.mint(&profile, &password).await;

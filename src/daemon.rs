@@ -396,33 +396,42 @@ impl Daemon {
     }
 
     fn status(&self) -> ipc::Status {
-        let mut profiles = self.broker.status();
+        let slots = self.broker.status();
         let config = self
             .config
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
-        for name in config.profiles.keys() {
-            let overrides = config::Overrides {
-                profile: Some(name.clone()),
-                ..config::Overrides::default()
-            };
-            let Ok(p) = config.resolve(&overrides) else {
-                continue;
-            };
-            if !profiles
+        let same = |s: &ProfileStatus, p: &Profile| s.url == p.url.as_str() && s.user == p.user;
+        let configured: Vec<Profile> = config
+            .profiles
+            .keys()
+            .filter_map(|name| {
+                config
+                    .resolve(&config::Overrides {
+                        profile: Some(name.clone()),
+                        ..config::Overrides::default()
+                    })
+                    .ok()
+            })
+            .collect();
+        // Every configured profile, with its account's slot if it has one; then slots of other accounts.
+        let mut profiles: Vec<ProfileStatus> = configured
+            .iter()
+            .map(|p| match slots.iter().find(|s| same(s, p)) {
+                Some(slot) => ProfileStatus {
+                    profile: p.name.clone(),
+                    ..slot.clone()
+                },
+                None => ProfileStatus::idle(p),
+            })
+            .collect();
+        profiles.extend(
+            slots
                 .iter()
-                .any(|s| s.url == p.url.as_str() && s.user == p.user)
-            {
-                profiles.push(ProfileStatus {
-                    profile: p.name,
-                    url: p.url.to_string(),
-                    user: p.user,
-                    state: "none".into(),
-                    ..ProfileStatus::default()
-                });
-            }
-        }
+                .filter(|s| !configured.iter().any(|p| same(s, p)))
+                .cloned(),
+        );
         ipc::Status {
             daemon: Some(DaemonInfo {
                 pid: std::process::id(),

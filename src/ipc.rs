@@ -149,6 +149,19 @@ pub struct ProfileStatus {
     pub mints: u64,
 }
 
+impl ProfileStatus {
+    /// A profile without a slot: no token asked for yet.
+    pub fn idle(p: &Profile) -> ProfileStatus {
+        ProfileStatus {
+            profile: p.name.clone(),
+            url: p.url.to_string(),
+            user: p.user.clone(),
+            state: "none".into(),
+            ..ProfileStatus::default()
+        }
+    }
+}
+
 /// Where the daemon's files live.
 #[derive(Debug, Clone)]
 pub struct Paths {

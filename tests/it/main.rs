@@ -6,6 +6,7 @@ mod support;
 
 mod cli;
 mod config;
+mod daemon;
 mod keychain;
 mod kubex;
 mod token;

@@ -110,6 +110,8 @@ struct State {
     received: Vec<Received>,
     blocked_until: Option<Instant>,
     minted: u64,
+    /// Each token minted, and when.
+    tokens: Vec<(String, Instant)>,
 }
 
 /// A running emulator; stops when dropped.
@@ -152,6 +154,7 @@ impl Emulator {
             received: Vec::new(),
             blocked_until: None,
             minted: 0,
+            tokens: Vec::new(),
         }));
         let secret: Arc<[u8]> = Arc::from(
             format!(
@@ -271,6 +274,30 @@ impl Emulator {
 
     pub fn set_clock_offset(&self, secs: i64) {
         self.state().options.clock_offset = secs;
+    }
+
+    /// When the emulator minted this token.
+    pub fn minted_at(&self, token: &str) -> Option<Instant> {
+        self.state()
+            .tokens
+            .iter()
+            .find(|(t, _)| t == token)
+            .map(|(_, at)| *at)
+    }
+
+    /// How many tokens it minted.
+    pub fn tokens_minted(&self) -> usize {
+        self.state().tokens.len()
+    }
+
+    /// When each Authorize request arrived.
+    pub fn authorize_times(&self) -> Vec<Instant> {
+        self.state()
+            .received
+            .iter()
+            .filter(|r| r.path.ends_with("/authorize"))
+            .map(|r| r.at)
+            .collect()
     }
 
     /// Whether the server would accept this token as a Bearer right now.
@@ -540,6 +567,7 @@ fn authorize(req: &Received, s: &mut State, secret: &[u8]) -> Answer {
     s.minted += 1;
     let now_ms = server_now_ms(s.options.clock_offset);
     let (token, expires) = mint(secret, name, now_ms, s.options.lifetime, s.minted);
+    s.tokens.push((token.clone(), Instant::now()));
     json(
         200,
         serde_json::json!({ "apiToken": token, "expires": expires, "status": 200 }),

@@ -204,8 +204,59 @@ impl Sandbox {
     }
 }
 
+impl Sandbox {
+    /// The pid in the daemon lock, if that process is alive.
+    pub fn daemon_pid(&self) -> Option<u32> {
+        let text =
+            std::fs::read_to_string(self.runtime_dir().join("kubex-cred/daemon.lock")).ok()?;
+        let pid: u32 = text.trim().parse().ok()?;
+        alive(pid).then_some(pid)
+    }
+
+    /// Every live `kubex-cred daemon` process of this sandbox.
+    pub fn daemon_pids(&self) -> Vec<u32> {
+        let marker = format!("XDG_RUNTIME_DIR={}", self.runtime_dir().display());
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+            let is_daemon = cmdline.split(|&b| b == 0).any(|a| a == b"daemon");
+            let ours = environ.split(|&b| b == 0).any(|v| v == marker.as_bytes());
+            if is_daemon && ours && alive(pid) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.runtime_dir().join("kubex-cred/daemon.sock")
+    }
+}
+
+/// Whether a process exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(") ")
+            .next()
+            .is_some_and(|rest| !rest.starts_with('Z'))
+    })
+}
+
+pub fn signal(pid: u32, sig: rustix::process::Signal) {
+    if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+        let _ = rustix::process::kill_process(pid, sig);
+    }
+}
+
 impl Drop for Sandbox {
     fn drop(&mut self) {
+        for pid in self.daemon_pids() {
+            signal(pid, rustix::process::Signal::KILL);
+        }
         if let Some(mut bus) = self.bus.take() {
             let _ = bus.kill();
             let _ = bus.wait();
@@ -298,7 +349,7 @@ fn wait_output(child: Child, limit: Duration) -> Output {
     match rx.recv_timeout(limit) {
         Ok(out) => out.expect("wait for the child"),
         Err(_) => {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            signal(pid, rustix::process::Signal::KILL);
             panic!("command did not finish within {limit:?}");
         }
     }

@@ -1,0 +1,415 @@
+//! The daemon as users meet it: autostart, one mint per lifetime, the failure policy, the socket.
+
+use std::time::{Duration, Instant};
+
+use crate::support::{self, Emulator, Fault, Options, Out, Sandbox, wait_until};
+
+fn start(lifetime: Duration, clock_offset: i64) -> (Sandbox, Emulator) {
+    let sb = Sandbox::new();
+    let emu = Emulator::start(
+        Options {
+            lifetime,
+            clock_offset,
+            ..Options::default()
+        },
+        &[("apiUser", "pw")],
+    );
+    sb.login(&emu, "apiUser", "pw").code(0);
+    (sb, emu)
+}
+
+fn get(sb: &Sandbox) -> Out {
+    sb.run(&["get"], b"")
+}
+
+fn status(sb: &Sandbox) -> serde_json::Value {
+    let out = sb.run(&["status", "--json"], b"").code(0);
+    serde_json::from_str(&out.stdout).expect("status JSON")
+}
+
+#[test]
+fn two_sequential_gets_cost_one_authorize_call() {
+    let (sb, emu) = start(Duration::from_secs(300), 0);
+    let before = emu.authorize_calls();
+    let a = get(&sb).code(0).token();
+    let b = get(&sb).code(0).token();
+    assert_eq!(a, b);
+    assert_eq!(emu.authorize_calls() - before, 1);
+    assert!(emu.accepts(&a));
+    assert_eq!(sb.daemon_pids().len(), 1);
+}
+
+#[test]
+fn many_concurrent_gets_on_a_stopped_daemon_start_one_daemon_and_mint_once() {
+    let (sb, emu) = start(Duration::from_secs(300), 0);
+    let before = emu.authorize_calls();
+    assert!(sb.daemon_pids().is_empty());
+    let sb = std::sync::Arc::new(sb);
+    let handles: Vec<_> = (0..200)
+        .map(|_| {
+            let sb = sb.clone();
+            std::thread::spawn(move || get(&sb))
+        })
+        .collect();
+    let outs: Vec<Out> = handles
+        .into_iter()
+        .map(|h| h.join().expect("thread"))
+        .collect();
+    let first = outs[0].token();
+    for out in outs {
+        assert_eq!(out.code(0).token(), first);
+    }
+    assert_eq!(
+        emu.authorize_calls() - before,
+        1,
+        "exactly one Authorize call"
+    );
+    assert_eq!(sb.daemon_pids().len(), 1, "exactly one daemon");
+}
+
+/// Gets every 100 ms for 10 s on 3-second tokens: each accepted when received, about one mint per
+/// token lifetime, and no get but the first waits for a mint.
+fn steady_use(clock_offset: i64) {
+    let (sb, emu) = start(Duration::from_secs(3), clock_offset);
+    let begin = Instant::now();
+    let mut seen = Vec::new();
+    let mut n = 0;
+    while begin.elapsed() < Duration::from_secs(10) {
+        let asked = Instant::now();
+        let token = get(&sb).code(0).token();
+        assert!(
+            emu.accepts(&token),
+            "get {n}: the emulator refuses the token it was just given"
+        );
+        let minted = emu.minted_at(&token).expect("a token of this emulator");
+        if n > 0 {
+            assert!(minted < asked, "get {n} waited for a mint");
+        }
+        if seen.last() != Some(&token) {
+            seen.push(token);
+        }
+        n += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mints = emu.tokens_minted() - 1; // less login's
+    // A 3 s token counts as 2 s (iat is truncated); refresh starts in its last 25%: one mint per ~1.5 s.
+    assert!(
+        (4..=10).contains(&mints),
+        "offset {clock_offset}: {mints} mints in 10 s for {n} gets"
+    );
+    assert_eq!(seen.len(), mints, "every token minted was served");
+}
+
+#[test]
+fn steady_use_on_short_tokens() {
+    steady_use(0);
+}
+
+#[test]
+fn steady_use_with_the_server_clock_an_hour_ahead() {
+    steady_use(3600);
+}
+
+#[test]
+fn steady_use_with_the_server_clock_an_hour_behind() {
+    steady_use(-3600);
+}
+
+#[test]
+fn a_rejected_password_is_tried_once_until_login_runs() {
+    let (sb, emu) = start(Duration::from_secs(3), 0);
+    get(&sb).code(0);
+    emu.set_password("apiUser", "rotated");
+    let token_calls = emu.authorize_calls();
+    // Wait for the cached token to run out, then 20 gets.
+    wait_until(
+        Duration::from_secs(10),
+        "the cached token to run out",
+        || get(&sb).code == 4,
+    );
+    for _ in 0..19 {
+        get(&sb).fails(4, "rejected the password");
+    }
+    assert_eq!(
+        emu.authorize_calls() - token_calls,
+        1,
+        "one Authorize call with the rejected password"
+    );
+    assert_eq!(status(&sb)["profiles"][0]["state"], "rejected");
+    sb.login(&emu, "apiUser", "rotated").code(0);
+    let token = get(&sb).code(0).token();
+    assert!(emu.accepts(&token));
+}
+
+#[test]
+fn rate_limited_waits_as_told() {
+    let (sb, emu) = start(Duration::from_secs(300), 0);
+    emu.set_fault(Fault::Respond {
+        status: 429,
+        headers: vec![],
+        body: r#"{"message":"Retry After: 3 seconds","status":429}"#.into(),
+    });
+    let before = emu.authorize_calls();
+    get(&sb).fails(6, "try again in 3 s");
+    let limited_at = Instant::now();
+    let deadline = limited_at + Duration::from_millis(2500);
+    while Instant::now() < deadline {
+        get(&sb).fails(6, "try again in");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        emu.authorize_calls() - before,
+        1,
+        "nothing reached Kubex during the wait"
+    );
+    emu.set_fault(Fault::None);
+    wait_until(
+        Duration::from_secs(10),
+        "tokens to flow after the wait",
+        || get(&sb).code == 0,
+    );
+    let times = emu.authorize_times();
+    assert!(
+        times[times.len() - 1] >= limited_at + Duration::from_secs(2),
+        "the retry came before the wait ended"
+    );
+}
+
+#[test]
+fn a_valid_token_is_served_through_an_outage_and_recovery_needs_no_user() {
+    let (sb, emu) = start(Duration::from_secs(6), 0);
+    let first = get(&sb).code(0).token();
+    emu.set_fault(Fault::Respond {
+        status: 500,
+        headers: vec![],
+        body: r#"{"message":"boom","status":500}"#.into(),
+    });
+    let calls = emu.authorize_calls();
+    // The refresh window opens at 75% of the 5 s counted lifetime; keep asking past it.
+    wait_until(
+        Duration::from_secs(5),
+        "a failed background refresh",
+        || {
+            assert_eq!(
+                get(&sb).code(0).token(),
+                first,
+                "the valid token is served during the outage"
+            );
+            emu.authorize_calls() > calls
+        },
+    );
+    emu.set_fault(Fault::None);
+    wait_until(
+        Duration::from_secs(15),
+        "a new token after the outage",
+        || {
+            let out = get(&sb);
+            out.code == 0 && out.token() != first
+        },
+    );
+}
+
+#[test]
+fn kill_9_leaves_a_stale_socket_that_the_next_get_replaces() {
+    let (sb, emu) = start(Duration::from_secs(300), 0);
+    get(&sb).code(0);
+    let pid = sb.daemon_pid().expect("a daemon");
+    support::signal(pid, rustix::process::Signal::KILL);
+    wait_until(Duration::from_secs(5), "the daemon to die", || {
+        !support::alive(pid)
+    });
+    assert!(sb.socket().exists(), "kill -9 leaves the socket file");
+    let token = get(&sb).code(0).token();
+    assert!(emu.accepts(&token));
+    let new = sb.daemon_pid().expect("a new daemon");
+    assert_ne!(new, pid);
+}
+
+#[test]
+fn a_live_daemon_is_never_replaced() {
+    let (sb, _emu) = start(Duration::from_secs(300), 0);
+    get(&sb).code(0);
+    let pid = sb.daemon_pid().expect("a daemon");
+    let out = sb.run(&["daemon", "--foreground"], b"").code(0);
+    assert!(out.stderr.contains("already running"), "{}", out.stderr);
+    sb.run(&["daemon"], b"").code(0);
+    assert_eq!(sb.daemon_pids(), vec![pid]);
+}
+
+#[test]
+fn sigterm_removes_the_socket_and_sighup_reloads_the_config() {
+    let (sb, emu) = start(Duration::from_secs(300), 0);
+    get(&sb).code(0);
+    let pid = sb.daemon_pid().expect("a daemon");
+    sb.run(
+        &[
+            "login",
+            "--profile",
+            "second",
+            "--url",
+            &emu.origin(),
+            "--user",
+            "apiUser",
+            "--password-stdin",
+        ],
+        b"pw\n",
+    )
+    .code(0);
+    // The daemon read the config when it started, so the second profile is news to it.
+    let names = |v: &serde_json::Value| v["profiles"].as_array().map(|a| a.len()).unwrap_or(0);
+    assert_eq!(names(&status(&sb)), 1);
+    support::signal(pid, rustix::process::Signal::HUP);
+    wait_until(Duration::from_secs(5), "the config reload", || {
+        names(&status(&sb)) == 2
+    });
+    support::signal(pid, rustix::process::Signal::TERM);
+    wait_until(Duration::from_secs(5), "the daemon to exit", || {
+        !support::alive(pid)
+    });
+    assert!(!sb.socket().exists(), "the socket is removed on SIGTERM");
+}
+
+#[test]
+fn stop_and_status() {
+    let (sb, _emu) = start(Duration::from_secs(300), 0);
+    let s = status(&sb);
+    assert!(s["daemon"].is_null());
+    assert_eq!(s["profiles"][0]["state"], "none");
+    let token = get(&sb).code(0).token();
+    let s = status(&sb);
+    let d = &s["daemon"];
+    assert_eq!(d["pid"].as_u64(), sb.daemon_pid().map(u64::from));
+    assert!(
+        d["version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with(env!("CARGO_PKG_VERSION")))
+    );
+    assert_eq!(d["socket"].as_str(), sb.socket().to_str());
+    assert!(d["uptime_s"].is_u64());
+    let p = &s["profiles"][0];
+    assert_eq!(
+        (p["profile"].as_str(), p["state"].as_str()),
+        (Some("default"), Some("valid"))
+    );
+    assert!(p["expires_ms"].is_i64() && p["remaining_s"].as_u64() > Some(250));
+    let text = sb.run(&["status"], b"").code(0).stdout;
+    assert!(
+        text.contains("daemon: running") && text.contains("valid"),
+        "{text}"
+    );
+    assert!(
+        !text.contains(&token) && !s.to_string().contains(&token),
+        "status never shows a token"
+    );
+    sb.run(&["stop"], b"").code(0);
+    assert!(sb.daemon_pids().is_empty() && !sb.socket().exists());
+    let out = sb.run(&["stop"], b"").code(0);
+    assert!(out.stderr.contains("no daemon"));
+}
+
+#[test]
+fn logout_drops_the_daemons_slot() {
+    let (sb, emu) = start(Duration::from_secs(300), 0);
+    get(&sb).code(0);
+    sb.run(&["logout"], b"").code(0);
+    let calls = emu.authorize_calls();
+    get(&sb).fails(3, "kubex-cred login");
+    assert_eq!(
+        emu.authorize_calls(),
+        calls,
+        "no cached token is served after logout"
+    );
+}
+
+#[test]
+fn a_loose_socket_directory_is_refused_with_the_hint() {
+    let (sb, emu) = start(Duration::from_secs(300), 0);
+    let dir = sb.runtime_dir().join("kubex-cred");
+    std::fs::create_dir(&dir).expect("mkdir");
+    support::set_mode(&dir, 0o755);
+    get(&sb).fails(9, &format!("chmod 700 {}", dir.display()));
+    assert_eq!(emu.authorize_calls(), 1);
+    sb.run(&["get", "--no-daemon"], b"").code(0);
+}
+
+#[test]
+fn another_user_gets_no_bytes() {
+    let (sb, _emu) = start(Duration::from_secs(300), 0);
+    get(&sb).code(0);
+    // Open the path up for the moment, so only the daemon's peer check stands in the way.
+    let mut dir = sb.socket();
+    support::set_mode(&dir, 0o777);
+    while dir.pop() && dir != std::path::Path::new("/") && dir != std::env::temp_dir() {
+        support::set_mode(&dir, 0o755);
+    }
+    let mut c = sb.cmd("setpriv");
+    c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .arg(support::bin("kubex-cred"))
+        .args(["status", "--json"]);
+    let out = support::run_with_input(c, b"");
+    assert_eq!(out.code, 9, "stdout {} stderr {}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("daemon"), "{}", out.stderr);
+    assert_eq!(out.stdout, "");
+    get(&sb).code(0);
+}
+
+#[test]
+fn a_daemon_that_never_answers_makes_the_client_exit_9_in_time() {
+    let sb = Sandbox::new();
+    let emu = Emulator::start(Options::default(), &[("apiUser", "pw")]);
+    sb.login(&emu, "apiUser", "pw").code(0);
+    let dir = sb.runtime_dir().join("kubex-cred");
+    std::fs::create_dir(&dir).expect("mkdir");
+    support::set_mode(&dir, 0o700);
+    let listener = std::os::unix::net::UnixListener::bind(sb.socket()).expect("bind");
+    let out = sb
+        .run_env(&["get"], b"", &[("KUBEX_CRED_TIMEOUT", "1s")])
+        .fails(9, "did not answer within 6s");
+    assert!(out.elapsed < Duration::from_secs(20), "{:?}", out.elapsed);
+    drop(listener);
+}
+
+#[test]
+fn a_daemon_of_another_version_is_replaced() {
+    let sb = Sandbox::new();
+    let emu = Emulator::start(Options::default(), &[("apiUser", "pw")]);
+    sb.login(&emu, "apiUser", "pw").code(0);
+    let dir = sb.runtime_dir().join("kubex-cred");
+    std::fs::create_dir(&dir).expect("mkdir");
+    support::set_mode(&dir, 0o700);
+    let old = std::os::unix::net::UnixListener::bind(sb.socket()).expect("bind");
+    let fake = std::thread::spawn(move || {
+        use std::io::{BufRead, Write};
+        let mut asked = Vec::new();
+        for _ in 0..2 {
+            let (mut conn, _) = old.accept().expect("accept");
+            let mut line = String::new();
+            std::io::BufReader::new(&conn)
+                .read_line(&mut line)
+                .expect("read");
+            asked.push(line);
+            conn.write_all(b"{\"version\":\"0.0.1/0\",\"result\":\"version_mismatch\"}\n")
+                .expect("write");
+        }
+        asked
+    });
+    let token = get(&sb).code(0).token();
+    assert!(emu.accepts(&token));
+    let asked = fake.join().expect("fake daemon");
+    assert!(
+        asked[1].contains(r#""op":"stop""#),
+        "the old daemon was asked to stop: {asked:?}"
+    );
+    assert_eq!(sb.daemon_pids().len(), 1);
+}
+
+#[test]
+fn an_idle_daemon_exits() {
+    let (sb, _emu) = start(Duration::from_secs(300), 0);
+    sb.run(&["daemon", "--idle-timeout", "1s"], b"").code(0);
+    let pid = sb.daemon_pid().expect("a daemon");
+    wait_until(Duration::from_secs(10), "the idle daemon to exit", || {
+        !support::alive(pid)
+    });
+    assert!(!sb.socket().exists());
+}
