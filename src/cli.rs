@@ -50,6 +50,11 @@ enum Command {
     Stop,
     /// Run the per-user daemon that caches tokens (started on demand by `get`).
     Daemon(DaemonArgs),
+    /// git's credential helper (what `git-credential-kubex` runs): get, store, erase, capability.
+    GitCredential {
+        /// The operation git asks for.
+        operation: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -126,6 +131,7 @@ pub fn run() -> Result<()> {
         Command::Get(args) => get(args),
         Command::Status { json } => status(json),
         Command::Stop => stop(),
+        Command::GitCredential { operation } => git_credential(&operation),
         Command::Daemon(args) => crate::daemon::run(&crate::daemon::Options {
             foreground: args.foreground,
             idle_timeout: args.idle_timeout,
@@ -429,6 +435,81 @@ fn stop() -> Result<()> {
         }
         other => Err(unexpected(other.as_ref())),
     }
+}
+
+/// git's credential helper: answers only for hosts of a configured profile.
+pub fn git_credential(operation: &str) -> Result<()> {
+    let write_out = |text: &str| {
+        let mut out = std::io::stdout().lock();
+        out.write_all(text.as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(|e| Error::Other(anyhow::anyhow!("cannot answer git: {e}")))
+    };
+    match operation {
+        "capability" => return write_out("version 0\ncapability authtype\n"),
+        "get" | "erase" => {}
+        // `store` has nothing to do (tokens are minted, not stored); unknown operations are ignored.
+        _ => return Ok(()),
+    }
+    let attrs = crate::git::read_attributes(std::io::stdin().lock())?;
+    let file = config::load(&config::config_path()?)?;
+    let Some(profile) =
+        crate::git::matching_profile(&attrs, &file, &env_overrides(Overrides::default()))
+    else {
+        return Ok(());
+    };
+    client::watchdog(client_timeout()?);
+    if operation == "erase" {
+        if let Some(token) = crate::git::erased_token(&attrs) {
+            client::call(
+                &Op::Erase {
+                    account: profile.account(),
+                    token: token.to_owned(),
+                },
+                false,
+            )?;
+        }
+        return Ok(());
+    }
+    match client::call(
+        &Op::Get {
+            profile: (&profile).into(),
+            min_ttl_ms: 0,
+        },
+        true,
+    )? {
+        Some(Body::Token { token, expires_ms }) => {
+            let token = Zeroizing::new(token);
+            crate::git::check_value(&token)?;
+            let mut out = std::io::stdout().lock();
+            crate::git::write_get(
+                &mut out,
+                &attrs,
+                &profile.user,
+                &token,
+                git_expiry(expires_ms),
+            )
+            .map_err(|e| Error::Other(anyhow::anyhow!("cannot answer git: {e}")))
+        }
+        Some(Body::Error { code, message }) => {
+            // Rejected or expired: stop git from prompting for a password that cannot help.
+            if matches!(code, 4 | 5) {
+                write_out("quit=1\n")?;
+            }
+            Err(Error::Reported { code, message })
+        }
+        other => Err(unexpected(other.as_ref())),
+    }
+}
+
+/// `password_expiry_utc` a little before the token's end: at 90% of what is left, at least a second ahead.
+fn git_expiry(expires_ms: i64) -> i64 {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    let left = (expires_ms - now_ms).max(0);
+    (now_ms + left * 9 / 10) / 1000 + 1
 }
 
 /// Writes the token in the asked format, all at once.

@@ -383,6 +383,12 @@ impl Daemon {
                     },
                 }
             }
+            Op::Erase { account, token } => {
+                if self.broker.erase(&account, &token) {
+                    tracing::info!("a consumer refused the cached token; it was dropped");
+                }
+                Body::Done
+            }
             Op::Forget { account } => {
                 self.broker.forget(&account);
                 Body::Done

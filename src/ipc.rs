@@ -35,6 +35,8 @@ pub enum Op {
         profile: WireProfile,
         min_ttl_ms: u64,
     },
+    /// Drop the account's cached token if it is this one (git's `erase`).
+    Erase { account: String, token: String },
     /// Drop the slot of an account (after `login` or `logout`).
     Forget { account: String },
     /// The daemon's state, never a secret.

@@ -6,6 +6,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod error;
+pub mod git;
 pub mod ipc;
 pub mod keychain;
 pub mod kubex;

@@ -1,10 +1,19 @@
-//! git's credential helper. Until the git issue lands it serves no host: git moves on to the next helper.
-#![allow(clippy::print_stdout)]
+//! What git runs for `credential.helper=kubex`: `git-credential-kubex get|store|erase|capability`.
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    if std::env::args().nth(1).as_deref() == Some("capability") {
-        println!("version 0");
+    let Some(operation) = std::env::args().nth(1) else {
+        eprintln!(
+            "kubex-cred: usage: git-credential-kubex get|store|erase|capability (git runs this for credential.helper=kubex)"
+        );
+        return ExitCode::from(2);
+    };
+    kubex_cred::logging::init();
+    match kubex_cred::cli::git_credential(&operation) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kubex-cred: {e}");
+            e.exit_code()
+        }
     }
-    ExitCode::SUCCESS
 }

@@ -112,6 +112,8 @@ struct State {
     minted: u64,
     /// Each token minted, and when.
     tokens: Vec<(String, Instant)>,
+    /// Where `git http-backend` finds repositories served under `/git/`, when set.
+    git_root: Option<std::path::PathBuf>,
 }
 
 /// A running emulator; stops when dropped.
@@ -155,6 +157,7 @@ impl Emulator {
             blocked_until: None,
             minted: 0,
             tokens: Vec::new(),
+            git_root: None,
         }));
         let secret: Arc<[u8]> = Arc::from(
             format!(
@@ -274,6 +277,11 @@ impl Emulator {
 
     pub fn set_clock_offset(&self, secs: i64) {
         self.state().options.clock_offset = secs;
+    }
+
+    /// Serves the git repositories under `root` at `/git/`, behind Bearer authentication.
+    pub fn serve_git(&self, root: &std::path::Path) {
+        self.state().git_root = Some(root.to_path_buf());
     }
 
     /// When the emulator minted this token.
@@ -430,6 +438,25 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>, secret: Arc<[u8]
     if req.method == "GET" && path == "/api/ping" {
         return write(stream, &json(200, serde_json::json!({"status": "ok"}))).await;
     }
+    let git_root = lock().git_root.clone();
+    if let (Some(root), Some(rest)) = (git_root, path.strip_prefix("/git")) {
+        let bearer = req
+            .header("authorization")
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let answer = if verify(bearer, &secret, server_now_ms(offset) / 1000) {
+            let (req, rest) = (req.clone(), rest.to_owned());
+            tokio::task::spawn_blocking(move || git_backend(&root, &rest, &req))
+                .await
+                .unwrap_or_else(|_| error(500, "git failed"))
+        } else {
+            let mut a = error(401, "Unauthorized");
+            a.headers
+                .push(("WWW-Authenticate".into(), "Bearer realm=\"kubex\"".into()));
+            a
+        };
+        return write(stream, &answer).await;
+    }
     if path != format!("{base}/authorize") {
         lock().api_calls += 1;
         let bearer = req
@@ -505,6 +532,77 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>, secret: Arc<[u8]
     }
     let answer = authorize(&req, &mut lock(), &secret);
     write(stream, &answer).await;
+}
+
+/// Runs `git http-backend` as a CGI for one request.
+fn git_backend(root: &std::path::Path, path_info: &str, req: &Received) -> Answer {
+    use std::io::Write;
+    let query = req.path.split_once('?').map(|(_, q)| q).unwrap_or("");
+    let mut cmd = std::process::Command::new("git");
+    cmd.arg("http-backend")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("GIT_PROJECT_ROOT", root)
+        .env("GIT_HTTP_EXPORT_ALL", "1")
+        .env("GATEWAY_INTERFACE", "CGI/1.1")
+        .env("REQUEST_METHOD", &req.method)
+        .env("PATH_INFO", path_info)
+        .env("QUERY_STRING", query)
+        .env("REMOTE_USER", "kubex")
+        .env("REMOTE_ADDR", "127.0.0.1")
+        .env("CONTENT_LENGTH", req.body.len().to_string())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    for (header, var) in [
+        ("content-type", "CONTENT_TYPE"),
+        ("content-encoding", "HTTP_CONTENT_ENCODING"),
+        ("git-protocol", "HTTP_GIT_PROTOCOL"),
+    ] {
+        if let Some(v) = req.header(header) {
+            cmd.env(var, v);
+        }
+    }
+    let Ok(mut child) = cmd.spawn() else {
+        return error(500, "cannot run git http-backend");
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(&req.body);
+    }
+    let Ok(out) = child.wait_with_output() else {
+        return error(500, "git http-backend failed");
+    };
+    let raw = out.stdout;
+    let (head_len, sep) = match raw.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(i) => (i, 4),
+        None => match raw.windows(2).position(|w| w == b"\n\n") {
+            Some(i) => (i, 2),
+            None => return error(500, "git http-backend answered no headers"),
+        },
+    };
+    let mut answer = Answer {
+        status: 200,
+        headers: Vec::new(),
+        body: raw[head_len + sep..].to_vec(),
+    };
+    for line in String::from_utf8_lossy(&raw[..head_len]).lines() {
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
+        if k.eq_ignore_ascii_case("status") {
+            answer.status = v
+                .trim()
+                .split(' ')
+                .next()
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(500);
+        } else {
+            answer
+                .headers
+                .push((k.trim().to_owned(), v.trim().to_owned()));
+        }
+    }
+    answer
 }
 
 fn authorize(req: &Received, s: &mut State, secret: &[u8]) -> Answer {

@@ -134,8 +134,18 @@ impl Sandbox {
 
     fn base_env(&self) -> Vec<(String, String)> {
         let d = self.dir.path();
+        // The built binaries first, so git finds `git-credential-kubex` as a user's install would.
+        let bin_dir = bin("git-credential-kubex")
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
         let mut env = vec![
-            ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
+            (
+                "PATH".into(),
+                format!("{bin_dir}:{}", std::env::var("PATH").unwrap_or_default()),
+            ),
+            ("GIT_CONFIG_NOSYSTEM".into(), "1".into()),
+            ("GIT_TERMINAL_PROMPT".into(), "0".into()),
             ("HOME".into(), d.join("home").display().to_string()),
             (
                 "XDG_CONFIG_HOME".into(),
