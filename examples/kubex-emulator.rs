@@ -14,21 +14,12 @@ fn main() {
     let mut options = emulator::Options::default();
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
-        let mut value = || {
-            args.next()
-                .unwrap_or_else(|| usage(&format!("{flag} needs a value")))
-        };
+        let mut value = || args.next().unwrap_or_else(|| usage(&format!("{flag} needs a value")));
         match flag.as_str() {
-            "--port" => {
-                port = value()
-                    .parse()
-                    .unwrap_or_else(|_| usage("--port takes a number"))
-            }
+            "--port" => port = value().parse().unwrap_or_else(|_| usage("--port takes a number")),
             "--user" => {
                 let v = value();
-                let (n, p) = v
-                    .split_once(':')
-                    .unwrap_or_else(|| usage("--user takes NAME:PASSWORD"));
+                let (n, p) = v.split_once(':').unwrap_or_else(|| usage("--user takes NAME:PASSWORD"));
                 users.push((n.to_owned(), p.to_owned()));
             }
             "--lifetime" => {
@@ -36,9 +27,8 @@ fn main() {
                     .unwrap_or_else(|_| usage("--lifetime takes a duration such as 5m"))
             }
             "--clock-offset" => {
-                options.clock_offset = value()
-                    .parse()
-                    .unwrap_or_else(|_| usage("--clock-offset takes seconds, e.g. -3600"))
+                options.clock_offset =
+                    value().parse().unwrap_or_else(|_| usage("--clock-offset takes seconds, e.g. -3600"))
             }
             "--base-path" => options.base_path = value(),
             "--help" | "-h" => usage(""),
@@ -48,10 +38,7 @@ fn main() {
     if users.is_empty() {
         users.push(("apiUser".into(), "apiPassword".into()));
     }
-    let refs: Vec<(&str, &str)> = users
-        .iter()
-        .map(|(n, p)| (n.as_str(), p.as_str()))
-        .collect();
+    let refs: Vec<(&str, &str)> = users.iter().map(|(n, p)| (n.as_str(), p.as_str())).collect();
     let emu = emulator::Emulator::start_on(port, options, &refs);
     println!("{}", emu.url());
     loop {

@@ -38,10 +38,7 @@ pub struct Failure {
 
 impl From<&Error> for Failure {
     fn from(e: &Error) -> Self {
-        Failure {
-            code: e.code(),
-            message: e.to_string(),
-        }
+        Failure { code: e.code(), message: e.to_string() }
     }
 }
 
@@ -93,9 +90,7 @@ struct Slot {
 
 impl Slot {
     fn state(&self) -> MutexGuard<'_, SlotState> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -118,10 +113,7 @@ impl SlotState {
             };
             let refresh = in_window && !self.refreshing && !held;
             self.refreshing |= refresh;
-            return Decision::Serve {
-                token: token.clone(),
-                refresh,
-            };
+            return Decision::Serve { token: token.clone(), refresh };
         }
         match &self.hold {
             Hold::Until { until, failure } if now < *until => {
@@ -141,23 +133,10 @@ fn servable(token: &Token, now: Stamp, min_ttl: Duration) -> bool {
 fn hold_failure(failure: &Failure, wait: Duration) -> Failure {
     let secs = wait.as_secs().max(1);
     let message = match failure.code {
-        6 => format!(
-            "{}; try again in {secs} s",
-            failure
-                .message
-                .split("; try again")
-                .next()
-                .unwrap_or_default()
-        ),
-        _ => format!(
-            "{}; kubex-cred asks Kubex again in {secs} s",
-            failure.message
-        ),
+        6 => format!("{}; try again in {secs} s", failure.message.split("; try again").next().unwrap_or_default()),
+        _ => format!("{}; kubex-cred asks Kubex again in {secs} s", failure.message),
     };
-    Failure {
-        code: failure.code,
-        message,
-    }
+    Failure { code: failure.code, message }
 }
 
 fn fingerprint(password: &SecretString) -> [u8; 32] {
@@ -166,11 +145,8 @@ fn fingerprint(password: &SecretString) -> [u8; 32] {
 
 /// Exponential backoff with jitter: about 1 s, 2 s, 4 s … up to 5 min.
 pub fn backoff(failures: u32) -> Duration {
-    let base = BACKOFF_MIN
-        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
-        .min(BACKOFF_MAX);
-    base.mul_f64(0.75 + fastrand::f64() * 0.5)
-        .clamp(BACKOFF_MIN, BACKOFF_MAX)
+    let base = BACKOFF_MIN.saturating_mul(1u32 << failures.saturating_sub(1).min(16)).min(BACKOFF_MAX);
+    base.mul_f64(0.75 + fastrand::f64() * 0.5).clamp(BACKOFF_MIN, BACKOFF_MAX)
 }
 
 /// The daemon's token slots, one per account (user at instance).
@@ -183,30 +159,17 @@ pub struct Broker {
 
 impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Broker")
-            .field("slots", &self.slots().len())
-            .finish()
+        f.debug_struct("Broker").field("slots", &self.slots().len()).finish()
     }
 }
 
 impl Broker {
-    pub fn new(
-        keychain: Arc<dyn SecretStore>,
-        minter: Arc<dyn Minter>,
-        clock: fn() -> Stamp,
-    ) -> Arc<Broker> {
-        Arc::new(Broker {
-            slots: Mutex::new(HashMap::new()),
-            keychain,
-            minter,
-            clock,
-        })
+    pub fn new(keychain: Arc<dyn SecretStore>, minter: Arc<dyn Minter>, clock: fn() -> Stamp) -> Arc<Broker> {
+        Arc::new(Broker { slots: Mutex::new(HashMap::new()), keychain, minter, clock })
     }
 
     fn slots(&self) -> MutexGuard<'_, HashMap<String, Arc<Slot>>> {
-        self.slots
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn slot(&self, profile: &Profile) -> Arc<Slot> {
@@ -233,11 +196,7 @@ impl Broker {
     }
 
     /// A token for the profile valid for at least `min_ttl`, minting once for all who wait.
-    pub async fn get(
-        self: &Arc<Self>,
-        profile: &Profile,
-        min_ttl: Duration,
-    ) -> Result<Token, Failure> {
+    pub async fn get(self: &Arc<Self>, profile: &Profile, min_ttl: Duration) -> Result<Token, Failure> {
         let slot = self.slot(profile);
         if let Some(answer) = self.answer(&slot, min_ttl) {
             return answer;
@@ -260,11 +219,7 @@ impl Broker {
     }
 
     /// Serves from the slot or fails from its hold; `None` means a mint is needed.
-    fn answer(
-        self: &Arc<Self>,
-        slot: &Arc<Slot>,
-        min_ttl: Duration,
-    ) -> Option<Result<Token, Failure>> {
+    fn answer(self: &Arc<Self>, slot: &Arc<Slot>, min_ttl: Duration) -> Option<Result<Token, Failure>> {
         let decision = slot.state().decide((self.clock)(), min_ttl);
         match decision {
             Decision::Serve { token, refresh } => {
@@ -298,16 +253,10 @@ impl Broker {
         let account = profile.account();
         let password = tokio::task::spawn_blocking(move || keychain.get(&account))
             .await
-            .map_err(|e| Failure {
-                code: 1,
-                message: format!("the keychain task failed: {e}"),
-            })?
+            .map_err(|e| Failure { code: 1, message: format!("the keychain task failed: {e}") })?
             .map_err(|e| Failure::from(Error::from(e)))?;
         let print = fingerprint(&password);
-        if let Hold::Rejected {
-            fingerprint,
-            failure,
-        } = &hold
+        if let Hold::Rejected { fingerprint, failure } = &hold
             && *fingerprint == print
         {
             return Err(failure.clone());
@@ -329,24 +278,17 @@ impl Broker {
                 let failure = Failure::from(Error::from(e.clone()));
                 tracing::info!(profile = %profile.name, code = failure.code, "mint failed: {}", failure.message);
                 s.hold = match e {
-                    AuthError::Rejected { .. } => Hold::Rejected {
-                        fingerprint: print,
-                        failure: failure.clone(),
-                    },
-                    AuthError::Expired { .. } => Hold::Until {
-                        until: now.after(EXPIRED_HOLD),
-                        failure: failure.clone(),
-                    },
+                    AuthError::Rejected { .. } => Hold::Rejected { fingerprint: print, failure: failure.clone() },
+                    AuthError::Expired { .. } => {
+                        Hold::Until { until: now.after(EXPIRED_HOLD), failure: failure.clone() }
+                    }
                     AuthError::RateLimited { retry_after, .. } => Hold::Until {
                         until: now.after(retry_after.unwrap_or(DEFAULT_RATE_LIMIT)),
                         failure: failure.clone(),
                     },
                     _ => {
                         s.failures += 1;
-                        Hold::Until {
-                            until: now.after(backoff(s.failures)),
-                            failure: failure.clone(),
-                        }
+                        Hold::Until { until: now.after(backoff(s.failures)), failure: failure.clone() }
                     }
                 };
                 Err(failure)
@@ -379,25 +321,16 @@ impl Broker {
             .values()
             .map(|slot| {
                 let s = slot.state();
-                let token = s
-                    .token
-                    .as_ref()
-                    .filter(|t| servable(t, now, Duration::ZERO));
+                let token = s.token.as_ref().filter(|t| servable(t, now, Duration::ZERO));
                 let (state, retry_in_s, last_error) = match &s.hold {
-                    Hold::Rejected { failure, .. } => {
-                        ("rejected", None, Some(failure.message.clone()))
-                    }
+                    Hold::Rejected { failure, .. } => ("rejected", None, Some(failure.message.clone())),
                     Hold::Until { until, failure } if now < *until => {
                         let state = match failure.code {
                             5 => "subscription_expired",
                             6 => "rate_limited",
                             _ => "backing_off",
                         };
-                        (
-                            state,
-                            Some(until.saturating_sub(now).as_secs().max(1)),
-                            Some(failure.message.clone()),
-                        )
+                        (state, Some(until.saturating_sub(now).as_secs().max(1)), Some(failure.message.clone()))
                     }
                     _ => (
                         match (token, s.refreshing) {
@@ -442,9 +375,7 @@ mod tests {
     }
 
     fn now() -> Stamp {
-        Stamp::from_duration(Duration::from_millis(
-            NOW_MS.with(|n| n.load(Ordering::SeqCst)),
-        ))
+        Stamp::from_duration(Duration::from_millis(NOW_MS.with(|n| n.load(Ordering::SeqCst))))
     }
 
     fn advance(d: Duration) {
@@ -462,10 +393,7 @@ mod tests {
         fn mint<'a>(&'a self, _: &'a Profile, _: &'a SecretString) -> MintFuture<'a> {
             Box::pin(async move {
                 self.calls.fetch_add(1, Ordering::SeqCst);
-                let sent = Sent {
-                    at: now(),
-                    wall: std::time::SystemTime::now(),
-                };
+                let sent = Sent { at: now(), wall: std::time::SystemTime::now() };
                 tokio::time::sleep(self.delay).await;
                 self.answer.lock().expect("lock").clone()?;
                 // iat 1000 s, exp 1101 s: a 100 s lifetime after the truncation second.
@@ -498,21 +426,10 @@ mod tests {
             ca_cert: None,
         };
         let store = Arc::new(MemoryStore::default());
-        store
-            .set(&profile.account(), &SecretString::from("pw"))
-            .expect("set");
-        let kubex = Arc::new(FakeKubex {
-            calls: AtomicU32::new(0),
-            answer: Mutex::new(Ok(())),
-            delay,
-        });
+        store.set(&profile.account(), &SecretString::from("pw")).expect("set");
+        let kubex = Arc::new(FakeKubex { calls: AtomicU32::new(0), answer: Mutex::new(Ok(())), delay });
         let broker = Broker::new(store.clone(), kubex.clone(), now);
-        Fixture {
-            broker,
-            kubex,
-            store,
-            profile,
-        }
+        Fixture { broker, kubex, store, profile }
     }
 
     impl Fixture {
@@ -549,11 +466,7 @@ mod tests {
         }
         assert_eq!(f.calls(), 1);
         let first = tokens[0].as_ref().expect("token").jwt().to_owned();
-        assert!(
-            tokens
-                .iter()
-                .all(|t| t.as_ref().expect("token").jwt() == first)
-        );
+        assert!(tokens.iter().all(|t| t.as_ref().expect("token").jwt() == first));
     }
 
     #[tokio::test(start_paused = true)]
@@ -569,29 +482,19 @@ mod tests {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(f.calls(), 2, "exactly one background refresh");
-        assert_ne!(
-            f.get().await.expect("token").jwt(),
-            first,
-            "the refreshed token is served next"
-        );
+        assert_ne!(f.get().await.expect("token").jwt(), first, "the refreshed token is served next");
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_last_ten_percent_is_never_served() {
         let f = fixture(Duration::ZERO);
-        f.fail_with(AuthError::Server {
-            url: url(),
-            status: 503,
-        });
+        f.fail_with(AuthError::Server { url: url(), status: 503 });
         // No token and a failing server: the error, then a backoff hold.
         assert_eq!(f.get().await.expect_err("down").code, 7);
         f.succeed();
         advance(BACKOFF_MAX);
         let first = f.get().await.expect("token").jwt().to_owned();
-        f.fail_with(AuthError::Server {
-            url: url(),
-            status: 500,
-        });
+        f.fail_with(AuthError::Server { url: url(), status: 500 });
         advance(Duration::from_secs(91)); // 9 s of 100 left
         let err = f.get().await.expect_err("in the last 10%");
         assert_eq!(err.code, 7);
@@ -601,25 +504,16 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_rejected_password_is_not_sent_again_until_it_changes() {
         let f = fixture(Duration::ZERO);
-        f.fail_with(AuthError::Rejected {
-            url: url(),
-            user: "u".into(),
-        });
+        f.fail_with(AuthError::Rejected { url: url(), user: "u".into() });
         for _ in 0..20 {
             assert_eq!(f.get().await.expect_err("rejected").code, 4);
         }
         assert_eq!(f.calls(), 1);
         advance(Duration::from_secs(3600));
         assert_eq!(f.get().await.expect_err("still rejected").code, 4);
-        assert_eq!(
-            f.calls(),
-            1,
-            "time alone does not retry a rejected password"
-        );
+        assert_eq!(f.calls(), 1, "time alone does not retry a rejected password");
         f.succeed();
-        f.store
-            .set(&f.profile.account(), &SecretString::from("new"))
-            .expect("set");
+        f.store.set(&f.profile.account(), &SecretString::from("new")).expect("set");
         f.get().await.expect("the new password is tried");
         assert_eq!(f.calls(), 2);
     }
@@ -627,10 +521,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn rate_limit_waits_as_told_with_one_request_per_wait() {
         let f = fixture(Duration::ZERO);
-        f.fail_with(AuthError::RateLimited {
-            url: url(),
-            retry_after: Some(Duration::from_secs(40)),
-        });
+        f.fail_with(AuthError::RateLimited { url: url(), retry_after: Some(Duration::from_secs(40)) });
         let err = f.get().await.expect_err("429");
         assert_eq!(err.code, 6);
         advance(Duration::from_secs(39));
@@ -647,42 +538,26 @@ mod tests {
     async fn server_errors_back_off_and_a_valid_token_keeps_being_served() {
         let f = fixture(Duration::ZERO);
         let first = f.get().await.expect("token").jwt().to_owned();
-        f.fail_with(AuthError::Server {
-            url: url(),
-            status: 500,
-        });
+        f.fail_with(AuthError::Server { url: url(), status: 500 });
         advance(Duration::from_secs(80)); // refresh window
         assert_eq!(f.get().await.expect("served").jwt(), first);
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert_eq!(f.calls(), 2, "the background refresh failed");
         for _ in 0..5 {
-            assert_eq!(
-                f.get()
-                    .await
-                    .expect("still served through the outage")
-                    .jwt(),
-                first
-            );
+            assert_eq!(f.get().await.expect("still served through the outage").jwt(), first);
         }
         assert_eq!(f.calls(), 2, "no retry during the backoff");
         f.succeed();
         advance(Duration::from_secs(5)); // past the first backoff (at most 1.25 s)
         assert_eq!(f.get().await.expect("served").jwt(), first);
         tokio::time::sleep(Duration::from_millis(10)).await;
-        assert_ne!(
-            f.get().await.expect("recovered").jwt(),
-            first,
-            "recovered without user action"
-        );
+        assert_ne!(f.get().await.expect("recovered").jwt(), first, "recovered without user action");
     }
 
     #[tokio::test(start_paused = true)]
     async fn subscription_expired_holds_ten_minutes() {
         let f = fixture(Duration::ZERO);
-        f.fail_with(AuthError::Expired {
-            url: url(),
-            user: "u".into(),
-        });
+        f.fail_with(AuthError::Expired { url: url(), user: "u".into() });
         for _ in 0..5 {
             assert_eq!(f.get().await.expect_err("403").code, 5);
         }
@@ -697,20 +572,9 @@ mod tests {
         let f = fixture(Duration::ZERO);
         let first = f.get().await.expect("token").jwt().to_owned();
         advance(Duration::from_secs(30));
-        let t = f
-            .broker
-            .get(&f.profile, Duration::from_secs(80))
-            .await
-            .expect("fresh");
+        let t = f.broker.get(&f.profile, Duration::from_secs(80)).await.expect("fresh");
         assert_ne!(t.jwt(), first);
-        assert_eq!(
-            f.broker
-                .get(&f.profile, Duration::from_secs(500))
-                .await
-                .expect_err("too long")
-                .code,
-            2
-        );
+        assert_eq!(f.broker.get(&f.profile, Duration::from_secs(500)).await.expect_err("too long").code, 2);
     }
 
     #[tokio::test(start_paused = true)]

@@ -19,11 +19,7 @@ use crate::token::{Stamp, Token};
 const MAX_PASSWORD: usize = 4096;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "kubex-cred",
-    version,
-    about = "Kubex API tokens from a password kept in the OS keychain"
-)]
+#[command(name = "kubex-cred", version, about = "Kubex API tokens from a password kept in the OS keychain")]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -147,8 +143,9 @@ fn env_overrides(flags: Overrides) -> Overrides {
 /// The bound on one Authorize exchange: `KUBEX_CRED_TIMEOUT`, else 10 s.
 pub fn timeout() -> Result<Duration> {
     match std::env::var("KUBEX_CRED_TIMEOUT") {
-        Ok(text) if !text.is_empty() => parse_duration(&text)
-            .map_err(|e| usage(format!("invalid KUBEX_CRED_TIMEOUT '{text}': {e}"))),
+        Ok(text) if !text.is_empty() => {
+            parse_duration(&text).map_err(|e| usage(format!("invalid KUBEX_CRED_TIMEOUT '{text}': {e}")))
+        }
         _ => Ok(kubex::DEFAULT_TIMEOUT),
     }
 }
@@ -166,12 +163,7 @@ pub fn mint(profile: &Profile, password: &SecretString) -> Result<Token> {
 fn login(args: LoginArgs) -> Result<()> {
     let path = config::config_path()?;
     let mut file = config::load(&path)?;
-    let flags = Overrides {
-        profile: args.profile,
-        url: args.url,
-        user: args.user,
-        ca_cert: args.ca_cert,
-    };
+    let flags = Overrides { profile: args.profile, url: args.url, user: args.user, ca_cert: args.ca_cert };
     let overrides = env_overrides(flags);
     let profile = file.resolve(&overrides).map_err(|e| match e {
         Error::NotLoggedIn(_) => usage(format!(
@@ -180,20 +172,15 @@ fn login(args: LoginArgs) -> Result<()> {
         )),
         other => other,
     })?;
-    let password = if args.password_stdin {
-        read_password_line(std::io::stdin().lock())?
-    } else {
-        prompt_password(&profile)?
-    };
+    let password =
+        if args.password_stdin { read_password_line(std::io::stdin().lock())? } else { prompt_password(&profile)? };
     let keychain = OsKeychain::open()?;
     let token = mint(&profile, &password)?;
     keychain.set(&profile.account(), &password)?;
     file.upsert(&profile);
     config::save(&path, &file)?;
     // A running daemon drops the old token and any rejection of the old password.
-    client::tell(&Op::Forget {
-        account: profile.account(),
-    });
+    client::tell(&Op::Forget { account: profile.account() });
     eprintln!(
         "kubex-cred: logged in as '{}' at {} (profile '{}'); tokens live {}",
         profile.user,
@@ -206,9 +193,7 @@ fn login(args: LoginArgs) -> Result<()> {
 
 fn prompt_password(profile: &Profile) -> Result<SecretString> {
     if !std::io::stdin().is_terminal() {
-        return Err(usage(
-            "no terminal to ask for the password on: pipe it in with --password-stdin",
-        ));
+        return Err(usage("no terminal to ask for the password on: pipe it in with --password-stdin"));
     }
     let prompt = format!("Kubex password for '{}' at {}: ", profile.user, profile.url);
     let password = Zeroizing::new(
@@ -226,9 +211,7 @@ pub fn read_password_line(input: impl BufRead) -> Result<SecretString> {
         .read_until(b'\n', &mut line)
         .map_err(|e| usage(format!("cannot read the password from stdin: {e}")))?;
     if line.len() > MAX_PASSWORD + 1 && !line.ends_with(b"\n") {
-        return Err(usage(format!(
-            "the password on stdin is longer than {MAX_PASSWORD} bytes"
-        )));
+        return Err(usage(format!("the password on stdin is longer than {MAX_PASSWORD} bytes")));
     }
     let mut end = line.len();
     if line[..end].ends_with(b"\n") {
@@ -247,36 +230,23 @@ fn check_password(bytes: &[u8]) -> Result<SecretString> {
     let text = std::str::from_utf8(bytes)
         .map_err(|_| usage("the password is not valid UTF-8 text: nothing was sent or stored"))?;
     if text.contains('\0') {
-        return Err(usage(
-            "the password contains a NUL byte: nothing was sent or stored",
-        ));
+        return Err(usage("the password contains a NUL byte: nothing was sent or stored"));
     }
     Ok(SecretString::from(text.to_owned()))
 }
 
 fn logout(profile: Option<String>) -> Result<()> {
     let file = config::load(&config::config_path()?)?;
-    let profile = file.resolve(&env_overrides(Overrides {
-        profile,
-        ..Overrides::default()
-    }))?;
+    let profile = file.resolve(&env_overrides(Overrides { profile, ..Overrides::default() }))?;
     OsKeychain::open()?.delete(&profile.account())?;
-    client::tell(&Op::Forget {
-        account: profile.account(),
-    });
-    eprintln!(
-        "kubex-cred: removed the password of '{}' at {} from the keychain",
-        profile.user, profile.url
-    );
+    client::tell(&Op::Forget { account: profile.account() });
+    eprintln!("kubex-cred: removed the password of '{}' at {} from the keychain", profile.user, profile.url);
     Ok(())
 }
 
 fn get(args: GetArgs) -> Result<()> {
     let file = config::load(&config::config_path()?)?;
-    let profile = file.resolve(&env_overrides(Overrides {
-        profile: args.profile,
-        ..Overrides::default()
-    }))?;
+    let profile = file.resolve(&env_overrides(Overrides { profile: args.profile, ..Overrides::default() }))?;
     let min_ttl = args.min_ttl.unwrap_or_default();
     let (jwt, expires_ms) = if args.no_daemon {
         let password = OsKeychain::open()?.get(&profile.account())?;
@@ -291,29 +261,18 @@ fn get(args: GetArgs) -> Result<()> {
                 humantime::format_duration(Duration::from_secs(left.as_secs()))
             )));
         }
-        (
-            Zeroizing::new(token.jwt().to_owned()),
-            token.expires_local_ms(),
-        )
+        (Zeroizing::new(token.jwt().to_owned()), token.expires_local_ms())
     } else {
         client::watchdog(client_timeout()?);
-        let op = Op::Get {
-            profile: (&profile).into(),
-            min_ttl_ms: u64::try_from(min_ttl.as_millis()).unwrap_or(u64::MAX),
-        };
+        let op =
+            Op::Get { profile: (&profile).into(), min_ttl_ms: u64::try_from(min_ttl.as_millis()).unwrap_or(u64::MAX) };
         match client::call(&op, true)? {
             Some(Body::Token { token, expires_ms }) => (Zeroizing::new(token), expires_ms),
             Some(Body::Error { code, message }) => return Err(Error::Reported { code, message }),
             other => return Err(unexpected(other.as_ref())),
         }
     };
-    print_token(
-        &mut std::io::stdout().lock(),
-        args.format,
-        &profile,
-        &jwt,
-        expires_ms,
-    )
+    print_token(&mut std::io::stdout().lock(), args.format, &profile, &jwt, expires_ms)
 }
 
 /// How long a client waits for the daemon: one Authorize exchange and a margin.
@@ -322,9 +281,7 @@ fn client_timeout() -> Result<Duration> {
 }
 
 fn unexpected(body: Option<&Body>) -> Error {
-    Error::Daemon(format!(
-        "the daemon gave an unexpected answer ({body:?}); run `kubex-cred stop` and try again"
-    ))
+    Error::Daemon(format!("the daemon gave an unexpected answer ({body:?}); run `kubex-cred stop` and try again"))
 }
 
 fn status(json: bool) -> Result<()> {
@@ -337,11 +294,7 @@ fn status(json: bool) -> Result<()> {
                 .profiles
                 .keys()
                 .filter_map(|name| {
-                    file.resolve(&Overrides {
-                        profile: Some(name.clone()),
-                        ..Overrides::default()
-                    })
-                    .ok()
+                    file.resolve(&Overrides { profile: Some(name.clone()), ..Overrides::default() }).ok()
                 })
                 .map(|p| ProfileStatus {
                     profile: p.name,
@@ -351,24 +304,17 @@ fn status(json: bool) -> Result<()> {
                     ..ProfileStatus::default()
                 })
                 .collect();
-            crate::ipc::Status {
-                daemon: None,
-                profiles,
-            }
+            crate::ipc::Status { daemon: None, profiles }
         }
         other => return Err(unexpected(other.as_ref())),
     };
     let mut out = std::io::stdout().lock();
     let text = if json {
-        format!(
-            "{}\n",
-            serde_json::to_string(&status).map_err(|e| Error::Other(e.into()))?
-        )
+        format!("{}\n", serde_json::to_string(&status).map_err(|e| Error::Other(e.into()))?)
     } else {
         human_status(&status)?
     };
-    out.write_all(text.as_bytes())
-        .map_err(|e| Error::Other(anyhow::anyhow!("cannot write to stdout: {e}")))
+    out.write_all(text.as_bytes()).map_err(|e| Error::Other(anyhow::anyhow!("cannot write to stdout: {e}")))
 }
 
 fn human_status(status: &crate::ipc::Status) -> Result<String> {
@@ -388,30 +334,12 @@ fn human_status(status: &crate::ipc::Status) -> Result<String> {
         None => writeln!(text, "daemon: not running (`kubex-cred get` starts it)").map_err(w)?,
     }
     for p in &status.profiles {
-        write!(
-            text,
-            "profile {}: {} at {}: {}",
-            p.profile,
-            p.user,
-            p.url,
-            p.state.replace('_', " ")
-        )
-        .map_err(w)?;
+        write!(text, "profile {}: {} at {}: {}", p.profile, p.user, p.url, p.state.replace('_', " ")).map_err(w)?;
         if let Some(s) = p.remaining_s {
-            write!(
-                text,
-                ", {} left",
-                humantime::format_duration(Duration::from_secs(s))
-            )
-            .map_err(w)?;
+            write!(text, ", {} left", humantime::format_duration(Duration::from_secs(s))).map_err(w)?;
         }
         if let Some(s) = p.retry_in_s {
-            write!(
-                text,
-                ", next attempt in {}",
-                humantime::format_duration(Duration::from_secs(s))
-            )
-            .map_err(w)?;
+            write!(text, ", next attempt in {}", humantime::format_duration(Duration::from_secs(s))).map_err(w)?;
         }
         if let Some(e) = &p.last_error {
             write!(text, "; last error: {e}").map_err(w)?;
@@ -453,43 +381,23 @@ pub fn git_credential(operation: &str) -> Result<()> {
     }
     let attrs = crate::git::read_attributes(std::io::stdin().lock())?;
     let file = config::load(&config::config_path()?)?;
-    let Some(profile) =
-        crate::git::matching_profile(&attrs, &file, &env_overrides(Overrides::default()))
-    else {
+    let Some(profile) = crate::git::matching_profile(&attrs, &file, &env_overrides(Overrides::default())) else {
         return Ok(());
     };
     client::watchdog(client_timeout()?);
     if operation == "erase" {
         if let Some(token) = crate::git::erased_token(&attrs) {
-            client::call(
-                &Op::Erase {
-                    account: profile.account(),
-                    token: token.to_owned(),
-                },
-                false,
-            )?;
+            client::call(&Op::Erase { account: profile.account(), token: token.to_owned() }, false)?;
         }
         return Ok(());
     }
-    match client::call(
-        &Op::Get {
-            profile: (&profile).into(),
-            min_ttl_ms: 0,
-        },
-        true,
-    )? {
+    match client::call(&Op::Get { profile: (&profile).into(), min_ttl_ms: 0 }, true)? {
         Some(Body::Token { token, expires_ms }) => {
             let token = Zeroizing::new(token);
             crate::git::check_value(&token)?;
             let mut out = std::io::stdout().lock();
-            crate::git::write_get(
-                &mut out,
-                &attrs,
-                &profile.user,
-                &token,
-                git_expiry(expires_ms),
-            )
-            .map_err(|e| Error::Other(anyhow::anyhow!("cannot answer git: {e}")))
+            crate::git::write_get(&mut out, &attrs, &profile.user, &token, git_expiry(expires_ms))
+                .map_err(|e| Error::Other(anyhow::anyhow!("cannot answer git: {e}")))
         }
         Some(Body::Error { code, message }) => {
             // Rejected or expired: stop git from prompting for a password that cannot help.
@@ -513,13 +421,7 @@ fn git_expiry(expires_ms: i64) -> i64 {
 }
 
 /// Writes the token in the asked format, all at once.
-pub fn print_token(
-    out: &mut impl Write,
-    format: Format,
-    profile: &Profile,
-    jwt: &str,
-    expires_ms: i64,
-) -> Result<()> {
+pub fn print_token(out: &mut impl Write, format: Format, profile: &Profile, jwt: &str, expires_ms: i64) -> Result<()> {
     let text = Zeroizing::new(match format {
         Format::Token => format!("{jwt}\n"),
         Format::Header => format!("Authorization: Bearer {jwt}\n"),
@@ -546,9 +448,7 @@ mod tests {
 
     fn read(input: &[u8]) -> std::result::Result<String, String> {
         use secrecy::ExposeSecret;
-        read_password_line(input)
-            .map(|p| p.expose_secret().to_owned())
-            .map_err(|e| e.to_string())
+        read_password_line(input).map(|p| p.expose_secret().to_owned()).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -565,10 +465,6 @@ mod tests {
         assert!(read(b"\n").expect_err("empty").contains("empty"));
         assert!(read(b"\xff\xfe\n").expect_err("binary").contains("UTF-8"));
         assert!(read(b"a\0b\n").expect_err("nul").contains("NUL"));
-        assert!(
-            read(&vec![b'x'; MAX_PASSWORD + 10])
-                .expect_err("long")
-                .contains("longer")
-        );
+        assert!(read(&vec![b'x'; MAX_PASSWORD + 10]).expect_err("long").contains("longer"));
     }
 }

@@ -26,28 +26,24 @@ pub fn watchdog(limit: Duration) {
 /// Sends one request; with `autostart`, starts a daemon when none is running.
 pub fn call(op: &Op, autostart: bool) -> Result<Option<Body>> {
     let paths = Paths::new()?;
-    let request = ipc::to_line(&Request {
-        version: ipc::version(),
-        op: op.clone(),
-    });
+    let request = ipc::to_line(&Request { version: ipc::version(), op: op.clone() });
     let mut started = false;
     let mut replaced = false;
     loop {
         match connect(&paths) {
-            Ok(stream) => {
-                match exchange(stream, &request)? {
-                    Body::VersionMismatch if !replaced => {
-                        replaced = true;
-                        replace_daemon(&paths)?;
-                        started = true;
-                    }
-                    Body::VersionMismatch => return Err(Error::Daemon(
-                        "the daemon speaks another version of the protocol; run `kubex-cred stop`"
-                            .into(),
-                    )),
-                    body => return Ok(Some(body)),
+            Ok(stream) => match exchange(stream, &request)? {
+                Body::VersionMismatch if !replaced => {
+                    replaced = true;
+                    replace_daemon(&paths)?;
+                    started = true;
                 }
-            }
+                Body::VersionMismatch => {
+                    return Err(Error::Daemon(
+                        "the daemon speaks another version of the protocol; run `kubex-cred stop`".into(),
+                    ));
+                }
+                body => return Ok(Some(body)),
+            },
             Err(e) if is_absent(&e) && autostart && !started => {
                 start_daemon(&paths)?;
                 started = true;
@@ -63,10 +59,7 @@ pub fn call(op: &Op, autostart: bool) -> Result<Option<Body>> {
                 };
             }
             Err(e) => {
-                return Err(Error::Daemon(format!(
-                    "cannot connect to the daemon at {}: {e}",
-                    paths.socket.display()
-                )));
+                return Err(Error::Daemon(format!("cannot connect to the daemon at {}: {e}", paths.socket.display())));
             }
         }
     }
@@ -89,13 +82,9 @@ fn is_absent(e: &std::io::Error) -> bool {
 }
 
 fn exchange(stream: Stream, request: &[u8]) -> Result<Body> {
-    let failed = |what: &str, e: &dyn std::fmt::Display| {
-        Error::Daemon(format!("cannot {what} the daemon: {e}"))
-    };
+    let failed = |what: &str, e: &dyn std::fmt::Display| Error::Daemon(format!("cannot {what} the daemon: {e}"));
     let mut stream = stream;
-    stream
-        .write_all(request)
-        .map_err(|e| failed("write to", &e))?;
+    stream.write_all(request).map_err(|e| failed("write to", &e))?;
     let mut line = Vec::new();
     BufReader::new(&mut stream)
         .take(ipc::MAX_LINE as u64 + 1)
@@ -115,8 +104,7 @@ fn start_daemon(paths: &Paths) -> Result<()> {
     paths.ensure_private_dir()?;
     let lock = open_lock_file(&paths.start_lock)?;
     // Racing clients queue here; the first starts the daemon, the rest find it running.
-    lock.lock()
-        .map_err(|e| Error::Daemon(format!("cannot lock {}: {e}", paths.start_lock.display())))?;
+    lock.lock().map_err(|e| Error::Daemon(format!("cannot lock {}: {e}", paths.start_lock.display())))?;
     if connect(paths).is_ok() {
         return Ok(());
     }
@@ -129,15 +117,12 @@ pub fn open_lock_file(path: &std::path::Path) -> Result<std::fs::File> {
     options.create(true).truncate(false).write(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options
-        .open(path)
-        .map_err(|e| Error::Daemon(format!("cannot open the lock file {}: {e}", path.display())))
+    options.open(path).map_err(|e| Error::Daemon(format!("cannot open the lock file {}: {e}", path.display())))
 }
 
 /// The `kubex-cred` binary: this one, or the one beside `git-credential-kubex`.
 fn daemon_exe() -> Result<PathBuf> {
-    let exe = std::env::current_exe()
-        .map_err(|e| Error::Daemon(format!("cannot find this program: {e}")))?;
+    let exe = std::env::current_exe().map_err(|e| Error::Daemon(format!("cannot find this program: {e}")))?;
     let name = format!("kubex-cred{}", std::env::consts::EXE_SUFFIX);
     if exe.file_name().is_some_and(|n| n == name.as_str()) {
         return Ok(exe);
@@ -159,10 +144,7 @@ fn replace_daemon(paths: &Paths) -> Result<()> {
 pub fn wait_for_exit(paths: &Paths, limit: Duration) -> Result<()> {
     let deadline = Instant::now() + limit;
     loop {
-        let free = match std::fs::OpenOptions::new()
-            .write(true)
-            .open(&paths.daemon_lock)
-        {
+        let free = match std::fs::OpenOptions::new().write(true).open(&paths.daemon_lock) {
             Ok(file) => file.try_lock().is_ok(),
             Err(_) => true,
         };
@@ -170,10 +152,7 @@ pub fn wait_for_exit(paths: &Paths, limit: Duration) -> Result<()> {
             return Ok(());
         }
         if Instant::now() >= deadline {
-            return Err(Error::Daemon(format!(
-                "the daemon did not exit within {}",
-                humantime::format_duration(limit)
-            )));
+            return Err(Error::Daemon(format!("the daemon did not exit within {}", humantime::format_duration(limit))));
         }
         std::thread::sleep(Duration::from_millis(10));
     }

@@ -48,10 +48,7 @@ impl Profile {
     /// The Authorize endpoint under the base URL.
     pub fn authorize_url(&self) -> Url {
         let mut url = self.url.clone();
-        url.set_path(&format!(
-            "{}/authorize",
-            self.url.path().trim_end_matches('/')
-        ));
+        url.set_path(&format!("{}/authorize", self.url.path().trim_end_matches('/')));
         url
     }
 
@@ -77,9 +74,7 @@ impl Overrides {
         self.profile = self.profile.or_else(|| var("KUBEX_PROFILE"));
         self.url = self.url.or_else(|| var("KUBEX_URL"));
         self.user = self.user.or_else(|| var("KUBEX_USER"));
-        self.ca_cert = self
-            .ca_cert
-            .or_else(|| var("KUBEX_CA_CERT").map(PathBuf::from));
+        self.ca_cert = self.ca_cert.or_else(|| var("KUBEX_CA_CERT").map(PathBuf::from));
         self
     }
 }
@@ -87,11 +82,7 @@ impl Overrides {
 impl ConfigFile {
     /// The profile name in force: the override, else the file's default, else `default`.
     pub fn profile_name(&self, overrides: &Overrides) -> String {
-        overrides
-            .profile
-            .clone()
-            .or_else(|| self.default_profile.clone())
-            .unwrap_or_else(|| DEFAULT_PROFILE.to_owned())
+        overrides.profile.clone().or_else(|| self.default_profile.clone()).unwrap_or_else(|| DEFAULT_PROFILE.to_owned())
     }
 
     /// Resolves the profile in force; a profile that is neither stored nor given is "not logged in".
@@ -99,40 +90,22 @@ impl ConfigFile {
         let name = self.profile_name(overrides);
         check_profile_name(&name)?;
         let entry = self.profiles.get(&name);
-        let url = overrides
-            .url
-            .clone()
-            .or_else(|| entry.map(|e| e.url.clone()));
-        let user = overrides
-            .user
-            .clone()
-            .or_else(|| entry.map(|e| e.user.clone()));
+        let url = overrides.url.clone().or_else(|| entry.map(|e| e.url.clone()));
+        let user = overrides.user.clone().or_else(|| entry.map(|e| e.user.clone()));
         let (Some(url), Some(user)) = (url, user) else {
             return Err(Error::NotLoggedIn(format!(
                 "no profile '{name}' is configured: run `kubex-cred login --profile {name} --url URL --user NAME`"
             )));
         };
-        let ca_cert = overrides
-            .ca_cert
-            .clone()
-            .or_else(|| entry.and_then(|e| e.ca_cert.clone()));
-        Ok(Profile {
-            url: base_url(&url)?,
-            user: check_user(&user)?,
-            name,
-            ca_cert,
-        })
+        let ca_cert = overrides.ca_cert.clone().or_else(|| entry.and_then(|e| e.ca_cert.clone()));
+        Ok(Profile { url: base_url(&url)?, user: check_user(&user)?, name, ca_cert })
     }
 
     /// Records a profile that has just proven its password; the first one becomes the default.
     pub fn upsert(&mut self, profile: &Profile) {
         self.profiles.insert(
             profile.name.clone(),
-            ProfileEntry {
-                url: profile.url.to_string(),
-                user: profile.user.clone(),
-                ca_cert: profile.ca_cert.clone(),
-            },
+            ProfileEntry { url: profile.url.to_string(), user: profile.user.clone(), ca_cert: profile.ca_cert.clone() },
         );
         if self.default_profile.is_none() {
             self.default_profile = Some(profile.name.clone());
@@ -153,38 +126,23 @@ pub fn load(path: &Path) -> Result<ConfigFile> {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ConfigFile::default()),
         Err(e) => {
-            return Err(usage(format!(
-                "cannot read config file {}: {e}",
-                path.display()
-            )));
+            return Err(usage(format!("cannot read config file {}: {e}", path.display())));
         }
     };
     let text = String::from_utf8(text).map_err(|_| {
-        usage(format!(
-            "cannot read config file {}: it is not UTF-8 text; fix or remove it",
-            path.display()
-        ))
+        usage(format!("cannot read config file {}: it is not UTF-8 text; fix or remove it", path.display()))
     })?;
     toml::from_str(&text).map_err(|e| {
         let why = e.message().replace('\n', " ");
-        usage(format!(
-            "cannot read config file {}: {why}; fix or remove it",
-            path.display()
-        ))
+        usage(format!("cannot read config file {}: {why}; fix or remove it", path.display()))
     })
 }
 
 /// Writes the config file whole or not at all: a temporary file in the same directory, then a rename.
 pub fn save(path: &Path, config: &ConfigFile) -> Result<()> {
-    let failed = |e: &dyn fmt::Display| {
-        Error::Other(anyhow::anyhow!(
-            "cannot write config file {}: {e}",
-            path.display()
-        ))
-    };
-    let dir = path
-        .parent()
-        .ok_or_else(|| failed(&"no parent directory"))?;
+    let failed =
+        |e: &dyn fmt::Display| Error::Other(anyhow::anyhow!("cannot write config file {}: {e}", path.display()));
+    let dir = path.parent().ok_or_else(|| failed(&"no parent directory"))?;
     create_private_dir(dir).map_err(|e| failed(&e))?;
     let text = toml::to_string_pretty(config).map_err(|e| failed(&e))?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| failed(&e))?;
@@ -248,9 +206,7 @@ fn is_loopback(url: &Url) -> bool {
 fn check_profile_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if ok {
         Ok(())
     } else {
@@ -276,45 +232,25 @@ mod tests {
     use super::*;
 
     fn base(text: &str) -> String {
-        base_url(text)
-            .map(|u| u.to_string())
-            .unwrap_or_else(|e| format!("error: {e}"))
+        base_url(text).map(|u| u.to_string()).unwrap_or_else(|e| format!("error: {e}"))
     }
 
     #[test]
     fn bare_host_gets_api_v2() {
-        assert_eq!(
-            base("https://acme.kubex.ai"),
-            "https://acme.kubex.ai/api/v2"
-        );
-        assert_eq!(
-            base("https://acme.kubex.ai/"),
-            "https://acme.kubex.ai/api/v2"
-        );
-        assert_eq!(
-            base("https://acme.kubex.ai:8443"),
-            "https://acme.kubex.ai:8443/api/v2"
-        );
+        assert_eq!(base("https://acme.kubex.ai"), "https://acme.kubex.ai/api/v2");
+        assert_eq!(base("https://acme.kubex.ai/"), "https://acme.kubex.ai/api/v2");
+        assert_eq!(base("https://acme.kubex.ai:8443"), "https://acme.kubex.ai:8443/api/v2");
     }
 
     #[test]
     fn a_path_is_kept() {
-        assert_eq!(
-            base("https://old.example.com/CIRBA/api/v2/"),
-            "https://old.example.com/CIRBA/api/v2"
-        );
-        assert_eq!(
-            base("https://h:30000/api/v2/authorize"),
-            "https://h:30000/api/v2"
-        );
+        assert_eq!(base("https://old.example.com/CIRBA/api/v2/"), "https://old.example.com/CIRBA/api/v2");
+        assert_eq!(base("https://h:30000/api/v2/authorize"), "https://h:30000/api/v2");
     }
 
     #[test]
     fn plain_http_only_to_loopback() {
-        assert_eq!(
-            base("http://127.0.0.1:8080"),
-            "http://127.0.0.1:8080/api/v2"
-        );
+        assert_eq!(base("http://127.0.0.1:8080"), "http://127.0.0.1:8080/api/v2");
         assert_eq!(base("http://[::1]:8080/api/v2"), "http://[::1]:8080/api/v2");
         assert_eq!(base("http://localhost:1"), "http://localhost:1/api/v2");
         assert!(base("http://acme.kubex.ai").contains("refusing plain http"));
@@ -323,18 +259,8 @@ mod tests {
 
     #[test]
     fn odd_urls_are_refused() {
-        for text in [
-            "ftp://h",
-            "https://u:p@h",
-            "https://h/?q=1",
-            "not a url",
-            "https://h/#x",
-        ] {
-            assert!(
-                base(text).starts_with("error: invalid Kubex URL"),
-                "{text}: {}",
-                base(text)
-            );
+        for text in ["ftp://h", "https://u:p@h", "https://h/?q=1", "not a url", "https://h/#x"] {
+            assert!(base(text).starts_with("error: invalid Kubex URL"), "{text}: {}", base(text));
         }
     }
 
@@ -342,41 +268,23 @@ mod tests {
     fn overrides_win_over_the_file() {
         let mut file = ConfigFile::default();
         let stored = base_url("https://a.example.com").expect("valid");
-        file.upsert(&Profile {
-            name: "a".into(),
-            url: stored,
-            user: "u".into(),
-            ca_cert: None,
-        });
+        file.upsert(&Profile { name: "a".into(), url: stored, user: "u".into(), ca_cert: None });
         let env = |name: &str| match name {
             "KUBEX_USER" => Some("envuser".to_owned()),
             "KUBEX_URL" => Some(String::new()),
             _ => None,
         };
-        let p = file
-            .resolve(&Overrides::default().with_env(env))
-            .expect("resolves");
+        let p = file.resolve(&Overrides::default().with_env(env)).expect("resolves");
         assert_eq!((p.name.as_str(), p.user.as_str()), ("a", "envuser"));
         assert_eq!(p.url.as_str(), "https://a.example.com/api/v2");
-        let flags = Overrides {
-            user: Some("flag".into()),
-            ..Overrides::default()
-        };
-        assert_eq!(
-            file.resolve(&flags.with_env(env)).expect("resolves").user,
-            "flag"
-        );
+        let flags = Overrides { user: Some("flag".into()), ..Overrides::default() };
+        assert_eq!(file.resolve(&flags.with_env(env)).expect("resolves").user, "flag");
     }
 
     #[test]
     fn unknown_profile_is_not_logged_in() {
-        let flags = Overrides {
-            profile: Some("nope".into()),
-            ..Overrides::default()
-        };
-        let err = ConfigFile::default()
-            .resolve(&flags)
-            .expect_err("no such profile");
+        let flags = Overrides { profile: Some("nope".into()), ..Overrides::default() };
+        let err = ConfigFile::default().resolve(&flags).expect_err("no such profile");
         assert_eq!(err.code(), 3);
         assert!(err.to_string().contains("kubex-cred login --profile nope"));
     }
@@ -385,17 +293,9 @@ mod tests {
     fn config_round_trips_and_holds_no_secret_fields() {
         let mut file = ConfigFile::default();
         let url = base_url("https://a.example.com").expect("valid");
-        file.upsert(&Profile {
-            name: "a".into(),
-            url,
-            user: "u".into(),
-            ca_cert: None,
-        });
+        file.upsert(&Profile { name: "a".into(), url, user: "u".into(), ca_cert: None });
         let text = toml::to_string_pretty(&file).expect("serialises");
         assert_eq!(toml::from_str::<ConfigFile>(&text).expect("parses"), file);
-        assert!(
-            !text.contains("password") && !text.contains("token"),
-            "{text}"
-        );
+        assert!(!text.contains("password") && !text.contains("token"), "{text}");
     }
 }

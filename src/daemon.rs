@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 use crate::broker::{Broker, Minter};
 use crate::config::{self, Profile};
 use crate::error::{Error, Result};
-use crate::ipc::{self, Body, DaemonInfo, Op, Paths, ProfileStatus, Request, Response};
+use crate::ipc::{self, Body, DaemonInfo, Op, Paths, ProfileStatus, Response};
 use crate::keychain::OsKeychain;
 use crate::kubex::{AuthError, Client};
 use crate::token::{Stamp, Token};
@@ -44,8 +44,7 @@ pub fn run(options: &Options) -> Result<()> {
         serve(options)
     } else {
         launch(
-            &std::env::current_exe()
-                .map_err(|e| Error::Daemon(format!("cannot find this program: {e}")))?,
+            &std::env::current_exe().map_err(|e| Error::Daemon(format!("cannot find this program: {e}")))?,
             options.idle_timeout,
         )
     }
@@ -55,14 +54,11 @@ pub fn run(options: &Options) -> Result<()> {
 pub fn launch(exe: &Path, idle_timeout: Duration) -> Result<()> {
     let paths = Paths::new()?;
     paths.ensure_private_dir()?;
-    let stderr =
-        if std::env::var_os("KUBEX_CRED_LOG").is_some() || std::env::var_os("RUST_LOG").is_some() {
-            log_file(&paths.dir.join("daemon.log"))
-                .map(Stdio::from)
-                .unwrap_or_else(|_| Stdio::null())
-        } else {
-            Stdio::null()
-        };
+    let stderr = if std::env::var_os("KUBEX_CRED_LOG").is_some() || std::env::var_os("RUST_LOG").is_some() {
+        log_file(&paths.dir.join("daemon.log")).map(Stdio::from).unwrap_or_else(|_| Stdio::null())
+    } else {
+        Stdio::null()
+    };
     let mut child = Command::new(exe)
         .args(["daemon", "--foreground", "--detached", "--idle-timeout"])
         .arg(humantime::format_duration(idle_timeout).to_string())
@@ -71,19 +67,14 @@ pub fn launch(exe: &Path, idle_timeout: Duration) -> Result<()> {
         .stderr(stderr)
         .spawn()
         .map_err(|e| Error::Daemon(format!("cannot start the daemon {}: {e}", exe.display())))?;
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| Error::Daemon("cannot read the daemon's readiness".into()))?;
+    let stdout = child.stdout.take().ok_or_else(|| Error::Daemon("cannot read the daemon's readiness".into()))?;
     let mut line = String::new();
     let _ = BufReader::new(stdout).read_line(&mut line);
     match line.trim_end() {
         "ready" | "running" => Ok(()),
         other => {
             let _ = child.wait();
-            let why = other
-                .strip_prefix("error: ")
-                .unwrap_or("it exited before it was ready");
+            let why = other.strip_prefix("error: ").unwrap_or("it exited before it was ready");
             Err(Error::Daemon(format!("the daemon did not start: {why}")))
         }
     }
@@ -119,10 +110,7 @@ fn serve_inner(options: &Options) -> Result<()> {
     paths.ensure_private_dir()?;
     let Some(_lock) = lock::try_daemon_lock(&paths.daemon_lock)? else {
         notify(options, "running");
-        eprintln!(
-            "kubex-cred: a daemon is already running for this user (socket {})",
-            paths.socket.display()
-        );
+        eprintln!("kubex-cred: a daemon is already running for this user (socket {})", paths.socket.display());
         return Ok(());
     };
     if options.detached {
@@ -133,10 +121,7 @@ fn serve_inner(options: &Options) -> Result<()> {
         Ok(()) => tracing::info!("removed a stale socket"),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => {
-            return Err(Error::Daemon(format!(
-                "cannot remove the stale socket {}: {e}",
-                paths.socket.display()
-            )));
+            return Err(Error::Daemon(format!("cannot remove the stale socket {}: {e}", paths.socket.display())));
         }
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -162,9 +147,7 @@ fn bind(socket: &Path) -> Result<interprocess::local_socket::tokio::Listener> {
     let options = ListenerOptions::new().name(name).reclaim_name(true);
     #[cfg(unix)]
     let options = interprocess::os::unix::local_socket::ListenerOptionsExt::mode(options, 0o600);
-    options
-        .create_tokio()
-        .map_err(|e| Error::Daemon(format!("cannot listen on {}: {e}", socket.display())))
+    options.create_tokio().map_err(|e| Error::Daemon(format!("cannot listen on {}: {e}", socket.display())))
 }
 
 /// Mints with one HTTP client per CA bundle.
@@ -176,17 +159,12 @@ struct KubexMinter {
 
 impl KubexMinter {
     fn client(&self, ca: Option<&Path>) -> std::result::Result<Client, AuthError> {
-        let mut clients = self
-            .clients
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut clients = self.clients.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(c) = clients.get(&ca.map(Path::to_path_buf)) {
             return Ok(c.clone());
         }
-        let client = Client::new(ca, self.timeout).map_err(|e| AuthError::Unreachable {
-            url: "(client setup)".into(),
-            why: e.to_string(),
-        })?;
+        let client = Client::new(ca, self.timeout)
+            .map_err(|e| AuthError::Unreachable { url: "(client setup)".into(), why: e.to_string() })?;
         clients.insert(ca.map(Path::to_path_buf), client.clone());
         Ok(client)
     }
@@ -197,13 +175,10 @@ impl Minter for KubexMinter {
         &'a self,
         profile: &'a Profile,
         password: &'a SecretString,
-    ) -> std::pin::Pin<Box<dyn Future<Output = std::result::Result<Token, AuthError>> + Send + 'a>>
-    {
+    ) -> std::pin::Pin<Box<dyn Future<Output = std::result::Result<Token, AuthError>> + Send + 'a>> {
         Box::pin(async move {
             let client = self.client(profile.ca_cert.as_deref())?;
-            client
-                .authorize(&profile.authorize_url(), &profile.user, password)
-                .await
+            client.authorize(&profile.authorize_url(), &profile.user, password).await
         })
     }
 }
@@ -222,10 +197,7 @@ struct Daemon {
 impl Daemon {
     fn new(paths: Paths, idle_timeout: Duration) -> Result<Daemon> {
         let keychain = Arc::new(LazyKeychain::default());
-        let minter = Arc::new(KubexMinter {
-            clients: Mutex::new(HashMap::new()),
-            timeout: crate::cli::timeout()?,
-        });
+        let minter = Arc::new(KubexMinter { clients: Mutex::new(HashMap::new()), timeout: crate::cli::timeout()? });
         Ok(Daemon {
             paths,
             broker: Broker::new(keychain, minter, Stamp::now),
@@ -289,11 +261,8 @@ impl Daemon {
             return std::future::pending().await;
         }
         loop {
-            let deadline = *self
-                .last_request
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                + self.idle_timeout;
+            let deadline =
+                *self.last_request.lock().unwrap_or_else(std::sync::PoisonError::into_inner) + self.idle_timeout;
             if tokio::time::Instant::now() >= deadline {
                 return;
             }
@@ -305,34 +274,23 @@ impl Daemon {
         if !self.peer_is_us(&stream) {
             return;
         }
-        *self
-            .last_request
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = tokio::time::Instant::now();
+        *self.last_request.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = tokio::time::Instant::now();
         let mut line = Vec::new();
         let mut reader = tokio::io::BufReader::new(&stream).take(ipc::MAX_LINE as u64 + 1);
-        let body =
-            match tokio::time::timeout(IO_DEADLINE, reader.read_until(b'\n', &mut line)).await {
-                Err(_) => return,
-                Ok(Err(_)) | Ok(Ok(0)) => return,
-                Ok(Ok(_)) if !line.ends_with(b"\n") => Body::Error {
-                    code: 2,
-                    message: "request too long or incomplete".into(),
-                },
-                Ok(Ok(_)) => match serde_json::from_slice::<Request>(&line) {
-                    Ok(request) if request.version != ipc::version() => Body::VersionMismatch,
-                    Ok(request) => self.dispatch(request.op).await,
-                    Err(_) if is_stop(&line) => self.dispatch(Op::Stop).await,
-                    Err(e) => Body::Error {
-                        code: 2,
-                        message: format!("malformed request: {e}"),
-                    },
-                },
-            };
-        let response = ipc::to_line(&Response {
-            version: ipc::version(),
-            body,
-        });
+        let body = match tokio::time::timeout(IO_DEADLINE, reader.read_until(b'\n', &mut line)).await {
+            Err(_) => return,
+            Ok(Err(_)) | Ok(Ok(0)) => return,
+            Ok(Ok(_)) if !line.ends_with(b"\n") => {
+                Body::Error { code: 2, message: "request too long or incomplete".into() }
+            }
+            Ok(Ok(_)) => match ipc::decode_request(&line) {
+                ipc::Decoded::Request(op) => self.dispatch(op).await,
+                ipc::Decoded::OtherVersion { stop: true } => self.dispatch(Op::Stop).await,
+                ipc::Decoded::OtherVersion { stop: false } => Body::VersionMismatch,
+                ipc::Decoded::Malformed(why) => Body::Error { code: 2, message: format!("malformed request: {why}") },
+            },
+        };
+        let response = ipc::to_line(&Response { version: ipc::version(), body });
         let _ = tokio::time::timeout(IO_DEADLINE, (&stream).write_all(&response)).await;
     }
 
@@ -360,27 +318,14 @@ impl Daemon {
 
     async fn dispatch(&self, op: Op) -> Body {
         match op {
-            Op::Get {
-                profile,
-                min_ttl_ms,
-            } => {
+            Op::Get { profile, min_ttl_ms } => {
                 let profile = match profile.to_profile() {
                     Ok(p) => p,
                     Err(e) => return Body::error(&e),
                 };
-                match self
-                    .broker
-                    .get(&profile, Duration::from_millis(min_ttl_ms))
-                    .await
-                {
-                    Ok(token) => Body::Token {
-                        token: token.jwt().to_owned(),
-                        expires_ms: token.expires_local_ms(),
-                    },
-                    Err(f) => Body::Error {
-                        code: f.code,
-                        message: f.message,
-                    },
+                match self.broker.get(&profile, Duration::from_millis(min_ttl_ms)).await {
+                    Ok(token) => Body::Token { token: token.jwt().to_owned(), expires_ms: token.expires_local_ms() },
+                    Err(f) => Body::Error { code: f.code, message: f.message },
                 }
             }
             Op::Erase { account, token } => {
@@ -403,41 +348,24 @@ impl Daemon {
 
     fn status(&self) -> ipc::Status {
         let slots = self.broker.status();
-        let config = self
-            .config
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
+        let config = self.config.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let same = |s: &ProfileStatus, p: &Profile| s.url == p.url.as_str() && s.user == p.user;
         let configured: Vec<Profile> = config
             .profiles
             .keys()
             .filter_map(|name| {
-                config
-                    .resolve(&config::Overrides {
-                        profile: Some(name.clone()),
-                        ..config::Overrides::default()
-                    })
-                    .ok()
+                config.resolve(&config::Overrides { profile: Some(name.clone()), ..config::Overrides::default() }).ok()
             })
             .collect();
         // Every configured profile, with its account's slot if it has one; then slots of other accounts.
         let mut profiles: Vec<ProfileStatus> = configured
             .iter()
             .map(|p| match slots.iter().find(|s| same(s, p)) {
-                Some(slot) => ProfileStatus {
-                    profile: p.name.clone(),
-                    ..slot.clone()
-                },
+                Some(slot) => ProfileStatus { profile: p.name.clone(), ..slot.clone() },
                 None => ProfileStatus::idle(p),
             })
             .collect();
-        profiles.extend(
-            slots
-                .iter()
-                .filter(|s| !configured.iter().any(|p| same(s, p)))
-                .cloned(),
-        );
+        profiles.extend(slots.iter().filter(|s| !configured.iter().any(|p| same(s, p))).cloned());
         ipc::Status {
             daemon: Some(DaemonInfo {
                 pid: std::process::id(),
@@ -451,19 +379,11 @@ impl Daemon {
     }
 }
 
-/// Any version's stop request: `{"op":"stop", ...}`.
-fn is_stop(line: &[u8]) -> bool {
-    serde_json::from_slice::<serde_json::Value>(line)
-        .is_ok_and(|v| v.get("op").and_then(|o| o.as_str()) == Some("stop"))
-}
-
 fn load_config() -> config::ConfigFile {
-    config::config_path()
-        .and_then(|p| config::load(&p))
-        .unwrap_or_else(|e| {
-            tracing::warn!("cannot load the config: {e}");
-            config::ConfigFile::default()
-        })
+    config::config_path().and_then(|p| config::load(&p)).unwrap_or_else(|e| {
+        tracing::warn!("cannot load the config: {e}");
+        config::ConfigFile::default()
+    })
 }
 
 /// Opens the OS keychain on first use, so a daemon starts even while the keychain is away.
@@ -474,10 +394,7 @@ struct LazyKeychain {
 
 impl LazyKeychain {
     fn get_or_open(&self) -> std::result::Result<Arc<OsKeychain>, crate::keychain::KeychainError> {
-        let mut inner = self
-            .inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(k) = inner.as_ref() {
             return Ok(k.clone());
         }
@@ -488,29 +405,16 @@ impl LazyKeychain {
 }
 
 impl crate::keychain::SecretStore for LazyKeychain {
-    fn get(
-        &self,
-        account: &str,
-    ) -> std::result::Result<SecretString, crate::keychain::KeychainError> {
+    fn get(&self, account: &str) -> std::result::Result<SecretString, crate::keychain::KeychainError> {
         let result = self.get_or_open()?.get(account);
-        if matches!(
-            result,
-            Err(crate::keychain::KeychainError::Unavailable { .. })
-        ) {
+        if matches!(result, Err(crate::keychain::KeychainError::Unavailable { .. })) {
             // The session bus may have been restarted: reconnect next time.
-            *self
-                .inner
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+            *self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         }
         result
     }
 
-    fn set(
-        &self,
-        account: &str,
-        password: &SecretString,
-    ) -> std::result::Result<(), crate::keychain::KeychainError> {
+    fn set(&self, account: &str, password: &SecretString) -> std::result::Result<(), crate::keychain::KeychainError> {
         self.get_or_open()?.set(account, password)
     }
 
@@ -532,16 +436,11 @@ mod lock {
         match file.try_lock() {
             Ok(()) => {
                 use std::io::Write;
-                let _ = file
-                    .set_len(0)
-                    .and_then(|()| write!(file, "{}", std::process::id()));
+                let _ = file.set_len(0).and_then(|()| write!(file, "{}", std::process::id()));
                 Ok(Some(file))
             }
             Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-            Err(std::fs::TryLockError::Error(e)) => Err(Error::Daemon(format!(
-                "cannot lock {}: {e}",
-                path.display()
-            ))),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::Daemon(format!("cannot lock {}: {e}", path.display()))),
         }
     }
 

@@ -35,9 +35,7 @@ pub fn read_attributes(input: impl BufRead) -> Result<Attributes> {
     loop {
         let mut line = Vec::new();
         input.set_limit(MAX_LINE as u64 + 2);
-        input
-            .read_until(b'\n', &mut line)
-            .map_err(|e| usage(format!("cannot read git's request: {e}")))?;
+        input.read_until(b'\n', &mut line).map_err(|e| usage(format!("cannot read git's request: {e}")))?;
         let complete = line.ends_with(b"\n");
         if complete {
             line.pop();
@@ -46,9 +44,7 @@ pub fn read_attributes(input: impl BufRead) -> Result<Attributes> {
             line.pop();
         }
         if line.len() > MAX_LINE {
-            return Err(usage(format!(
-                "git's request has a line longer than {MAX_LINE} bytes"
-            )));
+            return Err(usage(format!("git's request has a line longer than {MAX_LINE} bytes")));
         }
         if line.is_empty() {
             return Ok(attrs);
@@ -57,9 +53,7 @@ pub fn read_attributes(input: impl BufRead) -> Result<Attributes> {
         if line.contains(['\0', '\r']) {
             return Err(usage("git's request has a NUL or CR inside a value"));
         }
-        let (key, value) = line
-            .split_once('=')
-            .ok_or_else(|| usage("git's request has a line without '='"))?;
+        let (key, value) = line.split_once('=').ok_or_else(|| usage("git's request has a line without '='"))?;
         let value = value.to_owned();
         match key {
             "protocol" => attrs.protocol = Some(value),
@@ -81,8 +75,7 @@ pub fn read_attributes(input: impl BufRead) -> Result<Attributes> {
 
 /// `url=` sets protocol, host (with port), path and username, as git does.
 fn apply_url(attrs: &mut Attributes, text: &str) -> Result<()> {
-    let url = url::Url::parse(text)
-        .map_err(|e| usage(format!("git's request has an invalid url: {e}")))?;
+    let url = url::Url::parse(text).map_err(|e| usage(format!("git's request has an invalid url: {e}")))?;
     attrs.protocol = Some(url.scheme().to_owned());
     attrs.host = url.host_str().map(|h| match url.port() {
         Some(port) => format!("{h}:{port}"),
@@ -110,13 +103,7 @@ pub fn matching_profile(attrs: &Attributes, file: &ConfigFile, env: &Overrides) 
     let mut candidates: Vec<Profile> = file
         .profiles
         .keys()
-        .filter_map(|name| {
-            file.resolve(&Overrides {
-                profile: Some(name.clone()),
-                ..Overrides::default()
-            })
-            .ok()
-        })
+        .filter_map(|name| file.resolve(&Overrides { profile: Some(name.clone()), ..Overrides::default() }).ok())
         .collect();
     if env.url.is_some() {
         candidates.extend(file.resolve(env).ok());
@@ -128,10 +115,7 @@ pub fn matching_profile(attrs: &Attributes, file: &ConfigFile, env: &Overrides) 
         .filter(|p| attrs.username.as_deref().is_none_or(|u| u == p.user))
         .filter(|p| {
             let base = p.url.path().trim_matches('/');
-            attrs
-                .path
-                .as_deref()
-                .is_none_or(|path| path.trim_matches('/').starts_with(base))
+            attrs.path.as_deref().is_none_or(|path| path.trim_matches('/').starts_with(base))
         })
         .max_by_key(|p| (p.name == default, std::cmp::Reverse(p.name.clone())))
 }
@@ -144,13 +128,10 @@ pub fn write_get(
     jwt: &str,
     expiry_utc: i64,
 ) -> std::io::Result<()> {
-    let mut text = zeroize::Zeroizing::new(format!(
-        "username={user}\npassword={jwt}\npassword_expiry_utc={expiry_utc}\n"
-    ));
+    let mut text =
+        zeroize::Zeroizing::new(format!("username={user}\npassword={jwt}\npassword_expiry_utc={expiry_utc}\n"));
     if attrs.offers_authtype() {
-        text.push_str(&format!(
-            "capability[]=authtype\nauthtype=Bearer\ncredential={jwt}\nephemeral=1\n"
-        ));
+        text.push_str(&format!("capability[]=authtype\nauthtype=Bearer\ncredential={jwt}\nephemeral=1\n"));
     }
     out.write_all(text.as_bytes())?;
     out.flush()
@@ -164,9 +145,7 @@ pub fn erased_token(attrs: &Attributes) -> Option<&str> {
 /// A value safe to put on one attribute line.
 pub fn check_value(value: &str) -> Result<()> {
     if value.contains(['\0', '\r', '\n']) {
-        return Err(Error::Other(anyhow::anyhow!(
-            "refusing to send git a value with CR, LF or NUL"
-        )));
+        return Err(Error::Other(anyhow::anyhow!("refusing to send git a value with CR, LF or NUL")));
     }
     Ok(())
 }
@@ -183,19 +162,16 @@ mod tests {
         let mut file = ConfigFile::default();
         for (name, url, user) in urls {
             let url = crate::config::base_url(url).expect("url");
-            file.upsert(&Profile {
-                name: (*name).into(),
-                url,
-                user: (*user).into(),
-                ca_cert: None,
-            });
+            file.upsert(&Profile { name: (*name).into(), url, user: (*user).into(), ca_cert: None });
         }
         file
     }
 
     #[test]
     fn attributes_are_read_until_a_blank_line() {
-        let a = read(b"protocol=https\nhost=acme.kubex.ai\ncapability[]=authtype\ncapability[]=state\n\nhost=ignored\n").expect("ok");
+        let a =
+            read(b"protocol=https\nhost=acme.kubex.ai\ncapability[]=authtype\ncapability[]=state\n\nhost=ignored\n")
+                .expect("ok");
         assert_eq!(a.protocol.as_deref(), Some("https"));
         assert_eq!(a.host.as_deref(), Some("acme.kubex.ai"));
         assert!(a.offers_authtype());
@@ -205,18 +181,12 @@ mod tests {
     #[test]
     fn crlf_and_eof_without_a_blank_line_are_tolerated() {
         let a = read(b"protocol=https\r\nhost=h:8443\r\npath=a/b").expect("ok");
-        assert_eq!(
-            (a.host.as_deref(), a.path.as_deref()),
-            (Some("h:8443"), Some("a/b"))
-        );
+        assert_eq!((a.host.as_deref(), a.path.as_deref()), (Some("h:8443"), Some("a/b")));
     }
 
     #[test]
     fn unknown_keys_are_ignored() {
-        let a = read(
-            b"protocol=https\nwwwauth[]=Bearer realm=x\nstate[]=a=b\nfuture=thing\nhost=h\n\n",
-        )
-        .expect("ok");
+        let a = read(b"protocol=https\nwwwauth[]=Bearer realm=x\nstate[]=a=b\nfuture=thing\nhost=h\n\n").expect("ok");
         assert_eq!(a.host.as_deref(), Some("h"));
     }
 
@@ -233,17 +203,10 @@ mod tests {
         let mut ok = b"path=".to_vec();
         ok.resize(MAX_LINE, b'a');
         ok.extend_from_slice(b"\n\n");
-        assert_eq!(
-            read(&ok).expect("at the limit").path.map(|p| p.len()),
-            Some(MAX_LINE - 5)
-        );
+        assert_eq!(read(&ok).expect("at the limit").path.map(|p| p.len()), Some(MAX_LINE - 5));
         let mut long = b"path=".to_vec();
         long.resize(200_000, b'a');
-        assert!(
-            read(&long)
-                .expect_err("too long")
-                .contains("longer than 65535")
-        );
+        assert!(read(&long).expect_err("too long").contains("longer than 65535"));
     }
 
     #[test]
@@ -257,38 +220,17 @@ mod tests {
 
     #[test]
     fn only_configured_hosts_match() {
-        let file = profile_file(&[
-            ("a", "https://acme.kubex.ai", "u"),
-            ("b", "https://other.kubex.ai:8443", "v"),
-        ]);
+        let file = profile_file(&[("a", "https://acme.kubex.ai", "u"), ("b", "https://other.kubex.ai:8443", "v")]);
         let env = Overrides::default();
-        let m =
-            |input: &[u8]| matching_profile(&read(input).expect("ok"), &file, &env).map(|p| p.name);
+        let m = |input: &[u8]| matching_profile(&read(input).expect("ok"), &file, &env).map(|p| p.name);
         assert_eq!(m(b"protocol=https\nhost=acme.kubex.ai\n"), Some("a".into()));
         assert_eq!(m(b"protocol=https\nhost=ACME.kubex.ai\n"), Some("a".into()));
-        assert_eq!(
-            m(b"protocol=https\nhost=other.kubex.ai:8443\n"),
-            Some("b".into())
-        );
-        assert_eq!(
-            m(b"protocol=https\nhost=other.kubex.ai\n"),
-            None,
-            "the port is part of the host"
-        );
-        assert_eq!(
-            m(b"protocol=http\nhost=acme.kubex.ai\n"),
-            None,
-            "the protocol must match"
-        );
+        assert_eq!(m(b"protocol=https\nhost=other.kubex.ai:8443\n"), Some("b".into()));
+        assert_eq!(m(b"protocol=https\nhost=other.kubex.ai\n"), None, "the port is part of the host");
+        assert_eq!(m(b"protocol=http\nhost=acme.kubex.ai\n"), None, "the protocol must match");
         assert_eq!(m(b"protocol=https\nhost=github.com\n"), None);
-        assert_eq!(
-            m(b"protocol=https\nhost=acme.kubex.ai\nusername=someone\n"),
-            None
-        );
-        assert_eq!(
-            m(b"protocol=https\nhost=acme.kubex.ai\nusername=u\n"),
-            Some("a".into())
-        );
+        assert_eq!(m(b"protocol=https\nhost=acme.kubex.ai\nusername=someone\n"), None);
+        assert_eq!(m(b"protocol=https\nhost=acme.kubex.ai\nusername=u\n"), Some("a".into()));
         assert_eq!(m(b"host=acme.kubex.ai\n"), None, "no protocol, no match");
         assert_eq!(m(b"protocol=https\n"), None, "no host, no match");
         assert_eq!(m(b"url=https://github.com/acme.kubex.ai\n"), None);
@@ -298,12 +240,8 @@ mod tests {
     fn a_path_must_lie_under_the_profiles_path() {
         let file = profile_file(&[("old", "https://h/CIRBA/api/v2", "u")]);
         let env = Overrides::default();
-        let m =
-            |input: &[u8]| matching_profile(&read(input).expect("ok"), &file, &env).map(|p| p.name);
-        assert_eq!(
-            m(b"protocol=https\nhost=h\npath=CIRBA/api/v2/x\n"),
-            Some("old".into())
-        );
+        let m = |input: &[u8]| matching_profile(&read(input).expect("ok"), &file, &env).map(|p| p.name);
+        assert_eq!(m(b"protocol=https\nhost=h\npath=CIRBA/api/v2/x\n"), Some("old".into()));
         assert_eq!(m(b"protocol=https\nhost=h\npath=elsewhere\n"), None);
         assert_eq!(m(b"protocol=https\nhost=h\n"), Some("old".into()));
     }
@@ -312,22 +250,11 @@ mod tests {
     fn the_get_answer_adds_bearer_when_git_offers_authtype() {
         let mut out = Vec::new();
         write_get(&mut out, &Attributes::default(), "u", "a.b.c", 1700000000).expect("write");
-        assert_eq!(
-            String::from_utf8_lossy(&out),
-            "username=u\npassword=a.b.c\npassword_expiry_utc=1700000000\n"
-        );
-        let attrs = Attributes {
-            capabilities: vec!["authtype".into()],
-            ..Attributes::default()
-        };
+        assert_eq!(String::from_utf8_lossy(&out), "username=u\npassword=a.b.c\npassword_expiry_utc=1700000000\n");
+        let attrs = Attributes { capabilities: vec!["authtype".into()], ..Attributes::default() };
         let mut out = Vec::new();
         write_get(&mut out, &attrs, "u", "a.b.c", 1).expect("write");
         let text = String::from_utf8_lossy(&out);
-        assert!(
-            text.ends_with(
-                "capability[]=authtype\nauthtype=Bearer\ncredential=a.b.c\nephemeral=1\n"
-            ),
-            "{text}"
-        );
+        assert!(text.ends_with("capability[]=authtype\nauthtype=Bearer\ncredential=a.b.c\nephemeral=1\n"), "{text}");
     }
 }

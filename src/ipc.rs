@@ -31,10 +31,7 @@ pub struct Request {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
     /// A token for this profile, valid for at least `min_ttl_ms`.
-    Get {
-        profile: WireProfile,
-        min_ttl_ms: u64,
-    },
+    Get { profile: WireProfile, min_ttl_ms: u64 },
     /// Drop the account's cached token if it is this one (git's `erase`).
     Erase { account: String, token: String },
     /// Drop the slot of an account (after `login` or `logout`).
@@ -57,12 +54,7 @@ pub struct WireProfile {
 
 impl From<&Profile> for WireProfile {
     fn from(p: &Profile) -> Self {
-        WireProfile {
-            name: p.name.clone(),
-            url: p.url.to_string(),
-            user: p.user.clone(),
-            ca_cert: p.ca_cert.clone(),
-        }
+        WireProfile { name: p.name.clone(), url: p.url.to_string(), user: p.user.clone(), ca_cert: p.ca_cert.clone() }
     }
 }
 
@@ -109,10 +101,7 @@ pub enum Body {
 
 impl Body {
     pub fn error(e: &Error) -> Body {
-        Body::Error {
-            code: e.code(),
-            message: e.to_string(),
-        }
+        Body::Error { code: e.code(), message: e.to_string() }
     }
 }
 
@@ -180,15 +169,9 @@ impl Paths {
     /// `$XDG_RUNTIME_DIR/kubex-cred/`, else the user's cache directory.
     pub fn new() -> Result<Paths> {
         let dirs = directories::ProjectDirs::from("", "", "kubex-cred").ok_or_else(|| {
-            Error::Daemon(
-                "cannot find a runtime directory for the socket: set HOME or XDG_RUNTIME_DIR"
-                    .into(),
-            )
+            Error::Daemon("cannot find a runtime directory for the socket: set HOME or XDG_RUNTIME_DIR".into())
         })?;
-        let dir = dirs
-            .runtime_dir()
-            .unwrap_or_else(|| dirs.cache_dir())
-            .to_path_buf();
+        let dir = dirs.runtime_dir().unwrap_or_else(|| dirs.cache_dir()).to_path_buf();
         Ok(Paths::in_dir(dir))
     }
 
@@ -203,12 +186,8 @@ impl Paths {
 
     /// Creates the directory 0700 in one step, or checks that an existing one is private and ours.
     pub fn ensure_private_dir(&self) -> Result<()> {
-        crate::config::create_private_dir(&self.dir).map_err(|e| {
-            Error::Daemon(format!(
-                "cannot create the socket directory {}: {e}",
-                self.dir.display()
-            ))
-        })?;
+        crate::config::create_private_dir(&self.dir)
+            .map_err(|e| Error::Daemon(format!("cannot create the socket directory {}: {e}", self.dir.display())))?;
         check_private(&self.dir)
     }
 }
@@ -216,12 +195,8 @@ impl Paths {
 #[cfg(unix)]
 fn check_private(dir: &Path) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::symlink_metadata(dir).map_err(|e| {
-        Error::Daemon(format!(
-            "cannot inspect the socket directory {}: {e}",
-            dir.display()
-        ))
-    })?;
+    let meta = std::fs::symlink_metadata(dir)
+        .map_err(|e| Error::Daemon(format!("cannot inspect the socket directory {}: {e}", dir.display())))?;
     let uid = rustix::process::geteuid().as_raw();
     if !meta.is_dir() || meta.uid() != uid {
         return Err(Error::Daemon(format!(
@@ -243,6 +218,33 @@ fn check_private(dir: &Path) -> Result<()> {
 #[cfg(not(unix))]
 fn check_private(_dir: &Path) -> Result<()> {
     Ok(())
+}
+
+/// What a request line asks for, as the daemon reads it.
+#[derive(Debug)]
+pub enum Decoded {
+    Request(Op),
+    /// A client of another version; `stop` is still honoured.
+    OtherVersion {
+        stop: bool,
+    },
+    Malformed(String),
+}
+
+/// Decodes one request line (with or without its newline); never panics on any input.
+pub fn decode_request(line: &[u8]) -> Decoded {
+    match serde_json::from_slice::<Request>(line) {
+        Ok(request) if request.version == version() => Decoded::Request(request.op),
+        Ok(request) => Decoded::OtherVersion { stop: matches!(request.op, Op::Stop) },
+        Err(e) => match serde_json::from_slice::<serde_json::Value>(line) {
+            // Any version's stop request is `{"op":"stop", ...}`.
+            Ok(v) if v.get("op").and_then(|o| o.as_str()) == Some("stop") => Decoded::OtherVersion { stop: true },
+            Ok(v) if v.get("version").and_then(|o| o.as_str()).is_some_and(|v| v != version()) => {
+                Decoded::OtherVersion { stop: false }
+            }
+            _ => Decoded::Malformed(e.to_string()),
+        },
+    }
 }
 
 /// Serialises a message as one line.
@@ -273,36 +275,41 @@ mod tests {
         let line = to_line(&req);
         assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
         let text = String::from_utf8(line).expect("utf8");
-        assert!(
-            text.starts_with(r#"{"version":""#) && text.contains(r#""op":"get""#),
-            "{text}"
-        );
+        assert!(text.starts_with(r#"{"version":""#) && text.contains(r#""op":"get""#), "{text}");
         let back: Request = serde_json::from_str(&text).expect("parses");
         assert!(matches!(back.op, Op::Get { min_ttl_ms: 5, .. }));
     }
 
     #[test]
+    fn any_versions_stop_is_understood_and_other_versions_are_told_so() {
+        assert!(matches!(decode_request(br#"{"op":"stop"}"#), Decoded::OtherVersion { stop: true }));
+        assert!(matches!(
+            decode_request(br#"{"version":"9.9.9/7","op":"stop","extra":1}"#),
+            Decoded::OtherVersion { stop: true }
+        ));
+        assert!(matches!(
+            decode_request(br#"{"version":"9.9.9/7","op":"get","new_field":{}}"#),
+            Decoded::OtherVersion { stop: false }
+        ));
+        let ours = format!(r#"{{"version":"{}","op":"status"}}"#, version());
+        assert!(matches!(decode_request(ours.as_bytes()), Decoded::Request(Op::Status)));
+        for junk in [&b""[..], b"{", b"null", b"\xff\xfe", br#"{"version":1}"#, br#"{"op":"get"}"#] {
+            assert!(matches!(decode_request(junk), Decoded::Malformed(_)), "{junk:?}");
+        }
+    }
+
+    #[test]
     fn responses_are_tagged_by_result() {
-        let text = String::from_utf8(to_line(&Response {
-            version: "v".into(),
-            body: Body::Done,
-        }))
-        .expect("utf8");
+        let text = String::from_utf8(to_line(&Response { version: "v".into(), body: Body::Done })).expect("utf8");
         assert_eq!(text, "{\"version\":\"v\",\"result\":\"done\"}\n");
         let err: Response =
-            serde_json::from_str(r#"{"version":"v","result":"error","code":4,"message":"no"}"#)
-                .expect("parses");
+            serde_json::from_str(r#"{"version":"v","result":"error","code":4,"message":"no"}"#).expect("parses");
         assert!(matches!(err.body, Body::Error { code: 4, .. }));
     }
 
     #[test]
     fn a_wire_profile_is_checked_like_the_config() {
-        let bad = WireProfile {
-            name: "p".into(),
-            url: "http://example.com".into(),
-            user: "u".into(),
-            ca_cert: None,
-        };
+        let bad = WireProfile { name: "p".into(), url: "http://example.com".into(), user: "u".into(), ca_cert: None };
         assert_eq!(bad.to_profile().expect_err("plain http").code(), 2);
     }
 
@@ -313,20 +320,11 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tmp");
         let paths = Paths::in_dir(tmp.path().join("kubex-cred"));
         paths.ensure_private_dir().expect("created private");
-        let mode = std::fs::metadata(&paths.dir)
-            .expect("stat")
-            .permissions()
-            .mode()
-            & 0o777;
+        let mode = std::fs::metadata(&paths.dir).expect("stat").permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
-        std::fs::set_permissions(&paths.dir, std::fs::Permissions::from_mode(0o755))
-            .expect("chmod");
+        std::fs::set_permissions(&paths.dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         let err = paths.ensure_private_dir().expect_err("loose");
-        assert!(
-            err.to_string()
-                .contains(&format!("chmod 700 {}", paths.dir.display())),
-            "{err}"
-        );
+        assert!(err.to_string().contains(&format!("chmod 700 {}", paths.dir.display())), "{err}");
         assert_eq!(err.code(), 9);
     }
 }

@@ -44,14 +44,13 @@ pub struct OsKeychain {
 
 impl std::fmt::Debug for OsKeychain {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OsKeychain")
-            .field("vendor", &self.store.vendor())
-            .finish()
+        f.debug_struct("OsKeychain").field("vendor", &self.store.vendor()).finish()
     }
 }
 
 #[cfg(target_os = "linux")]
-const HINT: &str = "start a Secret Service (gnome-keyring, KeePassXC) in this session and unlock it, or see `docs/troubleshooting.md`";
+const HINT: &str =
+    "start a Secret Service (gnome-keyring, KeePassXC) in this session and unlock it, or see `docs/troubleshooting.md`";
 #[cfg(target_os = "macos")]
 const HINT: &str = "unlock the login keychain (Keychain Access) and try again";
 #[cfg(windows)]
@@ -63,19 +62,14 @@ impl OsKeychain {
     /// Connects to the platform's store (on Linux: the Secret Service on the session D-Bus).
     pub fn open() -> Result<Self, KeychainError> {
         #[cfg(target_os = "linux")]
-        let store =
-            zbus_secret_service_keyring_store::Store::new().map(|s| s as Arc<CredentialStore>);
+        let store = zbus_secret_service_keyring_store::Store::new().map(|s| s as Arc<CredentialStore>);
         #[cfg(target_os = "macos")]
-        let store =
-            apple_native_keyring_store::keychain::Store::new().map(|s| s as Arc<CredentialStore>);
+        let store = apple_native_keyring_store::keychain::Store::new().map(|s| s as Arc<CredentialStore>);
         #[cfg(windows)]
         let store = windows_native_keyring_store::Store::new().map(|s| s as Arc<CredentialStore>);
         #[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
-        let store: keyring_core::Result<Arc<CredentialStore>> =
-            Err(keyring_core::Error::NoDefaultStore);
-        store
-            .map(|store| OsKeychain { store })
-            .map_err(|e| unavailable(&e))
+        let store: keyring_core::Result<Arc<CredentialStore>> = Err(keyring_core::Error::NoDefaultStore);
+        store.map(|store| OsKeychain { store }).map_err(|e| unavailable(&e))
     }
 
     fn entry(&self, account: &str) -> Result<Entry, KeychainError> {
@@ -93,27 +87,20 @@ fn unavailable(e: &keyring_core::Error) -> KeychainError {
         }
         other => other.to_string(),
     };
-    KeychainError::Unavailable {
-        why: why.replace(['\n', '\r'], " "),
-        hint: HINT,
-    }
+    KeychainError::Unavailable { why: why.replace(['\n', '\r'], " "), hint: HINT }
 }
 
 impl SecretStore for OsKeychain {
     fn get(&self, account: &str) -> Result<SecretString, KeychainError> {
         match self.entry(account)?.get_password() {
             Ok(password) => Ok(SecretString::from(password)),
-            Err(keyring_core::Error::NoEntry) => Err(KeychainError::NotFound {
-                account: account.to_owned(),
-            }),
+            Err(keyring_core::Error::NoEntry) => Err(KeychainError::NotFound { account: account.to_owned() }),
             Err(e) => Err(unavailable(&e)),
         }
     }
 
     fn set(&self, account: &str, password: &SecretString) -> Result<(), KeychainError> {
-        self.entry(account)?
-            .set_password(password.expose_secret())
-            .map_err(|e| unavailable(&e))
+        self.entry(account)?.set_password(password.expose_secret()).map_err(|e| unavailable(&e))
     }
 
     fn delete(&self, account: &str) -> Result<(), KeychainError> {
@@ -132,20 +119,13 @@ pub struct MemoryStore {
 
 impl MemoryStore {
     fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, SecretString>> {
-        self.entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
 impl SecretStore for MemoryStore {
     fn get(&self, account: &str) -> Result<SecretString, KeychainError> {
-        self.entries()
-            .get(account)
-            .cloned()
-            .ok_or_else(|| KeychainError::NotFound {
-                account: account.to_owned(),
-            })
+        self.entries().get(account).cloned().ok_or_else(|| KeychainError::NotFound { account: account.to_owned() })
     }
 
     fn set(&self, account: &str, password: &SecretString) -> Result<(), KeychainError> {

@@ -32,23 +32,14 @@ pub enum AuthError {
     )]
     Expired { url: String, user: String },
     #[error("Kubex at {url} is rate limiting logins (429); {}", retry_hint(*.retry_after))]
-    RateLimited {
-        url: String,
-        retry_after: Option<Duration>,
-    },
+    RateLimited { url: String, retry_after: Option<Duration> },
     #[error("Kubex at {url} failed (HTTP {status}); try again later")]
     Server { url: String, status: u16 },
     #[error(
         "Kubex at {url} answered with a redirect (HTTP {status}) to {location}, which was not followed so that the password goes nowhere else; give the final address with --url"
     )]
-    Redirect {
-        url: String,
-        status: u16,
-        location: String,
-    },
-    #[error(
-        "cannot reach Kubex at {url}: {why}; check the address, the network, HTTPS_PROXY and the CA (--ca-cert)"
-    )]
+    Redirect { url: String, status: u16, location: String },
+    #[error("cannot reach Kubex at {url}: {why}; check the address, the network, HTTPS_PROXY and the CA (--ca-cert)")]
     Unreachable { url: String, why: String },
     #[error("Kubex at {url} sent an answer kubex-cred cannot use: {why}")]
     Malformed { url: String, why: String },
@@ -95,31 +86,18 @@ impl Client {
                 builder = builder.add_root_certificate(cert);
             }
         }
-        let http = builder.build().map_err(|e| {
-            Error::Other(anyhow::anyhow!(
-                "cannot set up the HTTPS client: {}",
-                chain(&e)
-            ))
-        })?;
+        let http = builder
+            .build()
+            .map_err(|e| Error::Other(anyhow::anyhow!("cannot set up the HTTPS client: {}", chain(&e))))?;
         Ok(Client { http, timeout })
     }
 
     /// Mints a token: `POST {base}/authorize` with the user name and password.
-    pub async fn authorize(
-        &self,
-        url: &Url,
-        user: &str,
-        password: &SecretString,
-    ) -> Result<Token, AuthError> {
+    pub async fn authorize(&self, url: &Url, user: &str, password: &SecretString) -> Result<Token, AuthError> {
         let shown = url.to_string();
         let body = Zeroizing::new(
-            serde_json::to_vec(
-                &serde_json::json!({ "userName": user, "pwd": password.expose_secret() }),
-            )
-            .map_err(|e| AuthError::Malformed {
-                url: shown.clone(),
-                why: e.to_string(),
-            })?,
+            serde_json::to_vec(&serde_json::json!({ "userName": user, "pwd": password.expose_secret() }))
+                .map_err(|e| AuthError::Malformed { url: shown.clone(), why: e.to_string() })?,
         );
         tracing::debug!(url = %shown, user, "authorize request");
         let sent = Sent::now();
@@ -148,10 +126,7 @@ impl Client {
             Err(_) => {
                 return Err(AuthError::Unreachable {
                     url: shown,
-                    why: format!(
-                        "no answer within {}",
-                        humantime::format_duration(self.timeout)
-                    ),
+                    why: format!("no answer within {}", humantime::format_duration(self.timeout)),
                 });
             }
         };
@@ -161,17 +136,11 @@ impl Client {
 
     fn transport_error(&self, url: &str, e: &reqwest::Error) -> AuthError {
         let why = if e.is_timeout() {
-            format!(
-                "no answer within {}",
-                humantime::format_duration(self.timeout)
-            )
+            format!("no answer within {}", humantime::format_duration(self.timeout))
         } else {
             chain(e)
         };
-        AuthError::Unreachable {
-            url: url.to_owned(),
-            why,
-        }
+        AuthError::Unreachable { url: url.to_owned(), why }
     }
 }
 
@@ -187,10 +156,7 @@ impl From<reqwest::Error> for Fail {
 }
 
 async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, Fail> {
-    if response
-        .content_length()
-        .is_some_and(|n| n > MAX_RESPONSE as u64)
-    {
+    if response.content_length().is_some_and(|n| n > MAX_RESPONSE as u64) {
         return Err(Fail::TooBig);
     }
     let mut body = Vec::new();
@@ -242,50 +208,32 @@ pub fn interpret(
     body: &[u8],
     sent: Sent,
 ) -> Result<Token, AuthError> {
-    let malformed = |why: String| AuthError::Malformed {
-        url: url.to_owned(),
-        why,
-    };
+    let malformed = |why: String| AuthError::Malformed { url: url.to_owned(), why };
     let message = || {
         serde_json::from_slice::<Failure>(body)
             .ok()
             .and_then(|f| f.message)
-            .map(|m| {
-                m.chars()
-                    .filter(|c| !c.is_control())
-                    .take(200)
-                    .collect::<String>()
-            })
+            .map(|m| m.chars().filter(|c| !c.is_control()).take(200).collect::<String>())
             .unwrap_or_default()
     };
-    let date = headers
-        .get(header::DATE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| httpdate::parse_http_date(v).ok());
+    let date = headers.get(header::DATE).and_then(|v| v.to_str().ok()).and_then(|v| httpdate::parse_http_date(v).ok());
     match status.as_u16() {
         200 => {
             let success: Success = serde_json::from_slice(body).map_err(|e| {
                 let kind = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("no content type");
-                malformed(format!("not the JSON of a successful Authorize ({kind}; {e}); a captive portal or proxy may be in the way"))
+                malformed(format!(
+                    "not the JSON of a successful Authorize ({kind}; {e}); a captive portal or proxy may be in the way"
+                ))
             })?;
             let expires = success
                 .expires
                 .as_i64()
-                .or_else(|| {
-                    success
-                        .expires
-                        .as_f64()
-                        .filter(|f| f.is_finite())
-                        .map(|f| f as i64)
-                })
+                .or_else(|| success.expires.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
                 .ok_or_else(|| malformed("`expires` is not a number".into()))?;
             if expires < 100_000_000_000 {
-                return Err(malformed(format!(
-                    "`expires` {expires} is not epoch milliseconds"
-                )));
+                return Err(malformed(format!("`expires` {expires} is not epoch milliseconds")));
             }
-            Token::from_authorize(success.api_token, expires, date, sent)
-                .map_err(|e| malformed(e.to_string()))
+            Token::from_authorize(success.api_token, expires, date, sent).map_err(|e| malformed(e.to_string()))
         }
         300..=399 => {
             let location = headers
@@ -296,32 +244,13 @@ pub fn interpret(
                 .filter(|c| !c.is_control())
                 .take(200)
                 .collect();
-            Err(AuthError::Redirect {
-                url: url.to_owned(),
-                status: status.as_u16(),
-                location,
-            })
+            Err(AuthError::Redirect { url: url.to_owned(), status: status.as_u16(), location })
         }
-        400 => Err(AuthError::BadRequest {
-            url: url.to_owned(),
-            message: message(),
-        }),
-        401 => Err(AuthError::Rejected {
-            url: url.to_owned(),
-            user: user.to_owned(),
-        }),
-        403 => Err(AuthError::Expired {
-            url: url.to_owned(),
-            user: user.to_owned(),
-        }),
-        429 => Err(AuthError::RateLimited {
-            url: url.to_owned(),
-            retry_after: retry_after(headers, &message(), date),
-        }),
-        500..=599 => Err(AuthError::Server {
-            url: url.to_owned(),
-            status: status.as_u16(),
-        }),
+        400 => Err(AuthError::BadRequest { url: url.to_owned(), message: message() }),
+        401 => Err(AuthError::Rejected { url: url.to_owned(), user: user.to_owned() }),
+        403 => Err(AuthError::Expired { url: url.to_owned(), user: user.to_owned() }),
+        429 => Err(AuthError::RateLimited { url: url.to_owned(), retry_after: retry_after(headers, &message(), date) }),
+        500..=599 => Err(AuthError::Server { url: url.to_owned(), status: status.as_u16() }),
         other => Err(malformed(format!(
             "unexpected HTTP {other}; check the URL's path (current instances use /api/v2, older ones /CIRBA/api/v2)"
         ))),
@@ -329,15 +258,8 @@ pub fn interpret(
 }
 
 /// The wait a 429 asks for: the `Retry-After` header (seconds or a date), else "Retry After: N seconds".
-pub fn retry_after(
-    headers: &header::HeaderMap,
-    message: &str,
-    server_now: Option<SystemTime>,
-) -> Option<Duration> {
-    if let Some(value) = headers
-        .get(header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-    {
+pub fn retry_after(headers: &header::HeaderMap, message: &str, server_now: Option<SystemTime>) -> Option<Duration> {
+    if let Some(value) = headers.get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()) {
         let value = value.trim();
         if let Ok(secs) = value.parse::<u64>() {
             return Some(Duration::from_secs(secs));
@@ -349,28 +271,16 @@ pub fn retry_after(
     }
     let lower = message.to_ascii_lowercase();
     let rest = &lower[lower.find("retry after")? + "retry after".len()..];
-    let digits: String = rest
-        .trim_start_matches([':', ' '])
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
+    let digits: String = rest.trim_start_matches([':', ' ']).chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok().map(Duration::from_secs)
 }
 
 fn load_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, Error> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| usage(format!("cannot read CA bundle {}: {e}", path.display())))?;
+    let bytes = std::fs::read(path).map_err(|e| usage(format!("cannot read CA bundle {}: {e}", path.display())))?;
     match reqwest::Certificate::from_pem_bundle(&bytes) {
         Ok(certs) if !certs.is_empty() => Ok(certs),
-        Ok(_) => Err(usage(format!(
-            "cannot use CA bundle {}: it holds no PEM certificate",
-            path.display()
-        ))),
-        Err(e) => Err(usage(format!(
-            "cannot use CA bundle {}: {}",
-            path.display(),
-            chain(&e)
-        ))),
+        Ok(_) => Err(usage(format!("cannot use CA bundle {}: it holds no PEM certificate", path.display()))),
+        Err(e) => Err(usage(format!("cannot use CA bundle {}: {}", path.display(), chain(&e)))),
     }
 }
 
@@ -379,42 +289,27 @@ mod tests {
     use super::*;
 
     fn headers(pairs: &[(header::HeaderName, &str)]) -> header::HeaderMap {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.clone(), header::HeaderValue::from_str(v).expect("ascii")))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.clone(), header::HeaderValue::from_str(v).expect("ascii"))).collect()
     }
 
     #[test]
     fn retry_after_header_seconds_win() {
         let h = headers(&[(header::RETRY_AFTER, "17")]);
-        assert_eq!(
-            retry_after(&h, "Retry After: 40 seconds", None),
-            Some(Duration::from_secs(17))
-        );
+        assert_eq!(retry_after(&h, "Retry After: 40 seconds", None), Some(Duration::from_secs(17)));
     }
 
     #[test]
     fn retry_after_date_is_read_against_the_servers_clock() {
         let now = httpdate::parse_http_date("Wed, 21 Oct 2015 07:28:00 GMT").expect("date");
         let h = headers(&[(header::RETRY_AFTER, "Wed, 21 Oct 2015 07:28:30 GMT")]);
-        assert_eq!(
-            retry_after(&h, "", Some(now)),
-            Some(Duration::from_secs(30))
-        );
+        assert_eq!(retry_after(&h, "", Some(now)), Some(Duration::from_secs(30)));
     }
 
     #[test]
     fn retry_after_message_from_the_field() {
         let none = header::HeaderMap::new();
-        assert_eq!(
-            retry_after(&none, "Retry After: 40 seconds", None),
-            Some(Duration::from_secs(40))
-        );
-        assert_eq!(
-            retry_after(&none, "retry after 5 seconds", None),
-            Some(Duration::from_secs(5))
-        );
+        assert_eq!(retry_after(&none, "Retry After: 40 seconds", None), Some(Duration::from_secs(40)));
+        assert_eq!(retry_after(&none, "retry after 5 seconds", None), Some(Duration::from_secs(5)));
         assert_eq!(retry_after(&none, "Too many requests", None), None);
     }
 
@@ -423,44 +318,26 @@ mod tests {
         let none = header::HeaderMap::new();
         let code = |status: u16, body: &str| {
             let s = StatusCode::from_u16(status).expect("status");
-            interpret("u", "user", s, &none, body.as_bytes(), Sent::now())
-                .expect_err("failure")
-                .code()
+            interpret("u", "user", s, &none, body.as_bytes(), Sent::now()).expect_err("failure").code()
         };
         assert_eq!(code(400, r#"{"message":"Unauthorized","status":400}"#), 7);
         assert_eq!(code(401, r#"{"message":"Unauthorized","status":401}"#), 4);
         assert_eq!(code(403, "{}"), 5);
-        assert_eq!(
-            code(429, r#"{"message":"Retry After: 40 seconds","status":429}"#),
-            6
-        );
+        assert_eq!(code(429, r#"{"message":"Retry After: 40 seconds","status":429}"#), 6);
         assert_eq!(code(500, ""), 7);
         assert_eq!(code(503, "<html>"), 7);
         assert_eq!(code(307, ""), 7);
         assert_eq!(code(404, ""), 7);
         assert_eq!(code(200, "<html>captive</html>"), 7);
-        assert_eq!(
-            code(
-                200,
-                r#"{"apiToken":"a.b.c","expires":1542652705869,"status":200}"#
-            ),
-            7
-        );
+        assert_eq!(code(200, r#"{"apiToken":"a.b.c","expires":1542652705869,"status":200}"#), 7);
     }
 
     #[test]
     fn expires_in_seconds_is_refused() {
         let jwt = "eyJhbGciOiJIUzUxMiJ9.eyJpYXQiOjE1NDI2NTI0MDUsImV4cCI6MTU0MjY1MjcwNX0.c2ln";
         let body = format!(r#"{{"apiToken":"{jwt}","expires":1542652705,"status":200}}"#);
-        let err = interpret(
-            "u",
-            "user",
-            StatusCode::OK,
-            &header::HeaderMap::new(),
-            body.as_bytes(),
-            Sent::now(),
-        )
-        .expect_err("seconds");
+        let err = interpret("u", "user", StatusCode::OK, &header::HeaderMap::new(), body.as_bytes(), Sent::now())
+            .expect_err("seconds");
         assert!(err.to_string().contains("not epoch milliseconds"), "{err}");
     }
 }

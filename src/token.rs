@@ -22,10 +22,7 @@ impl Stamp {
         #[cfg(target_os = "linux")]
         {
             let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
-            Stamp(Duration::new(
-                t.tv_sec.unsigned_abs(),
-                t.tv_nsec.unsigned_abs() as u32,
-            ))
+            Stamp(Duration::new(t.tv_sec.unsigned_abs(), t.tv_nsec.unsigned_abs() as u32))
         }
         #[cfg(not(target_os = "linux"))]
         {
@@ -65,9 +62,7 @@ pub enum TokenError {
     NotJwt(&'static str),
     #[error("the token's claims do not decode ({0})")]
     BadClaims(String),
-    #[error(
-        "the token has no lifetime left on the server's clock (expires {expires_ms} ms, issued {issued_ms} ms)"
-    )]
+    #[error("the token has no lifetime left on the server's clock (expires {expires_ms} ms, issued {issued_ms} ms)")]
     NoLifetime { expires_ms: i64, issued_ms: i64 },
 }
 
@@ -100,10 +95,7 @@ pub struct Sent {
 
 impl Sent {
     pub fn now() -> Sent {
-        Sent {
-            at: Stamp::now(),
-            wall: SystemTime::now(),
-        }
+        Sent { at: Stamp::now(), wall: SystemTime::now() }
     }
 }
 
@@ -126,17 +118,12 @@ impl Token {
             (Some(iat), _) => iat.saturating_mul(1000),
             (None, Some(date)) => epoch_ms(date),
             (None, None) => {
-                return Err(TokenError::BadClaims(
-                    "no `iat` claim and no Date header".into(),
-                ));
+                return Err(TokenError::BadClaims("no `iat` claim and no Date header".into()));
             }
         };
         let life_ms = end_ms.saturating_sub(issued_ms).saturating_sub(1000);
         if life_ms <= 0 {
-            return Err(TokenError::NoLifetime {
-                expires_ms,
-                issued_ms,
-            });
+            return Err(TokenError::NoLifetime { expires_ms, issued_ms });
         }
         Ok(Token {
             jwt: SecretString::from(jwt),
@@ -189,10 +176,7 @@ pub fn decode_claims(jwt: &str) -> Result<Claims, TokenError> {
     if jwt.is_empty() || jwt.len() > MAX_JWT_LEN {
         return Err(TokenError::NotJwt("empty or longer than 8 KiB"));
     }
-    if !jwt
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-    {
+    if !jwt.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
         return Err(TokenError::NotJwt("characters outside base64url"));
     }
     let parts: Vec<&str> = jwt.split('.').collect();
@@ -203,9 +187,7 @@ pub fn decode_claims(jwt: &str) -> Result<Claims, TokenError> {
         return Err(TokenError::NotJwt("an empty part"));
     }
     let decode = |part: &str, what: &str| {
-        URL_SAFE_NO_PAD
-            .decode(part)
-            .map_err(|e| TokenError::BadClaims(format!("{what}: {e}")))
+        URL_SAFE_NO_PAD.decode(part).map_err(|e| TokenError::BadClaims(format!("{what}: {e}")))
     };
     let header: serde_json::Value = serde_json::from_slice(&decode(header, "header")?)
         .map_err(|e| TokenError::BadClaims(format!("header: {e}")))?;
@@ -213,8 +195,7 @@ pub fn decode_claims(jwt: &str) -> Result<Claims, TokenError> {
         return Err(TokenError::BadClaims("header is not a JSON object".into()));
     }
     decode(signature, "signature")?;
-    serde_json::from_slice(&decode(payload, "payload")?)
-        .map_err(|e| TokenError::BadClaims(format!("payload: {e}")))
+    serde_json::from_slice(&decode(payload, "payload")?).map_err(|e| TokenError::BadClaims(format!("payload: {e}")))
 }
 
 #[cfg(test)]
@@ -226,28 +207,17 @@ mod tests {
     const SPEC_EXPIRES: i64 = 1542652705869;
 
     fn sent_at(secs: u64, wall: SystemTime) -> Sent {
-        Sent {
-            at: Stamp::from_duration(Duration::from_secs(secs)),
-            wall,
-        }
+        Sent { at: Stamp::from_duration(Duration::from_secs(secs)), wall }
     }
 
     #[test]
     fn spec_example_lives_exp_minus_iat_minus_a_second() {
-        let t = Token::from_authorize(
-            SPEC_JWT.into(),
-            SPEC_EXPIRES,
-            None,
-            sent_at(100, SystemTime::now()),
-        )
-        .expect("valid");
+        let t =
+            Token::from_authorize(SPEC_JWT.into(), SPEC_EXPIRES, None, sent_at(100, SystemTime::now())).expect("valid");
         assert_eq!(t.claims().sub.as_deref(), Some("van"));
         // exp (…705 s) is earlier than expires (…705.869 s); iat is …405 s, truncated.
         assert_eq!(t.lifetime(), Duration::from_secs(299));
-        assert_eq!(
-            t.valid_until(),
-            Stamp::from_duration(Duration::from_secs(399))
-        );
+        assert_eq!(t.valid_until(), Stamp::from_duration(Duration::from_secs(399)));
     }
 
     #[test]
@@ -255,39 +225,25 @@ mod tests {
         // A client an hour ahead or behind the server (whose clock said 2018) gets the same lifetime.
         for skew in [0i64, 3600, -3600] {
             let wall = UNIX_EPOCH + Duration::from_secs((1542652405 + skew).unsigned_abs());
-            let t = Token::from_authorize(SPEC_JWT.into(), SPEC_EXPIRES, None, sent_at(7, wall))
-                .expect("valid");
-            assert_eq!(
-                t.remaining(Stamp::from_duration(Duration::from_secs(7))),
-                Duration::from_secs(299)
-            );
-            assert_eq!(
-                t.remaining(Stamp::from_duration(Duration::from_secs(306))),
-                Duration::ZERO
-            );
+            let t = Token::from_authorize(SPEC_JWT.into(), SPEC_EXPIRES, None, sent_at(7, wall)).expect("valid");
+            assert_eq!(t.remaining(Stamp::from_duration(Duration::from_secs(7))), Duration::from_secs(299));
+            assert_eq!(t.remaining(Stamp::from_duration(Duration::from_secs(306))), Duration::ZERO);
         }
         // And it does today, years after the server's clock.
-        let t =
-            Token::from_authorize(SPEC_JWT.into(), SPEC_EXPIRES, None, Sent::now()).expect("valid");
+        let t = Token::from_authorize(SPEC_JWT.into(), SPEC_EXPIRES, None, Sent::now()).expect("valid");
         assert!(t.remaining(Stamp::now()) > Duration::from_secs(290));
     }
 
     #[test]
     fn expires_earlier_than_exp_wins() {
-        let t = Token::from_authorize(
-            SPEC_JWT.into(),
-            SPEC_EXPIRES - 100_000,
-            None,
-            sent_at(0, SystemTime::now()),
-        )
-        .expect("valid");
+        let t = Token::from_authorize(SPEC_JWT.into(), SPEC_EXPIRES - 100_000, None, sent_at(0, SystemTime::now()))
+            .expect("valid");
         assert_eq!(t.lifetime(), Duration::from_millis(199_869));
     }
 
     #[test]
     fn a_token_dead_on_arrival_is_refused() {
-        let err = Token::from_authorize(SPEC_JWT.into(), 1542652405000, None, Sent::now())
-            .expect_err("dead");
+        let err = Token::from_authorize(SPEC_JWT.into(), 1542652405000, None, Sent::now()).expect_err("dead");
         assert!(matches!(err, TokenError::NoLifetime { .. }));
     }
 
@@ -310,12 +266,8 @@ mod tests {
 
     #[test]
     fn debug_never_shows_the_jwt() {
-        let t =
-            Token::from_authorize(SPEC_JWT.into(), SPEC_EXPIRES, None, Sent::now()).expect("valid");
+        let t = Token::from_authorize(SPEC_JWT.into(), SPEC_EXPIRES, None, Sent::now()).expect("valid");
         let shown = format!("{t:?}");
-        assert!(
-            shown.contains("<redacted>") && !shown.contains("eyJ"),
-            "{shown}"
-        );
+        assert!(shown.contains("<redacted>") && !shown.contains("eyJ"), "{shown}");
     }
 }

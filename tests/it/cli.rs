@@ -11,39 +11,20 @@ fn passwords_with_quotes_backslashes_and_non_ascii_arrive_intact() {
     assert_eq!(emu.received()[0].pwd().as_deref(), Some(pw));
     let token = sb.run(&["get", "--no-daemon"], b"").code(0).token();
     assert!(emu.accepts(&token));
-    assert_eq!(
-        emu.received()[1].pwd().as_deref(),
-        Some(pw),
-        "the keychain gave back the same bytes"
-    );
+    assert_eq!(emu.received()[1].pwd().as_deref(), Some(pw), "the keychain gave back the same bytes");
 }
 
 #[test]
 fn empty_binary_and_missing_passwords_are_refused_without_traffic() {
     let sb = Sandbox::new();
     let emu = Emulator::start(Options::default(), &[("apiUser", "pw")]);
-    let login = |stdin: &[u8]| {
-        sb.run(
-            &[
-                "login",
-                "--url",
-                &emu.origin(),
-                "--user",
-                "apiUser",
-                "--password-stdin",
-            ],
-            stdin,
-        )
-    };
+    let login =
+        |stdin: &[u8]| sb.run(&["login", "--url", &emu.origin(), "--user", "apiUser", "--password-stdin"], stdin);
     login(b"").fails(2, "password is empty");
     login(b"\n").fails(2, "password is empty");
     login(b"\xc3\x28pw\n").fails(2, "not valid UTF-8");
     // No terminal and no --password-stdin: say how to pipe it instead of hanging.
-    sb.run(
-        &["login", "--url", &emu.origin(), "--user", "apiUser"],
-        b"pw\n",
-    )
-    .fails(2, "--password-stdin");
+    sb.run(&["login", "--url", &emu.origin(), "--user", "apiUser"], b"pw\n").fails(2, "--password-stdin");
     assert_eq!(emu.authorize_calls(), 0);
     assert!(!sb.config_file().exists() && !sb.keychain_items().contains("kubex-cred"));
 }
@@ -67,64 +48,32 @@ fn log_canary_at_trace_level() {
     let trace = [("KUBEX_CRED_LOG", "trace")];
     let login = sb
         .run_env(
-            &[
-                "login",
-                "--url",
-                &emu.origin(),
-                "--user",
-                "apiUser",
-                "--password-stdin",
-            ],
+            &["login", "--url", &emu.origin(), "--user", "apiUser", "--password-stdin"],
             format!("{canary}\n").as_bytes(),
             &trace,
         )
         .code(0);
-    assert!(
-        login.stderr.contains("authorize"),
-        "trace logging is on: {}",
-        login.stderr
-    );
+    assert!(login.stderr.contains("authorize"), "trace logging is on: {}", login.stderr);
     let mut seen = format!("{}{}", login.stdout, login.stderr);
     let mut tokens = Vec::new();
     for format in ["token", "header", "json", "env"] {
-        let out = sb
-            .run_env(&["get", "--no-daemon", "--format", format], b"", &trace)
-            .code(0);
-        let token = out
-            .stdout
-            .split(['=', ' ', '"', '\n'])
-            .find(|w| w.starts_with("eyJ"))
-            .expect("a token")
-            .to_owned();
-        assert_eq!(
-            out.stdout.matches(&token).count(),
-            1,
-            "the token once on stdout"
-        );
+        let out = sb.run_env(&["get", "--no-daemon", "--format", format], b"", &trace).code(0);
+        let token = out.stdout.split(['=', ' ', '"', '\n']).find(|w| w.starts_with("eyJ")).expect("a token").to_owned();
+        assert_eq!(out.stdout.matches(&token).count(), 1, "the token once on stdout");
         seen.push_str(&out.stderr);
         tokens.push(token);
     }
-    assert!(
-        !seen.contains(canary),
-        "the password leaked to output: {seen}"
-    );
+    assert!(!seen.contains(canary), "the password leaked to output: {seen}");
     for token in &tokens {
         assert!(!seen.contains(token.as_str()), "a token leaked to stderr");
-        assert!(
-            !seen.contains(token.split('.').nth(2).expect("signature")),
-            "a token signature leaked to stderr"
-        );
+        assert!(!seen.contains(token.split('.').nth(2).expect("signature")), "a token signature leaked to stderr");
     }
     // No file the tool wrote holds either (gnome-keyring's own store is encrypted).
     for entry in walk(sb.dir.path()) {
         let bytes = std::fs::read(&entry).unwrap_or_default();
         let text = String::from_utf8_lossy(&bytes);
         assert!(!text.contains(canary), "password in {}", entry.display());
-        assert!(
-            tokens.iter().all(|t| !text.contains(t.as_str())),
-            "token in {}",
-            entry.display()
-        );
+        assert!(tokens.iter().all(|t| !text.contains(t.as_str())), "token in {}", entry.display());
     }
 }
 

@@ -7,32 +7,16 @@ fn login_writes_a_profile_without_secrets_and_makes_it_the_default() {
     let sb = Sandbox::new();
     let emu = Emulator::start(Options::default(), &[("apiUser", "pw-in-keychain")]);
     sb.run(
-        &[
-            "login",
-            "--profile",
-            "acme",
-            "--url",
-            &emu.origin(),
-            "--user",
-            "apiUser",
-            "--password-stdin",
-        ],
+        &["login", "--profile", "acme", "--url", &emu.origin(), "--user", "apiUser", "--password-stdin"],
         b"pw-in-keychain\n",
     )
     .code(0);
     let text = std::fs::read_to_string(sb.config_file()).expect("config written");
     assert!(text.contains("default_profile = \"acme\""), "{text}");
     assert!(text.contains(&format!("url = \"{}\"", emu.url())), "{text}");
-    assert!(
-        !text.contains("pw-in-keychain") && !text.contains("eyJ"),
-        "{text}"
-    );
+    assert!(!text.contains("pw-in-keychain") && !text.contains("eyJ"), "{text}");
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(sb.config_file())
-        .expect("stat")
-        .permissions()
-        .mode()
-        & 0o777;
+    let mode = std::fs::metadata(sb.config_file()).expect("stat").permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the config file is private");
 }
 
@@ -41,73 +25,33 @@ fn profiles_side_by_side_chosen_by_flag_env_and_default() {
     let sb = Sandbox::new();
     let a = Emulator::start(Options::default(), &[("alice", "pa")]);
     let b = Emulator::start(Options::default(), &[("bob", "pb")]);
-    sb.run(
-        &[
-            "login",
-            "--profile",
-            "a",
-            "--url",
-            &a.origin(),
-            "--user",
-            "alice",
-            "--password-stdin",
-        ],
-        b"pa\n",
-    )
-    .code(0);
-    sb.run(
-        &[
-            "login",
-            "--profile",
-            "b",
-            "--url",
-            &b.origin(),
-            "--user",
-            "bob",
-            "--password-stdin",
-        ],
-        b"pb\n",
-    )
-    .code(0);
+    sb.run(&["login", "--profile", "a", "--url", &a.origin(), "--user", "alice", "--password-stdin"], b"pa\n").code(0);
+    sb.run(&["login", "--profile", "b", "--url", &b.origin(), "--user", "bob", "--password-stdin"], b"pb\n").code(0);
 
     let sub = |out: crate::support::Out| {
         let v: serde_json::Value = serde_json::from_str(&out.code(0).stdout).expect("json");
-        (
-            v["profile"].as_str().unwrap_or_default().to_owned(),
-            v["user"].as_str().unwrap_or_default().to_owned(),
-        )
+        (v["profile"].as_str().unwrap_or_default().to_owned(), v["user"].as_str().unwrap_or_default().to_owned())
     };
+    assert_eq!(sub(sb.run(&["get", "--no-daemon", "--format", "json"], b"")), ("a".into(), "alice".into()));
     assert_eq!(
-        sub(sb.run(&["get", "--no-daemon", "--format", "json"], b"")),
-        ("a".into(), "alice".into())
-    );
-    assert_eq!(
-        sub(sb.run(
-            &["get", "--no-daemon", "--format", "json", "--profile", "b"],
-            b""
-        )),
+        sub(sb.run(&["get", "--no-daemon", "--format", "json", "--profile", "b"], b"")),
         ("b".into(), "bob".into())
     );
     let env = [("KUBEX_PROFILE", "b")];
-    assert_eq!(
-        sub(sb.run_env(&["get", "--no-daemon", "--format", "json"], b"", &env)),
-        ("b".into(), "bob".into())
-    );
+    assert_eq!(sub(sb.run_env(&["get", "--no-daemon", "--format", "json"], b"", &env)), ("b".into(), "bob".into()));
     // KUBEX_URL and KUBEX_USER point profile a at bob's instance: bob's keychain entry is used.
     let env = [("KUBEX_URL", b.origin()), ("KUBEX_USER", "bob".to_owned())];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let out = sb.run_env(&["get", "--no-daemon"], b"", &env).code(0);
     assert!(b.accepts(&out.token()) && !a.accepts(&out.token()));
     assert_eq!((a.authorize_calls(), b.authorize_calls()), (2, 4));
-    sb.run(&["get", "--no-daemon", "--profile", "nope"], b"")
-        .fails(3, "no profile 'nope'");
+    sb.run(&["get", "--no-daemon", "--profile", "nope"], b"").fails(3, "no profile 'nope'");
 }
 
 #[test]
 fn no_config_at_all_is_not_logged_in() {
     let sb = Sandbox::new();
-    sb.run(&["get", "--no-daemon"], b"")
-        .fails(3, "kubex-cred login");
+    sb.run(&["get", "--no-daemon"], b"").fails(3, "kubex-cred login");
 }
 
 #[test]
@@ -120,119 +64,44 @@ fn a_corrupt_config_is_named_and_never_overwritten() {
     let shown = sb.config_file().display().to_string();
     sb.run(&["get", "--no-daemon"], b"").fails(2, &shown);
     sb.login(&emu, "apiUser", "pw").fails(2, &shown);
-    assert_eq!(
-        std::fs::read(sb.config_file()).expect("still there"),
-        broken
-    );
+    assert_eq!(std::fs::read(sb.config_file()).expect("still there"), broken);
     assert_eq!(emu.authorize_calls(), 0);
-    assert!(
-        !sb.keychain_items().contains("kubex-cred"),
-        "nothing stored"
-    );
+    assert!(!sb.keychain_items().contains("kubex-cred"), "nothing stored");
 
     std::fs::write(sb.config_file(), b"\xff\xfe binary").expect("write");
     sb.run(&["get", "--no-daemon"], b"").fails(2, "not UTF-8");
-    std::fs::write(
-        sb.config_file(),
-        b"[profiles.x]\nurl = 'https://h'\nuser = 'u'\npassword = 'no'\n",
-    )
-    .expect("write");
-    sb.run(&["get", "--no-daemon", "--profile", "x"], b"")
-        .fails(2, "unknown field `password`");
+    std::fs::write(sb.config_file(), b"[profiles.x]\nurl = 'https://h'\nuser = 'u'\npassword = 'no'\n").expect("write");
+    sb.run(&["get", "--no-daemon", "--profile", "x"], b"").fails(2, "unknown field `password`");
 }
 
 #[test]
 fn plain_http_to_another_host_is_refused_before_any_traffic() {
     let sb = Sandbox::new();
-    sb.run(
-        &[
-            "login",
-            "--url",
-            "http://kubex.invalid",
-            "--user",
-            "u",
-            "--password-stdin",
-        ],
-        b"pw\n",
-    )
-    .fails(2, "refusing plain http");
-    assert!(!sb.config_file().exists());
-    let env = [
-        ("KUBEX_URL", "http://kubex.invalid:8080"),
-        ("KUBEX_USER", "u"),
-    ];
-    sb.run_env(&["get", "--no-daemon"], b"", &env)
+    sb.run(&["login", "--url", "http://kubex.invalid", "--user", "u", "--password-stdin"], b"pw\n")
         .fails(2, "refusing plain http");
+    assert!(!sb.config_file().exists());
+    let env = [("KUBEX_URL", "http://kubex.invalid:8080"), ("KUBEX_USER", "u")];
+    sb.run_env(&["get", "--no-daemon"], b"", &env).fails(2, "refusing plain http");
 }
 
 #[test]
 fn a_url_with_a_path_keeps_it() {
     let sb = Sandbox::new();
-    let opts = Options {
-        base_path: "/CIRBA/api/v2".into(),
-        ..Options::default()
-    };
+    let opts = Options { base_path: "/CIRBA/api/v2".into(), ..Options::default() };
     let emu = Emulator::start(opts, &[("apiUser", "pw")]);
-    sb.run(
-        &[
-            "login",
-            "--url",
-            &emu.url(),
-            "--user",
-            "apiUser",
-            "--password-stdin",
-        ],
-        b"pw\n",
-    )
-    .code(0);
+    sb.run(&["login", "--url", &emu.url(), "--user", "apiUser", "--password-stdin"], b"pw\n").code(0);
     let token = sb.run(&["get", "--no-daemon"], b"").code(0).token();
     assert!(emu.accepts(&token));
-    assert!(
-        emu.received()
-            .iter()
-            .all(|r| r.path == "/CIRBA/api/v2/authorize")
-    );
+    assert!(emu.received().iter().all(|r| r.path == "/CIRBA/api/v2/authorize"));
 }
 
 #[test]
 fn login_to_a_new_profile_needs_url_and_user() {
     let sb = Sandbox::new();
-    sb.run(&["login", "--password-stdin"], b"pw\n")
+    sb.run(&["login", "--password-stdin"], b"pw\n").fails(2, "needs --url and --user");
+    sb.run(&["login", "--url", "https://acme.kubex.ai", "--password-stdin"], b"pw\n")
         .fails(2, "needs --url and --user");
-    sb.run(
-        &[
-            "login",
-            "--url",
-            "https://acme.kubex.ai",
-            "--password-stdin",
-        ],
-        b"pw\n",
-    )
-    .fails(2, "needs --url and --user");
-    sb.run(
-        &[
-            "login",
-            "--url",
-            "ftp://x",
-            "--user",
-            "u",
-            "--password-stdin",
-        ],
-        b"pw\n",
-    )
-    .fails(2, "invalid Kubex URL");
-    sb.run(
-        &[
-            "login",
-            "--profile",
-            "bad name",
-            "--url",
-            "https://h",
-            "--user",
-            "u",
-            "--password-stdin",
-        ],
-        b"pw\n",
-    )
-    .fails(2, "invalid profile name");
+    sb.run(&["login", "--url", "ftp://x", "--user", "u", "--password-stdin"], b"pw\n").fails(2, "invalid Kubex URL");
+    sb.run(&["login", "--profile", "bad name", "--url", "https://h", "--user", "u", "--password-stdin"], b"pw\n")
+        .fails(2, "invalid profile name");
 }

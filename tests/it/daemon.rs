@@ -6,14 +6,7 @@ use crate::support::{self, Emulator, Fault, Options, Out, Sandbox, wait_until};
 
 fn start(lifetime: Duration, clock_offset: i64) -> (Sandbox, Emulator) {
     let sb = Sandbox::new();
-    let emu = Emulator::start(
-        Options {
-            lifetime,
-            clock_offset,
-            ..Options::default()
-        },
-        &[("apiUser", "pw")],
-    );
+    let emu = Emulator::start(Options { lifetime, clock_offset, ..Options::default() }, &[("apiUser", "pw")]);
     sb.login(&emu, "apiUser", "pw").code(0);
     (sb, emu)
 }
@@ -51,19 +44,12 @@ fn many_concurrent_gets_on_a_stopped_daemon_start_one_daemon_and_mint_once() {
             std::thread::spawn(move || get(&sb))
         })
         .collect();
-    let outs: Vec<Out> = handles
-        .into_iter()
-        .map(|h| h.join().expect("thread"))
-        .collect();
+    let outs: Vec<Out> = handles.into_iter().map(|h| h.join().expect("thread")).collect();
     let first = outs[0].token();
     for out in outs {
         assert_eq!(out.code(0).token(), first);
     }
-    assert_eq!(
-        emu.authorize_calls() - before,
-        1,
-        "exactly one Authorize call"
-    );
+    assert_eq!(emu.authorize_calls() - before, 1, "exactly one Authorize call");
     assert_eq!(sb.daemon_pids().len(), 1, "exactly one daemon");
 }
 
@@ -77,10 +63,7 @@ fn steady_use(clock_offset: i64) {
     while begin.elapsed() < Duration::from_secs(10) {
         let asked = Instant::now();
         let token = get(&sb).code(0).token();
-        assert!(
-            emu.accepts(&token),
-            "get {n}: the emulator refuses the token it was just given"
-        );
+        assert!(emu.accepts(&token), "get {n}: the emulator refuses the token it was just given");
         let minted = emu.minted_at(&token).expect("a token of this emulator");
         if n > 0 {
             assert!(minted < asked, "get {n} waited for a mint");
@@ -93,10 +76,7 @@ fn steady_use(clock_offset: i64) {
     }
     let mints = emu.tokens_minted() - 1; // less login's
     // A 3 s token counts as 2 s (iat is truncated); refresh starts in its last 25%: one mint per ~1.5 s.
-    assert!(
-        (4..=10).contains(&mints),
-        "offset {clock_offset}: {mints} mints in 10 s for {n} gets"
-    );
+    assert!((4..=10).contains(&mints), "offset {clock_offset}: {mints} mints in 10 s for {n} gets");
     assert_eq!(seen.len(), mints, "every token minted was served");
 }
 
@@ -122,19 +102,11 @@ fn a_rejected_password_is_tried_once_until_login_runs() {
     emu.set_password("apiUser", "rotated");
     let token_calls = emu.authorize_calls();
     // Wait for the cached token to run out, then 20 gets.
-    wait_until(
-        Duration::from_secs(10),
-        "the cached token to run out",
-        || get(&sb).code == 4,
-    );
+    wait_until(Duration::from_secs(10), "the cached token to run out", || get(&sb).code == 4);
     for _ in 0..19 {
         get(&sb).fails(4, "rejected the password");
     }
-    assert_eq!(
-        emu.authorize_calls() - token_calls,
-        1,
-        "one Authorize call with the rejected password"
-    );
+    assert_eq!(emu.authorize_calls() - token_calls, 1, "one Authorize call with the rejected password");
     assert_eq!(status(&sb)["profiles"][0]["state"], "rejected");
     sb.login(&emu, "apiUser", "rotated").code(0);
     let token = get(&sb).code(0).token();
@@ -157,56 +129,29 @@ fn rate_limited_waits_as_told() {
         get(&sb).fails(6, "try again in");
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(
-        emu.authorize_calls() - before,
-        1,
-        "nothing reached Kubex during the wait"
-    );
+    assert_eq!(emu.authorize_calls() - before, 1, "nothing reached Kubex during the wait");
     emu.set_fault(Fault::None);
-    wait_until(
-        Duration::from_secs(10),
-        "tokens to flow after the wait",
-        || get(&sb).code == 0,
-    );
+    wait_until(Duration::from_secs(10), "tokens to flow after the wait", || get(&sb).code == 0);
     let times = emu.authorize_times();
-    assert!(
-        times[times.len() - 1] >= limited_at + Duration::from_secs(2),
-        "the retry came before the wait ended"
-    );
+    assert!(times[times.len() - 1] >= limited_at + Duration::from_secs(2), "the retry came before the wait ended");
 }
 
 #[test]
 fn a_valid_token_is_served_through_an_outage_and_recovery_needs_no_user() {
     let (sb, emu) = start(Duration::from_secs(6), 0);
     let first = get(&sb).code(0).token();
-    emu.set_fault(Fault::Respond {
-        status: 500,
-        headers: vec![],
-        body: r#"{"message":"boom","status":500}"#.into(),
-    });
+    emu.set_fault(Fault::Respond { status: 500, headers: vec![], body: r#"{"message":"boom","status":500}"#.into() });
     let calls = emu.authorize_calls();
     // The refresh window opens at 75% of the 5 s counted lifetime; keep asking past it.
-    wait_until(
-        Duration::from_secs(5),
-        "a failed background refresh",
-        || {
-            assert_eq!(
-                get(&sb).code(0).token(),
-                first,
-                "the valid token is served during the outage"
-            );
-            emu.authorize_calls() > calls
-        },
-    );
+    wait_until(Duration::from_secs(5), "a failed background refresh", || {
+        assert_eq!(get(&sb).code(0).token(), first, "the valid token is served during the outage");
+        emu.authorize_calls() > calls
+    });
     emu.set_fault(Fault::None);
-    wait_until(
-        Duration::from_secs(15),
-        "a new token after the outage",
-        || {
-            let out = get(&sb);
-            out.code == 0 && out.token() != first
-        },
-    );
+    wait_until(Duration::from_secs(15), "a new token after the outage", || {
+        let out = get(&sb);
+        out.code == 0 && out.token() != first
+    });
 }
 
 #[test]
@@ -215,9 +160,7 @@ fn kill_9_leaves_a_stale_socket_that_the_next_get_replaces() {
     get(&sb).code(0);
     let pid = sb.daemon_pid().expect("a daemon");
     support::signal(pid, rustix::process::Signal::KILL);
-    wait_until(Duration::from_secs(5), "the daemon to die", || {
-        !support::alive(pid)
-    });
+    wait_until(Duration::from_secs(5), "the daemon to die", || !support::alive(pid));
     assert!(sb.socket().exists(), "kill -9 leaves the socket file");
     let token = get(&sb).code(0).token();
     assert!(emu.accepts(&token));
@@ -241,31 +184,15 @@ fn sigterm_removes_the_socket_and_sighup_reloads_the_config() {
     let (sb, emu) = start(Duration::from_secs(300), 0);
     get(&sb).code(0);
     let pid = sb.daemon_pid().expect("a daemon");
-    sb.run(
-        &[
-            "login",
-            "--profile",
-            "second",
-            "--url",
-            &emu.origin(),
-            "--user",
-            "apiUser",
-            "--password-stdin",
-        ],
-        b"pw\n",
-    )
-    .code(0);
+    sb.run(&["login", "--profile", "second", "--url", &emu.origin(), "--user", "apiUser", "--password-stdin"], b"pw\n")
+        .code(0);
     // The daemon read the config when it started, so the second profile is news to it.
     let names = |v: &serde_json::Value| v["profiles"].as_array().map(|a| a.len()).unwrap_or(0);
     assert_eq!(names(&status(&sb)), 1);
     support::signal(pid, rustix::process::Signal::HUP);
-    wait_until(Duration::from_secs(5), "the config reload", || {
-        names(&status(&sb)) == 2
-    });
+    wait_until(Duration::from_secs(5), "the config reload", || names(&status(&sb)) == 2);
     support::signal(pid, rustix::process::Signal::TERM);
-    wait_until(Duration::from_secs(5), "the daemon to exit", || {
-        !support::alive(pid)
-    });
+    wait_until(Duration::from_secs(5), "the daemon to exit", || !support::alive(pid));
     assert!(!sb.socket().exists(), "the socket is removed on SIGTERM");
 }
 
@@ -279,28 +206,15 @@ fn stop_and_status() {
     let s = status(&sb);
     let d = &s["daemon"];
     assert_eq!(d["pid"].as_u64(), sb.daemon_pid().map(u64::from));
-    assert!(
-        d["version"]
-            .as_str()
-            .is_some_and(|v| v.starts_with(env!("CARGO_PKG_VERSION")))
-    );
+    assert!(d["version"].as_str().is_some_and(|v| v.starts_with(env!("CARGO_PKG_VERSION"))));
     assert_eq!(d["socket"].as_str(), sb.socket().to_str());
     assert!(d["uptime_s"].is_u64());
     let p = &s["profiles"][0];
-    assert_eq!(
-        (p["profile"].as_str(), p["state"].as_str()),
-        (Some("default"), Some("valid"))
-    );
+    assert_eq!((p["profile"].as_str(), p["state"].as_str()), (Some("default"), Some("valid")));
     assert!(p["expires_ms"].is_i64() && p["remaining_s"].as_u64() > Some(250));
     let text = sb.run(&["status"], b"").code(0).stdout;
-    assert!(
-        text.contains("daemon: running") && text.contains("valid"),
-        "{text}"
-    );
-    assert!(
-        !text.contains(&token) && !s.to_string().contains(&token),
-        "status never shows a token"
-    );
+    assert!(text.contains("daemon: running") && text.contains("valid"), "{text}");
+    assert!(!text.contains(&token) && !s.to_string().contains(&token), "status never shows a token");
     sb.run(&["stop"], b"").code(0);
     assert!(sb.daemon_pids().is_empty() && !sb.socket().exists());
     let out = sb.run(&["stop"], b"").code(0);
@@ -314,11 +228,7 @@ fn logout_drops_the_daemons_slot() {
     sb.run(&["logout"], b"").code(0);
     let calls = emu.authorize_calls();
     get(&sb).fails(3, "kubex-cred login");
-    assert_eq!(
-        emu.authorize_calls(),
-        calls,
-        "no cached token is served after logout"
-    );
+    assert_eq!(emu.authorize_calls(), calls, "no cached token is served after logout");
 }
 
 #[test]
@@ -362,9 +272,7 @@ fn a_daemon_that_never_answers_makes_the_client_exit_9_in_time() {
     std::fs::create_dir(&dir).expect("mkdir");
     support::set_mode(&dir, 0o700);
     let listener = std::os::unix::net::UnixListener::bind(sb.socket()).expect("bind");
-    let out = sb
-        .run_env(&["get"], b"", &[("KUBEX_CRED_TIMEOUT", "1s")])
-        .fails(9, "did not answer within 6s");
+    let out = sb.run_env(&["get"], b"", &[("KUBEX_CRED_TIMEOUT", "1s")]).fails(9, "did not answer within 6s");
     assert!(out.elapsed < Duration::from_secs(20), "{:?}", out.elapsed);
     drop(listener);
 }
@@ -384,22 +292,16 @@ fn a_daemon_of_another_version_is_replaced() {
         for _ in 0..2 {
             let (mut conn, _) = old.accept().expect("accept");
             let mut line = String::new();
-            std::io::BufReader::new(&conn)
-                .read_line(&mut line)
-                .expect("read");
+            std::io::BufReader::new(&conn).read_line(&mut line).expect("read");
             asked.push(line);
-            conn.write_all(b"{\"version\":\"0.0.1/0\",\"result\":\"version_mismatch\"}\n")
-                .expect("write");
+            conn.write_all(b"{\"version\":\"0.0.1/0\",\"result\":\"version_mismatch\"}\n").expect("write");
         }
         asked
     });
     let token = get(&sb).code(0).token();
     assert!(emu.accepts(&token));
     let asked = fake.join().expect("fake daemon");
-    assert!(
-        asked[1].contains(r#""op":"stop""#),
-        "the old daemon was asked to stop: {asked:?}"
-    );
+    assert!(asked[1].contains(r#""op":"stop""#), "the old daemon was asked to stop: {asked:?}");
     assert_eq!(sb.daemon_pids().len(), 1);
 }
 
@@ -408,8 +310,6 @@ fn an_idle_daemon_exits() {
     let (sb, _emu) = start(Duration::from_secs(300), 0);
     sb.run(&["daemon", "--idle-timeout", "1s"], b"").code(0);
     let pid = sb.daemon_pid().expect("a daemon");
-    wait_until(Duration::from_secs(10), "the idle daemon to exit", || {
-        !support::alive(pid)
-    });
+    wait_until(Duration::from_secs(10), "the idle daemon to exit", || !support::alive(pid));
     assert!(!sb.socket().exists());
 }

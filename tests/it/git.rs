@@ -6,19 +6,9 @@ use crate::support::{self, Emulator, Options, Out, Sandbox, wait_until};
 
 fn setup(lifetime: Duration) -> (Sandbox, Emulator) {
     let sb = Sandbox::new();
-    let emu = Emulator::start(
-        Options {
-            lifetime,
-            ..Options::default()
-        },
-        &[("apiUser", "pw")],
-    );
+    let emu = Emulator::start(Options { lifetime, ..Options::default() }, &[("apiUser", "pw")]);
     sb.login(&emu, "apiUser", "pw").code(0);
-    let out = sb
-        .cmd("git")
-        .args(["config", "--global", "credential.helper", "kubex"])
-        .output()
-        .expect("git config");
+    let out = sb.cmd("git").args(["config", "--global", "credential.helper", "kubex"]).output().expect("git config");
     assert!(out.status.success());
     (sb, emu)
 }
@@ -36,8 +26,7 @@ fn helper(sb: &Sandbox, op: &str, stdin: &[u8]) -> Out {
 }
 
 fn attr<'a>(out: &'a str, key: &str) -> Option<&'a str> {
-    out.lines()
-        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+    out.lines().find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
 }
 
 fn host_of(emu: &Emulator) -> String {
@@ -47,49 +36,25 @@ fn host_of(emu: &Emulator) -> String {
 #[test]
 fn credential_fill_returns_a_token_the_server_accepts() {
     let (sb, emu) = setup(Duration::from_secs(300));
-    let out = git(
-        &sb,
-        &["credential", "fill"],
-        &format!("protocol=http\nhost={}\n\n", host_of(&emu)),
-    )
-    .code(0);
+    let out = git(&sb, &["credential", "fill"], &format!("protocol=http\nhost={}\n\n", host_of(&emu))).code(0);
     let token = attr(&out.stdout, "password").expect("a password");
     assert_eq!(attr(&out.stdout, "username"), Some("apiUser"));
     assert!(emu.accepts(token));
-    let expiry: i64 = attr(&out.stdout, "password_expiry_utc")
-        .and_then(|v| v.parse().ok())
-        .expect("expiry");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("now")
-        .as_secs() as i64;
-    assert!(
-        expiry > now + 200 && expiry <= now + 300,
-        "expiry {expiry}, now {now}"
-    );
+    let expiry: i64 = attr(&out.stdout, "password_expiry_utc").and_then(|v| v.parse().ok()).expect("expiry");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("now").as_secs() as i64;
+    assert!(expiry > now + 200 && expiry <= now + 300, "expiry {expiry}, now {now}");
     // The same through `kubex-cred git-credential`.
-    let out = sb
-        .run(
-            &["git-credential", "get"],
-            format!("protocol=http\nhost={}\n\n", host_of(&emu)).as_bytes(),
-        )
-        .code(0);
+    let out =
+        sb.run(&["git-credential", "get"], format!("protocol=http\nhost={}\n\n", host_of(&emu)).as_bytes()).code(0);
     assert_eq!(attr(&out.stdout, "password"), Some(token));
 }
 
 #[test]
 fn bearer_is_offered_when_git_asks_for_authtype() {
     let (sb, emu) = setup(Duration::from_secs(300));
-    let out = helper(
-        &sb,
-        "get",
-        format!(
-            "capability[]=authtype\nprotocol=http\nhost={}\n\n",
-            host_of(&emu)
-        )
-        .as_bytes(),
-    )
-    .code(0);
+    let out =
+        helper(&sb, "get", format!("capability[]=authtype\nprotocol=http\nhost={}\n\n", host_of(&emu)).as_bytes())
+            .code(0);
     let token = attr(&out.stdout, "credential").expect("credential");
     assert_eq!(attr(&out.stdout, "authtype"), Some("Bearer"));
     assert_eq!(attr(&out.stdout, "ephemeral"), Some("1"));
@@ -104,10 +69,7 @@ fn other_hosts_get_nothing() {
         "protocol=https\nhost=github.com\n\n".to_owned(),
         format!("protocol=https\nhost={}\n\n", host_of(&emu)),
         format!("protocol=http\nhost=127.0.0.1:{}\n\n", emu.port() + 1),
-        format!(
-            "protocol=http\nhost={}\nusername=mallory\n\n",
-            host_of(&emu)
-        ),
+        format!("protocol=http\nhost={}\nusername=mallory\n\n", host_of(&emu)),
         "url=https://github.com/x.git\n\n".to_owned(),
         format!("host={}\n\n", host_of(&emu)),
         "protocol=http\n\n".to_owned(),
@@ -121,23 +83,11 @@ fn other_hosts_get_nothing() {
 #[test]
 fn capability_store_and_unknown_operations() {
     let (sb, emu) = setup(Duration::from_secs(300));
-    assert_eq!(
-        helper(&sb, "capability", b"").code(0).stdout,
-        "version 0\ncapability authtype\n"
-    );
-    let input = format!(
-        "protocol=http\nhost={}\nusername=apiUser\npassword=x\n\n",
-        host_of(&emu)
-    );
+    assert_eq!(helper(&sb, "capability", b"").code(0).stdout, "version 0\ncapability authtype\n");
+    let input = format!("protocol=http\nhost={}\nusername=apiUser\npassword=x\n\n", host_of(&emu));
     assert_eq!(helper(&sb, "store", input.as_bytes()).code(0).stdout, "");
-    assert_eq!(
-        helper(&sb, "frobnicate", input.as_bytes()).code(0).stdout,
-        ""
-    );
-    assert!(
-        sb.keychain_items().contains("secret = pw"),
-        "store never touches the keychain"
-    );
+    assert_eq!(helper(&sb, "frobnicate", input.as_bytes()).code(0).stdout, "");
+    assert!(sb.keychain_items().contains("secret = pw"), "store never touches the keychain");
 }
 
 #[test]
@@ -146,18 +96,7 @@ fn a_real_clone_over_http_sends_bearer() {
     let root = sb.dir.path().join("srv");
     let repo = root.join("repo.git");
     std::fs::create_dir_all(&root).expect("mkdir");
-    git(
-        &sb,
-        &[
-            "init",
-            "-q",
-            "--bare",
-            "--initial-branch=main",
-            repo.to_str().expect("utf8"),
-        ],
-        "",
-    )
-    .code(0);
+    git(&sb, &["init", "-q", "--bare", "--initial-branch=main", repo.to_str().expect("utf8")], "").code(0);
     let work = sb.dir.path().join("work");
     git(&sb, &["init", "-q", work.to_str().expect("utf8")], "").code(0);
     let in_work = |args: &[&str]| {
@@ -167,47 +106,19 @@ fn a_real_clone_over_http_sends_bearer() {
     };
     std::fs::write(work.join("README"), "hello\n").expect("write");
     in_work(&["add", "README"]);
-    in_work(&[
-        "-c",
-        "user.name=t",
-        "-c",
-        "user.email=t@example.com",
-        "commit",
-        "-q",
-        "-m",
-        "first",
-    ]);
-    in_work(&[
-        "push",
-        "-q",
-        repo.to_str().expect("utf8"),
-        "HEAD:refs/heads/main",
-    ]);
+    in_work(&["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "first"]);
+    in_work(&["push", "-q", repo.to_str().expect("utf8"), "HEAD:refs/heads/main"]);
     emu.serve_git(&root);
 
     let url = format!("http://{}/git/repo.git", host_of(&emu));
     let out = git(&sb, &["ls-remote", &url], "").code(0);
     assert!(out.stdout.contains("refs/heads/main"), "{}", out.stdout);
     let clone = sb.dir.path().join("clone");
-    git(
-        &sb,
-        &["clone", "-q", &url, clone.to_str().expect("utf8")],
-        "",
-    )
-    .code(0);
-    assert_eq!(
-        std::fs::read_to_string(clone.join("README")).expect("cloned"),
-        "hello\n"
-    );
-    let auth: Vec<String> = emu
-        .received()
-        .iter()
-        .filter_map(|r| r.header("authorization").map(str::to_owned))
-        .collect();
-    assert!(
-        !auth.is_empty() && auth.iter().all(|a| a.starts_with("Bearer ")),
-        "{auth:?}"
-    );
+    git(&sb, &["clone", "-q", &url, clone.to_str().expect("utf8")], "").code(0);
+    assert_eq!(std::fs::read_to_string(clone.join("README")).expect("cloned"), "hello\n");
+    let auth: Vec<String> =
+        emu.received().iter().filter_map(|r| r.header("authorization").map(str::to_owned)).collect();
+    assert!(!auth.is_empty() && auth.iter().all(|a| a.starts_with("Bearer ")), "{auth:?}");
 }
 
 #[test]
@@ -217,10 +128,7 @@ fn reject_drops_the_token_and_keeps_the_password() {
     let first = git(&sb, &["credential", "fill"], &ask).code(0).stdout;
     let token = attr(&first, "password").expect("password").to_owned();
     assert_eq!(
-        attr(
-            &git(&sb, &["credential", "fill"], &ask).code(0).stdout,
-            "password"
-        ),
+        attr(&git(&sb, &["credential", "fill"], &ask).code(0).stdout, "password"),
         Some(token.as_str()),
         "cached"
     );
@@ -229,19 +137,10 @@ fn reject_drops_the_token_and_keeps_the_password() {
     let fresh = attr(&second, "password").expect("password");
     assert_ne!(fresh, token);
     assert!(emu.accepts(fresh));
-    assert!(
-        sb.keychain_items().contains("secret = pw"),
-        "erase never deletes the keychain password"
-    );
+    assert!(sb.keychain_items().contains("secret = pw"), "erase never deletes the keychain password");
     // Erasing a token that is not the cached one changes nothing.
     git(&sb, &["credential", "reject"], &first).code(0);
-    assert_eq!(
-        attr(
-            &git(&sb, &["credential", "fill"], &ask).code(0).stdout,
-            "password"
-        ),
-        Some(fresh)
-    );
+    assert_eq!(attr(&git(&sb, &["credential", "fill"], &ask).code(0).stdout, "password"), Some(fresh));
 }
 
 #[test]
@@ -249,16 +148,10 @@ fn a_rejected_password_makes_git_quit_instead_of_prompting() {
     let (sb, emu) = setup(Duration::from_secs(3));
     emu.set_password("apiUser", "rotated");
     let ask = format!("protocol=http\nhost={}\n\n", host_of(&emu));
-    wait_until(
-        Duration::from_secs(10),
-        "the cached token to run out",
-        || {
-            let out = helper(&sb, "get", ask.as_bytes());
-            out.code == 4
-                && out.stdout == "quit=1\n"
-                && out.stderr.contains("rejected the password")
-        },
-    );
+    wait_until(Duration::from_secs(10), "the cached token to run out", || {
+        let out = helper(&sb, "get", ask.as_bytes());
+        out.code == 4 && out.stdout == "quit=1\n" && out.stderr.contains("rejected the password")
+    });
     let out = git(&sb, &["credential", "fill"], &ask);
     assert_ne!(out.code, 0);
     assert!(out.stderr.contains("told us to quit"), "{}", out.stderr);
@@ -272,37 +165,18 @@ fn hostile_input_writes_nothing() {
     long.resize(200_000, b'a');
     long.extend_from_slice(b"\n\n");
     let cases: Vec<(&str, Vec<u8>)> = vec![
-        (
-            "CR in a value",
-            format!("protocol=http\nhost={host}\rx\n\n").into_bytes(),
-        ),
-        (
-            "NUL in a value",
-            format!("protocol=http\nhost={host}\0\n\n").into_bytes(),
-        ),
+        ("CR in a value", format!("protocol=http\nhost={host}\rx\n\n").into_bytes()),
+        ("NUL in a value", format!("protocol=http\nhost={host}\0\n\n").into_bytes()),
         ("a 200 KB line", long),
-        (
-            "binary garbage",
-            (0..4096u32).map(|i| (i * 7919 % 251) as u8).collect(),
-        ),
-        (
-            "url for another host",
-            b"url=https://evil.example.com/\n\n".to_vec(),
-        ),
+        ("binary garbage", (0..4096u32).map(|i| (i * 7919 % 251) as u8).collect()),
+        ("url for another host", b"url=https://evil.example.com/\n\n".to_vec()),
     ];
     for (what, input) in cases {
         let out = helper(&sb, "get", &input);
         assert_eq!(out.stdout, "", "{what}: nothing on stdout");
-        assert!(
-            out.code == 0 || out.stderr.starts_with("kubex-cred: "),
-            "{what}: {}",
-            out.stderr
-        );
+        assert!(out.code == 0 || out.stderr.starts_with("kubex-cred: "), "{what}: {}", out.stderr);
         assert!(out.stderr.lines().count() <= 1, "{what}: {}", out.stderr);
     }
     let out = helper(&sb, "get", format!("protocol=http\nhost={host}").as_bytes()).code(0);
-    assert!(
-        attr(&out.stdout, "password").is_some(),
-        "no blank line at the end is fine"
-    );
+    assert!(attr(&out.stdout, "password").is_some(), "no blank line at the end is fine");
 }

@@ -13,50 +13,29 @@ fn logged_in() -> (Sandbox, Emulator) {
 }
 
 fn get(sb: &Sandbox) -> Out {
-    sb.run_env(
-        &["get", "--no-daemon"],
-        b"",
-        &[("KUBEX_CRED_TIMEOUT", "2s")],
-    )
+    sb.run_env(&["get", "--no-daemon"], b"", &[("KUBEX_CRED_TIMEOUT", "2s")])
 }
 
 fn respond(status: u16, body: &str, headers: &[(&str, &str)]) -> Fault {
-    let headers = headers
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    Fault::Respond {
-        status,
-        headers,
-        body: body.to_owned(),
-    }
+    let headers = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    Fault::Respond { status, headers, body: body.to_owned() }
 }
 
 #[test]
 fn the_request_is_the_specs() {
     let (_sb, emu) = logged_in();
     let r = &emu.received()[0];
-    assert_eq!(
-        (r.method.as_str(), r.path.as_str()),
-        ("POST", "/api/v2/authorize")
-    );
+    assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/api/v2/authorize"));
     assert_eq!(r.header("content-type"), Some("application/json"));
     assert_eq!(r.header("accept"), Some("application/json"));
     let body: serde_json::Value = serde_json::from_slice(&r.body).expect("JSON body");
-    assert_eq!(
-        body,
-        serde_json::json!({"userName": "apiUser", "pwd": "pw"})
-    );
+    assert_eq!(body, serde_json::json!({"userName": "apiUser", "pwd": "pw"}));
 }
 
 #[test]
 fn status_400_is_a_configuration_problem_with_the_proxy_hint() {
     let (sb, emu) = logged_in();
-    emu.set_fault(respond(
-        400,
-        r#"{"message":"Unauthorized","status":400}"#,
-        &[],
-    ));
+    emu.set_fault(respond(400, r#"{"message":"Unauthorized","status":400}"#, &[]));
     get(&sb).fails(7, "TLS-inspecting proxy");
     assert_eq!(emu.authorize_calls(), 2, "no retry");
 }
@@ -91,11 +70,7 @@ fn status_403_is_exit_5_subscription_expired() {
 #[test]
 fn status_429_says_when_to_try_again() {
     let (sb, emu) = logged_in();
-    emu.set_fault(respond(
-        429,
-        r#"{"message":"Retry After: 40 seconds","status":429}"#,
-        &[],
-    ));
+    emu.set_fault(respond(429, r#"{"message":"Retry After: 40 seconds","status":429}"#, &[]));
     get(&sb).fails(6, "try again in 40 s");
     emu.set_fault(respond(429, r#"{"status":429}"#, &[("Retry-After", "7")]));
     get(&sb).fails(6, "try again in 7 s");
@@ -104,25 +79,17 @@ fn status_429_says_when_to_try_again() {
 #[test]
 fn progressive_delay_of_the_emulator_reaches_the_user_as_429() {
     let sb = Sandbox::new();
-    let opts = Options {
-        progressive_delay: Some(Duration::from_secs(30)),
-        ..Options::default()
-    };
+    let opts = Options { progressive_delay: Some(Duration::from_secs(30)), ..Options::default() };
     let emu = Emulator::start(opts, &[("apiUser", "pw")]);
     sb.login(&emu, "apiUser", "bad1").fails(4, "401");
     sb.login(&emu, "apiUser", "bad2").fails(4, "401");
-    sb.login(&emu, "apiUser", "pw")
-        .fails(6, "try again in 30 s");
+    sb.login(&emu, "apiUser", "pw").fails(6, "try again in 30 s");
 }
 
 #[test]
 fn status_500_and_other_5xx_are_exit_7() {
     let (sb, emu) = logged_in();
-    emu.set_fault(respond(
-        500,
-        r#"{"message":"Internal Server Error","status":500}"#,
-        &[],
-    ));
+    emu.set_fault(respond(500, r#"{"message":"Internal Server Error","status":500}"#, &[]));
     get(&sb).fails(7, "HTTP 500");
     emu.set_fault(respond(502, "<html>Bad Gateway</html>", &[]));
     get(&sb).fails(7, "HTTP 502");
@@ -133,11 +100,7 @@ fn a_server_that_never_answers_times_out() {
     let (sb, emu) = logged_in();
     emu.set_fault(Fault::Hang);
     let out = get(&sb).fails(7, "no answer within 2s");
-    assert!(
-        out.elapsed < Duration::from_secs(10),
-        "took {:?}",
-        out.elapsed
-    );
+    assert!(out.elapsed < Duration::from_secs(10), "took {:?}", out.elapsed);
 }
 
 #[test]
@@ -161,13 +124,8 @@ fn a_redirect_is_not_followed_and_the_other_host_receives_nothing() {
     let elsewhere = Emulator::start(Options::default(), &[("apiUser", "pw")]);
     emu.set_fault(Fault::Redirect(format!("{}/authorize", elsewhere.url())));
     get(&sb).fails(7, "was not followed");
-    sb.run(&["login", "--password-stdin"], b"pw\n")
-        .fails(7, "redirect");
-    assert!(
-        elsewhere.received().is_empty(),
-        "the redirect target received {:?}",
-        elsewhere.received()
-    );
+    sb.run(&["login", "--password-stdin"], b"pw\n").fails(7, "redirect");
+    assert!(elsewhere.received().is_empty(), "the redirect target received {:?}", elsewhere.received());
 }
 
 #[test]
@@ -190,9 +148,7 @@ fn a_jwt_with_a_newline_is_refused() {
 #[test]
 fn a_truncated_answer_is_exit_7() {
     let (sb, emu) = logged_in();
-    emu.set_fault(Fault::Raw(
-        b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n{\"apiToken\":".to_vec(),
-    ));
+    emu.set_fault(Fault::Raw(b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n{\"apiToken\":".to_vec()));
     get(&sb).fails(7, "Kubex at");
 }
 
@@ -202,25 +158,16 @@ fn an_unreachable_host_is_exit_7() {
     let port = emu.port();
     drop(emu);
     let url = format!("http://127.0.0.1:{port}");
-    sb.run_env(&["get", "--no-daemon"], b"", &[("KUBEX_URL", &url)])
-        .fails(7, "cannot reach Kubex");
+    sb.run_env(&["get", "--no-daemon"], b"", &[("KUBEX_URL", &url)]).fails(7, "cannot reach Kubex");
 }
 
 #[test]
 fn a_missing_ca_bundle_is_a_usage_error() {
     let (sb, _emu) = logged_in();
-    sb.run_env(
-        &["get", "--no-daemon"],
-        b"",
-        &[("KUBEX_CA_CERT", "/nonexistent/ca.pem")],
-    )
-    .fails(2, "cannot read CA bundle /nonexistent/ca.pem");
+    sb.run_env(&["get", "--no-daemon"], b"", &[("KUBEX_CA_CERT", "/nonexistent/ca.pem")])
+        .fails(2, "cannot read CA bundle /nonexistent/ca.pem");
     let not_pem = sb.home().join("junk.pem");
     std::fs::write(&not_pem, "junk").expect("write");
-    sb.run_env(
-        &["get", "--no-daemon"],
-        b"",
-        &[("KUBEX_CA_CERT", not_pem.to_str().expect("utf8"))],
-    )
-    .fails(2, "no PEM certificate");
+    sb.run_env(&["get", "--no-daemon"], b"", &[("KUBEX_CA_CERT", not_pem.to_str().expect("utf8"))])
+        .fails(2, "no PEM certificate");
 }

@@ -26,11 +26,7 @@ pub enum Fault {
     /// Answer normally after a delay.
     Delay(Duration),
     /// Answer with this status, extra headers and body.
-    Respond {
-        status: u16,
-        headers: Vec<(String, String)>,
-        body: String,
-    },
+    Respond { status: u16, headers: Vec<(String, String)>, body: String },
     /// A redirect to another place.
     Redirect(String),
     /// A 200 whose body is this many bytes, sent without a length.
@@ -88,9 +84,7 @@ pub struct Received {
 
 impl Received {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .get(&name.to_ascii_lowercase())
-            .map(String::as_str)
+        self.headers.get(&name.to_ascii_lowercase()).map(String::as_str)
     }
 
     /// The `pwd` of an Authorize body.
@@ -138,12 +132,7 @@ impl Emulator {
             .map(|(n, p)| {
                 (
                     n.to_string(),
-                    User {
-                        password: p.to_string(),
-                        failures: 0,
-                        locked: false,
-                        subscription_expired: false,
-                    },
+                    User { password: p.to_string(), failures: 0, locked: false, subscription_expired: false },
                 )
             })
             .collect();
@@ -159,19 +148,10 @@ impl Emulator {
             tokens: Vec::new(),
             git_root: None,
         }));
-        let secret: Arc<[u8]> = Arc::from(
-            format!(
-                "emulator-secret-{}-{:?}",
-                std::process::id(),
-                Instant::now()
-            )
-            .into_bytes(),
-        );
-        let std_listener = std::net::TcpListener::bind(("127.0.0.1", port))
-            .expect("bind the emulator on 127.0.0.1");
-        std_listener
-            .set_nonblocking(true)
-            .expect("nonblocking listener");
+        let secret: Arc<[u8]> =
+            Arc::from(format!("emulator-secret-{}-{:?}", std::process::id(), Instant::now()).into_bytes());
+        let std_listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind the emulator on 127.0.0.1");
+        std_listener.set_nonblocking(true).expect("nonblocking listener");
         let addr = std_listener.local_addr().expect("emulator address");
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let (st, sec) = (state.clone(), secret.clone());
@@ -196,19 +176,11 @@ impl Emulator {
             });
             rt.shutdown_timeout(Duration::from_millis(100));
         });
-        Emulator {
-            addr,
-            state,
-            secret,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
+        Emulator { addr, state, secret, stop: Some(stop), thread: Some(thread) }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// `http://127.0.0.1:PORT` (no base path).
@@ -250,21 +222,12 @@ impl Emulator {
     pub fn add_user(&self, user: &str, password: &str) {
         self.state().users.insert(
             user.to_owned(),
-            User {
-                password: password.into(),
-                failures: 0,
-                locked: false,
-                subscription_expired: false,
-            },
+            User { password: password.into(), failures: 0, locked: false, subscription_expired: false },
         );
     }
 
     pub fn expire_subscription(&self, user: &str) {
-        self.state()
-            .users
-            .get_mut(user)
-            .expect("known user")
-            .subscription_expired = true;
+        self.state().users.get_mut(user).expect("known user").subscription_expired = true;
     }
 
     pub fn is_locked(&self, user: &str) -> bool {
@@ -286,11 +249,7 @@ impl Emulator {
 
     /// When the emulator minted this token.
     pub fn minted_at(&self, token: &str) -> Option<Instant> {
-        self.state()
-            .tokens
-            .iter()
-            .find(|(t, _)| t == token)
-            .map(|(_, at)| *at)
+        self.state().tokens.iter().find(|(t, _)| t == token).map(|(_, at)| *at)
     }
 
     /// How many tokens it minted.
@@ -300,12 +259,7 @@ impl Emulator {
 
     /// When each Authorize request arrived.
     pub fn authorize_times(&self) -> Vec<Instant> {
-        self.state()
-            .received
-            .iter()
-            .filter(|r| r.path.ends_with("/authorize"))
-            .map(|r| r.at)
-            .collect()
+        self.state().received.iter().filter(|r| r.path.ends_with("/authorize")).map(|r| r.at).collect()
     }
 
     /// Whether the server would accept this token as a Bearer right now.
@@ -318,18 +272,13 @@ impl Emulator {
     pub fn call_api(&self, bearer_header: &str) -> u16 {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(self.addr).expect("connect to the emulator");
-        s.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
         let base = self.state().options.base_path.clone();
         write!(s, "GET {base}/kubernetes/clusters HTTP/1.1\r\nHost: {}\r\n{bearer_header}\r\nAccept: application/json\r\nConnection: close\r\n\r\n", self.addr)
             .expect("send");
         let mut answer = String::new();
         s.read_to_string(&mut answer).expect("read the answer");
-        answer
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0)
+        answer.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
     }
 }
 
@@ -345,10 +294,7 @@ impl Drop for Emulator {
 }
 
 fn server_now_ms(offset_s: i64) -> i64 {
-    let real = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("after 1970")
-        .as_millis() as i64;
+    let real = SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_millis() as i64;
     real + offset_s * 1000
 }
 
@@ -388,10 +334,7 @@ fn verify(token: &str, secret: &[u8], now_s: i64) -> bool {
     let Ok(claims) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
         return false;
     };
-    claims
-        .get("exp")
-        .and_then(serde_json::Value::as_i64)
-        .is_some_and(|exp| now_s < exp)
+    claims.get("exp").and_then(serde_json::Value::as_i64).is_some_and(|exp| now_s < exp)
 }
 
 struct Answer {
@@ -409,29 +352,18 @@ fn json(status: u16, body: serde_json::Value) -> Answer {
 }
 
 fn error(status: u16, message: &str) -> Answer {
-    json(
-        status,
-        serde_json::json!({ "message": message, "status": status }),
-    )
+    json(status, serde_json::json!({ "message": message, "status": status }))
 }
 
 async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>, secret: Arc<[u8]>) {
     let Some(req) = read_request(&mut stream).await else {
         return;
     };
-    let lock = || {
-        state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    };
+    let lock = || state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let (base, fault, offset) = {
         let mut s = lock();
         s.received.push(req.clone());
-        (
-            s.options.base_path.clone(),
-            s.fault.clone(),
-            s.options.clock_offset,
-        )
+        (s.options.base_path.clone(), s.fault.clone(), s.options.clock_offset)
     };
     let stream = &mut Conn { stream, offset };
     let path = req.path.split('?').next().unwrap_or("").to_owned();
@@ -440,10 +372,7 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>, secret: Arc<[u8]
     }
     let git_root = lock().git_root.clone();
     if let (Some(root), Some(rest)) = (git_root, path.strip_prefix("/git")) {
-        let bearer = req
-            .header("authorization")
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .unwrap_or("");
+        let bearer = req.header("authorization").and_then(|h| h.strip_prefix("Bearer ")).unwrap_or("");
         let answer = if verify(bearer, &secret, server_now_ms(offset) / 1000) {
             let (req, rest) = (req.clone(), rest.to_owned());
             tokio::task::spawn_blocking(move || git_backend(&root, &rest, &req))
@@ -451,18 +380,14 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>, secret: Arc<[u8]
                 .unwrap_or_else(|_| error(500, "git failed"))
         } else {
             let mut a = error(401, "Unauthorized");
-            a.headers
-                .push(("WWW-Authenticate".into(), "Bearer realm=\"kubex\"".into()));
+            a.headers.push(("WWW-Authenticate".into(), "Bearer realm=\"kubex\"".into()));
             a
         };
         return write(stream, &answer).await;
     }
     if path != format!("{base}/authorize") {
         lock().api_calls += 1;
-        let bearer = req
-            .header("authorization")
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .unwrap_or("");
+        let bearer = req.header("authorization").and_then(|h| h.strip_prefix("Bearer ")).unwrap_or("");
         let answer = if verify(bearer, &secret, server_now_ms(offset) / 1000) {
             json(200, serde_json::json!([]))
         } else {
@@ -478,31 +403,17 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>, secret: Arc<[u8]
             return;
         }
         Fault::Delay(d) => tokio::time::sleep(d).await,
-        Fault::Respond {
-            status,
-            headers,
-            body,
-        } => {
-            let mut a = Answer {
-                status,
-                headers,
-                body: body.into_bytes(),
-            };
-            a.headers
-                .push(("Content-Type".into(), "application/json".into()));
+        Fault::Respond { status, headers, body } => {
+            let mut a = Answer { status, headers, body: body.into_bytes() };
+            a.headers.push(("Content-Type".into(), "application/json".into()));
             return write(stream, &a).await;
         }
         Fault::Redirect(to) => {
-            let a = Answer {
-                status: 307,
-                headers: vec![("Location".into(), to)],
-                body: Vec::new(),
-            };
+            let a = Answer { status: 307, headers: vec![("Location".into(), to)], body: Vec::new() };
             return write(stream, &a).await;
         }
         Fault::Huge(n) => {
-            let head =
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n";
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n";
             if stream.stream.write_all(head.as_bytes()).await.is_err() {
                 return;
             }
@@ -580,26 +491,15 @@ fn git_backend(root: &std::path::Path, path_info: &str, req: &Received) -> Answe
             None => return error(500, "git http-backend answered no headers"),
         },
     };
-    let mut answer = Answer {
-        status: 200,
-        headers: Vec::new(),
-        body: raw[head_len + sep..].to_vec(),
-    };
+    let mut answer = Answer { status: 200, headers: Vec::new(), body: raw[head_len + sep..].to_vec() };
     for line in String::from_utf8_lossy(&raw[..head_len]).lines() {
         let Some((k, v)) = line.split_once(':') else {
             continue;
         };
         if k.eq_ignore_ascii_case("status") {
-            answer.status = v
-                .trim()
-                .split(' ')
-                .next()
-                .and_then(|c| c.parse().ok())
-                .unwrap_or(500);
+            answer.status = v.trim().split(' ').next().and_then(|c| c.parse().ok()).unwrap_or(500);
         } else {
-            answer
-                .headers
-                .push((k.trim().to_owned(), v.trim().to_owned()));
+            answer.headers.push((k.trim().to_owned(), v.trim().to_owned()));
         }
     }
     answer
@@ -609,26 +509,19 @@ fn authorize(req: &Received, s: &mut State, secret: &[u8]) -> Answer {
     if req.method != "POST" {
         return error(405, "Method Not Allowed");
     }
-    if req
-        .header("accept")
-        .is_none_or(|a| !a.contains("application/json"))
-    {
+    if req.header("accept").is_none_or(|a| !a.contains("application/json")) {
         return error(400, "invalid accept header");
     }
-    if req
-        .header("content-type")
-        .is_none_or(|c| !c.starts_with("application/json"))
-    {
+    if req.header("content-type").is_none_or(|c| !c.starts_with("application/json")) {
         return error(400, "invalid content type");
     }
     let body: serde_json::Value = match serde_json::from_slice(&req.body) {
         Ok(v) => v,
         Err(_) => return error(400, "invalid payload"),
     };
-    let (Some(name), Some(pwd)) = (
-        body.get("userName").and_then(|v| v.as_str()),
-        body.get("pwd").and_then(|v| v.as_str()),
-    ) else {
+    let (Some(name), Some(pwd)) =
+        (body.get("userName").and_then(|v| v.as_str()), body.get("pwd").and_then(|v| v.as_str()))
+    else {
         return error(400, "invalid payload");
     };
     if name.is_empty() || pwd.is_empty() {
@@ -666,10 +559,7 @@ fn authorize(req: &Received, s: &mut State, secret: &[u8]) -> Answer {
     let now_ms = server_now_ms(s.options.clock_offset);
     let (token, expires) = mint(secret, name, now_ms, s.options.lifetime, s.minted);
     s.tokens.push((token.clone(), Instant::now()));
-    json(
-        200,
-        serde_json::json!({ "apiToken": token, "expires": expires, "status": 200 }),
-    )
+    json(200, serde_json::json!({ "apiToken": token, "expires": expires, "status": 200 }))
 }
 
 async fn read_request(stream: &mut TcpStream) -> Option<Received> {
@@ -696,11 +586,7 @@ async fn read_request(stream: &mut TcpStream) -> Option<Received> {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
-    let len: usize = headers
-        .get("content-length")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-        .min(1 << 20);
+    let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0).min(1 << 20);
     let mut body = buf[head_end..].to_vec();
     while body.len() < len {
         let n = stream.read(&mut chunk).await.ok()?;
@@ -710,13 +596,7 @@ async fn read_request(stream: &mut TcpStream) -> Option<Received> {
         body.extend_from_slice(&chunk[..n]);
     }
     body.truncate(len);
-    Some(Received {
-        method,
-        path,
-        headers,
-        body,
-        at: Instant::now(),
-    })
+    Some(Received { method, path, headers, body, at: Instant::now() })
 }
 
 struct Conn {
@@ -738,9 +618,7 @@ async fn write(conn: &mut Conn, a: &Answer) {
     let mut head = format!(
         "HTTP/1.1 {} {reason}\r\nDate: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
         a.status,
-        httpdate::fmt_http_date(
-            UNIX_EPOCH + Duration::from_millis(server_now_ms(conn.offset) as u64)
-        ),
+        httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_millis(server_now_ms(conn.offset) as u64)),
         a.body.len()
     );
     for (k, v) in &a.headers {

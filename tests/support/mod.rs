@@ -45,20 +45,12 @@ impl Sandbox {
     }
 
     fn bare() -> Sandbox {
-        let dir = tempfile::Builder::new()
-            .prefix("kubex-cred-test")
-            .tempdir()
-            .expect("temp dir");
+        let dir = tempfile::Builder::new().prefix("kubex-cred-test").tempdir().expect("temp dir");
         for sub in ["home", "config", "cache", "run"] {
             std::fs::create_dir_all(dir.path().join(sub)).expect("sandbox dirs");
         }
         set_mode(&dir.path().join("run"), 0o700);
-        Sandbox {
-            dir,
-            bus: None,
-            bus_address: String::new(),
-            extra_env: Vec::new(),
-        }
+        Sandbox { dir, bus: None, bus_address: String::new(), extra_env: Vec::new() }
     }
 
     pub fn home(&self) -> PathBuf {
@@ -81,13 +73,9 @@ impl Sandbox {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start dbus-daemon ({e}): install dbus (scripts/test does)")
-            });
+            .unwrap_or_else(|e| panic!("cannot start dbus-daemon ({e}): install dbus (scripts/test does)"));
         let mut line = String::new();
-        BufReader::new(bus.stdout.take().expect("piped"))
-            .read_line(&mut line)
-            .expect("dbus-daemon prints its address");
+        BufReader::new(bus.stdout.take().expect("piped")).read_line(&mut line).expect("dbus-daemon prints its address");
         self.bus_address = line.trim().to_owned();
         self.bus = Some(bus);
         let mut keyring = Command::new("gnome-keyring-daemon")
@@ -97,68 +85,35 @@ impl Sandbox {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start gnome-keyring-daemon ({e}): install gnome-keyring (scripts/test does)"));
-        keyring
-            .stdin
-            .take()
-            .expect("piped")
-            .write_all(b"test-keyring-password")
-            .expect("unlock the keyring");
+            .unwrap_or_else(|e| {
+                panic!("cannot start gnome-keyring-daemon ({e}): install gnome-keyring (scripts/test does)")
+            });
+        keyring.stdin.take().expect("piped").write_all(b"test-keyring-password").expect("unlock the keyring");
         let status = keyring.wait().expect("gnome-keyring-daemon");
-        assert!(
-            status.success(),
-            "gnome-keyring-daemon --unlock failed: {status}"
-        );
+        assert!(status.success(), "gnome-keyring-daemon --unlock failed: {status}");
         // The Secret Service must answer before the test begins.
-        wait_until(
-            Duration::from_secs(10),
-            "the Secret Service to own its bus name",
-            || {
-                Command::new("dbus-send")
-                    .args([
-                        "--session",
-                        "--print-reply",
-                        "--dest=org.freedesktop.DBus",
-                        "/org/freedesktop/DBus",
-                    ])
-                    .args([
-                        "org.freedesktop.DBus.NameHasOwner",
-                        "string:org.freedesktop.secrets",
-                    ])
-                    .envs(self.base_env())
-                    .output()
-                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("boolean true"))
-            },
-        );
+        wait_until(Duration::from_secs(10), "the Secret Service to own its bus name", || {
+            Command::new("dbus-send")
+                .args(["--session", "--print-reply", "--dest=org.freedesktop.DBus", "/org/freedesktop/DBus"])
+                .args(["org.freedesktop.DBus.NameHasOwner", "string:org.freedesktop.secrets"])
+                .envs(self.base_env())
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("boolean true"))
+        });
     }
 
     fn base_env(&self) -> Vec<(String, String)> {
         let d = self.dir.path();
         // The built binaries first, so git finds `git-credential-kubex` as a user's install would.
-        let bin_dir = bin("git-credential-kubex")
-            .parent()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
+        let bin_dir = bin("git-credential-kubex").parent().map(|p| p.display().to_string()).unwrap_or_default();
         let mut env = vec![
-            (
-                "PATH".into(),
-                format!("{bin_dir}:{}", std::env::var("PATH").unwrap_or_default()),
-            ),
+            ("PATH".into(), format!("{bin_dir}:{}", std::env::var("PATH").unwrap_or_default())),
             ("GIT_CONFIG_NOSYSTEM".into(), "1".into()),
             ("GIT_TERMINAL_PROMPT".into(), "0".into()),
             ("HOME".into(), d.join("home").display().to_string()),
-            (
-                "XDG_CONFIG_HOME".into(),
-                d.join("config").display().to_string(),
-            ),
-            (
-                "XDG_CACHE_HOME".into(),
-                d.join("cache").display().to_string(),
-            ),
-            (
-                "XDG_RUNTIME_DIR".into(),
-                d.join("run").display().to_string(),
-            ),
+            ("XDG_CONFIG_HOME".into(), d.join("config").display().to_string()),
+            ("XDG_CACHE_HOME".into(), d.join("cache").display().to_string()),
+            ("XDG_RUNTIME_DIR".into(), d.join("run").display().to_string()),
             ("DBUS_SESSION_BUS_ADDRESS".into(), self.bus_address.clone()),
             ("LANG".into(), "C.UTF-8".into()),
         ];
@@ -187,38 +142,23 @@ impl Sandbox {
     /// `kubex-cred login` against the emulator for `user` with `password` on stdin.
     pub fn login(&self, emu: &Emulator, user: &str, password: &str) -> Out {
         self.run(
-            &[
-                "login",
-                "--url",
-                &emu.origin(),
-                "--user",
-                user,
-                "--password-stdin",
-            ],
+            &["login", "--url", &emu.origin(), "--user", user, "--password-stdin"],
             format!("{password}\n").as_bytes(),
         )
     }
 
     /// What `secret-tool search service kubex-cred` prints (the real Secret Service's view).
     pub fn keychain_items(&self) -> String {
-        let out = self
-            .cmd("secret-tool")
-            .args(["search", "--all", "service", "kubex-cred"])
-            .output()
-            .expect("secret-tool");
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
+        let out =
+            self.cmd("secret-tool").args(["search", "--all", "service", "kubex-cred"]).output().expect("secret-tool");
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
     }
 }
 
 impl Sandbox {
     /// The pid in the daemon lock, if that process is alive.
     pub fn daemon_pid(&self) -> Option<u32> {
-        let text =
-            std::fs::read_to_string(self.runtime_dir().join("kubex-cred/daemon.lock")).ok()?;
+        let text = std::fs::read_to_string(self.runtime_dir().join("kubex-cred/daemon.lock")).ok()?;
         let pid: u32 = text.trim().parse().ok()?;
         alive(pid).then_some(pid)
     }
@@ -249,11 +189,8 @@ impl Sandbox {
 
 /// Whether a process exists and is not a zombie.
 pub fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit(") ")
-            .next()
-            .is_some_and(|rest| !rest.starts_with('Z'))
-    })
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.rsplit(") ").next().is_some_and(|rest| !rest.starts_with('Z')))
 }
 
 pub fn signal(pid: u32, sig: rustix::process::Signal) {
@@ -287,11 +224,7 @@ impl Out {
     /// Asserts the exit code and returns self, showing everything on failure.
     #[track_caller]
     pub fn code(self, expected: i32) -> Out {
-        assert_eq!(
-            self.code, expected,
-            "exit code\nstdout: {}\nstderr: {}",
-            self.stdout, self.stderr
-        );
+        assert_eq!(self.code, expected, "exit code\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
         self
     }
 
@@ -303,38 +236,22 @@ impl Out {
         let lines: Vec<&str> = out.stderr.lines().collect();
         assert_eq!(lines.len(), 1, "one line on stderr, got: {}", out.stderr);
         assert!(lines[0].starts_with("kubex-cred: "), "{}", out.stderr);
-        assert!(
-            out.stderr.contains(needle),
-            "stderr lacks {needle:?}: {}",
-            out.stderr
-        );
+        assert!(out.stderr.contains(needle), "stderr lacks {needle:?}: {}", out.stderr);
         out
     }
 
     /// The token from `get` (default format).
     #[track_caller]
     pub fn token(&self) -> String {
-        let t = self
-            .stdout
-            .strip_suffix('\n')
-            .expect("a newline after the token");
-        assert!(
-            !t.contains('\n') && t.split('.').count() == 3,
-            "not a JWT: {:?}",
-            self.stdout
-        );
+        let t = self.stdout.strip_suffix('\n').expect("a newline after the token");
+        assert!(!t.contains('\n') && t.split('.').count() == 3, "not a JWT: {:?}", self.stdout);
         t.to_owned()
     }
 }
 
 pub fn run_with_input(mut c: Command, stdin: &[u8]) -> Out {
     let start = Instant::now();
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let mut child = c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
     let mut input = child.stdin.take().expect("piped");
     let data = stdin.to_vec();
     let writer = std::thread::spawn(move || {
@@ -370,10 +287,7 @@ fn wait_output(child: Child, limit: Duration) -> Output {
 pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
