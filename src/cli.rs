@@ -263,10 +263,9 @@ fn get(args: GetArgs) -> Result<()> {
         }
         (Zeroizing::new(token.jwt().to_owned()), token.expires_local_ms())
     } else {
-        client::watchdog(client_timeout()?);
         let op =
             Op::Get { profile: (&profile).into(), min_ttl_ms: u64::try_from(min_ttl.as_millis()).unwrap_or(u64::MAX) };
-        match client::call(&op, true)? {
+        match client::call(&op, true, client_timeout()?)? {
             Some(Body::Token { token, expires_ms }) => (Zeroizing::new(token), expires_ms),
             Some(Body::Error { code, message }) => return Err(Error::Reported { code, message }),
             other => return Err(unexpected(other.as_ref())),
@@ -285,8 +284,7 @@ fn unexpected(body: Option<&Body>) -> Error {
 }
 
 fn status(json: bool) -> Result<()> {
-    client::watchdog(client_timeout()?);
-    let status = match client::call(&Op::Status, false)? {
+    let status = match client::call(&Op::Status, false, client_timeout()?)? {
         Some(Body::Status(status)) => status,
         None => {
             let file = config::load(&config::config_path()?)?;
@@ -350,8 +348,7 @@ fn human_status(status: &crate::ipc::Status) -> Result<String> {
 }
 
 fn stop() -> Result<()> {
-    client::watchdog(client_timeout()?);
-    match client::call(&Op::Stop, false)? {
+    match client::call(&Op::Stop, false, client_timeout()?)? {
         Some(Body::Done) => {
             client::wait_for_exit(&crate::ipc::Paths::new()?, Duration::from_secs(5))?;
             eprintln!("kubex-cred: daemon stopped");
@@ -384,14 +381,14 @@ pub fn git_credential(operation: &str) -> Result<()> {
     let Some(profile) = crate::git::matching_profile(&attrs, &file, &env_overrides(Overrides::default())) else {
         return Ok(());
     };
-    client::watchdog(client_timeout()?);
+    let timeout = client_timeout()?;
     if operation == "erase" {
         if let Some(token) = crate::git::erased_token(&attrs) {
-            client::call(&Op::Erase { account: profile.account(), token: token.to_owned() }, false)?;
+            client::call(&Op::Erase { account: profile.account(), token: token.to_owned() }, false, timeout)?;
         }
         return Ok(());
     }
-    match client::call(&Op::Get { profile: (&profile).into(), min_ttl_ms: 0 }, true)? {
+    match client::call(&Op::Get { profile: (&profile).into(), min_ttl_ms: 0 }, true, timeout)? {
         Some(Body::Token { token, expires_ms }) => {
             let token = Zeroizing::new(token);
             crate::git::check_value(&token)?;

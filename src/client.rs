@@ -11,8 +11,8 @@ use interprocess::local_socket::{GenericFilePath, Stream, ToFsName};
 use crate::error::{Error, Result};
 use crate::ipc::{self, Body, Op, Paths, Request, Response};
 
-/// Exits the process with code 9 if the client is still running after `limit`.
-pub fn watchdog(limit: Duration) {
+/// Exits the process with code 9 if it is still running after `limit` (only while starting a daemon).
+fn watchdog(limit: Duration) {
     std::thread::spawn(move || {
         std::thread::sleep(limit);
         eprintln!(
@@ -23,15 +23,16 @@ pub fn watchdog(limit: Duration) {
     });
 }
 
-/// Sends one request; with `autostart`, starts a daemon when none is running.
-pub fn call(op: &Op, autostart: bool) -> Result<Option<Body>> {
+/// Sends one request and waits at most `timeout` for the answer; with `autostart`, starts a daemon
+/// when none is running. `None`: no daemon runs (and none was to be started).
+pub fn call(op: &Op, autostart: bool, timeout: Duration) -> Result<Option<Body>> {
     let paths = Paths::new()?;
     let request = ipc::to_line(&Request { version: ipc::version(), op: op.clone() });
     let mut started = false;
     let mut replaced = false;
     loop {
         match connect(&paths) {
-            Ok(stream) => match exchange(stream, &request)? {
+            Ok(stream) => match exchange(stream, &request, timeout)? {
                 Body::VersionMismatch if !replaced => {
                     replaced = true;
                     replace_daemon(&paths)?;
@@ -45,6 +46,8 @@ pub fn call(op: &Op, autostart: bool) -> Result<Option<Body>> {
                 body => return Ok(Some(body)),
             },
             Err(e) if is_absent(&e) && autostart && !started => {
+                // Thread-based deadline on this cold path only: the start lock and the launch can block.
+                watchdog(timeout);
                 start_daemon(&paths)?;
                 started = true;
             }
@@ -67,7 +70,7 @@ pub fn call(op: &Op, autostart: bool) -> Result<Option<Body>> {
 
 /// Tells a running daemon something, if one runs; never starts one.
 pub fn tell(op: &Op) {
-    if let Err(e) = call(op, false) {
+    if let Err(e) = call(op, false, Duration::from_secs(5)) {
         tracing::debug!("could not tell the daemon: {e}");
     }
 }
@@ -81,9 +84,17 @@ fn is_absent(e: &std::io::Error) -> bool {
     matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused)
 }
 
-fn exchange(stream: Stream, request: &[u8]) -> Result<Body> {
-    let failed = |what: &str, e: &dyn std::fmt::Display| Error::Daemon(format!("cannot {what} the daemon: {e}"));
+fn exchange(stream: Stream, request: &[u8], timeout: Duration) -> Result<Body> {
+    let failed = |what: &str, e: &std::io::Error| match e.kind() {
+        ErrorKind::WouldBlock | ErrorKind::TimedOut => Error::Daemon(format!(
+            "the daemon did not answer within {}: run `kubex-cred stop` (or kill it) and try again",
+            humantime::format_duration(timeout)
+        )),
+        _ => Error::Daemon(format!("cannot {what} the daemon: {e}")),
+    };
     let mut stream = stream;
+    stream.set_recv_timeout(Some(timeout)).map_err(|e| failed("set a timeout on", &e))?;
+    stream.set_send_timeout(Some(timeout)).map_err(|e| failed("set a timeout on", &e))?;
     stream.write_all(request).map_err(|e| failed("write to", &e))?;
     let mut line = Vec::new();
     BufReader::new(&mut stream)
@@ -95,7 +106,8 @@ fn exchange(stream: Stream, request: &[u8]) -> Result<Body> {
             "the daemon closed the connection without an answer; see `kubex-cred status`".into(),
         ));
     }
-    let response: Response = serde_json::from_slice(&line).map_err(|e| failed("understand", &e))?;
+    let response: Response = serde_json::from_slice(&line)
+        .map_err(|e| Error::Daemon(format!("cannot understand the daemon's answer: {e}")))?;
     Ok(response.body)
 }
 
@@ -134,7 +146,7 @@ fn daemon_exe() -> Result<PathBuf> {
 fn replace_daemon(paths: &Paths) -> Result<()> {
     tracing::info!("replacing a daemon of another version");
     if let Ok(stream) = connect(paths) {
-        let _ = exchange(stream, b"{\"op\":\"stop\"}\n");
+        let _ = exchange(stream, b"{\"op\":\"stop\"}\n", Duration::from_secs(5));
     }
     wait_for_exit(paths, Duration::from_secs(5))?;
     start_daemon(paths)

@@ -1,0 +1,137 @@
+//! Load generator for `scripts/bench`: concurrent clients on the daemon's socket, against the
+//! bundled Kubex emulator. Run it inside a throwaway keyring session (scripts/bench sets one up).
+//!
+//! `loadgen load --clients 16 --seconds 10 --lifetime 3s`: throughput, latency, Authorize calls.
+//! `loadgen hold --connections 1000`: the daemon's RSS idle and with that many connections open.
+#![allow(clippy::print_stdout, clippy::unwrap_used)]
+
+#[path = "../tests/support/emulator.rs"]
+mod emulator;
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kubex_cred::ipc::{Body, Op, Paths, WireProfile};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let flag = |name: &str, default: &str| {
+        args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| default.to_owned())
+    };
+    let bin = flag("--bin", "target/release/kubex-cred");
+    let lifetime = humantime::parse_duration(&flag("--lifetime", "3s")).expect("--lifetime");
+    let emu = emulator::Emulator::start(emulator::Options { lifetime, ..Default::default() }, &[("apiUser", "pw")]);
+    let mut login = Command::new(&bin)
+        .args(["login", "--url", &emu.origin(), "--user", "apiUser", "--password-stdin"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run kubex-cred login");
+    login.stdin.take().unwrap().write_all(b"pw\n").unwrap();
+    assert!(login.wait().unwrap().success(), "login failed: is a Secret Service running?");
+    let profile = WireProfile { name: "default".into(), url: emu.url(), user: "apiUser".into(), ca_cert: None };
+    let get = Op::Get { profile, min_ttl_ms: 0 };
+    // Start the daemon the way users do, and warm it.
+    assert!(Command::new(&bin).arg("get").stdout(Stdio::null()).status().unwrap().success());
+    match args.first().map(String::as_str) {
+        Some("load") => {
+            load(&emu, &get, flag("--clients", "16").parse().unwrap(), flag("--seconds", "10").parse().unwrap())
+        }
+        Some("hold") => hold(&bin, flag("--connections", "1000").parse().unwrap()),
+        _ => panic!(
+            "usage: loadgen load|hold [--clients N] [--seconds S] [--lifetime 3s] [--connections N] [--bin PATH]"
+        ),
+    }
+    let _ = Command::new(&bin).arg("stop").stderr(Stdio::null()).status();
+}
+
+fn load(emu: &emulator::Emulator, get: &Op, clients: usize, seconds: u64) {
+    let calls_before = emu.authorize_calls();
+    let tokens = Arc::new(Mutex::new(HashSet::new()));
+    let start = Instant::now();
+    let until = start + Duration::from_secs(seconds);
+    let workers: Vec<_> = (0..clients)
+        .map(|_| {
+            let (get, tokens) = (get.clone(), tokens.clone());
+            std::thread::spawn(move || {
+                let (mut latencies, mut errors, mut last) = (Vec::new(), 0u64, String::new());
+                while Instant::now() < until {
+                    let t = Instant::now();
+                    match kubex_cred::client::call(&get, false, Duration::from_secs(10)) {
+                        Ok(Some(Body::Token { token, .. })) => {
+                            latencies.push(t.elapsed());
+                            if token != last {
+                                tokens.lock().unwrap().insert(token.clone());
+                                last = token;
+                            }
+                        }
+                        _ => errors += 1,
+                    }
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for w in workers {
+        let (l, e) = w.join().unwrap();
+        all.extend(l);
+        errors += e;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    all.sort();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or_default()
+    };
+    let calls = emu.authorize_calls() - calls_before;
+    let distinct = tokens.lock().unwrap().len();
+    println!(
+        "clients={clients} requests={} throughput_per_s={:.0} p50_us={} p99_us={} errors={errors} authorize_calls={calls} tokens_served={distinct} rollovers={}",
+        all.len(),
+        all.len() as f64 / elapsed,
+        pct(0.50).as_micros(),
+        pct(0.99).as_micros(),
+        distinct.saturating_sub(1)
+    );
+}
+
+fn hold(bin: &str, connections: usize) {
+    let status = kubex_cred::client::call(&Op::Status, false, Duration::from_secs(10)).unwrap();
+    let Some(Body::Status(status)) = status else { panic!("no daemon") };
+    let pid = status.daemon.unwrap().pid;
+    let idle = rss_kib(pid);
+    let socket = Paths::new().unwrap().socket;
+    let mut held = Vec::new();
+    for _ in 0..connections {
+        match std::os::unix::net::UnixStream::connect(&socket) {
+            Ok(s) => held.push(s),
+            Err(e) => {
+                println!("connect failed after {} connections: {e}", held.len());
+                break;
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let loaded = rss_kib(pid);
+    // Another client is still served while the connections are held.
+    let t = Instant::now();
+    let ok = Command::new(bin).arg("get").stdout(Stdio::null()).status().unwrap().success();
+    println!(
+        "rss_idle_kib={idle} rss_with_{}_connections_kib={loaded} get_while_held_ok={ok} get_while_held_ms={}",
+        held.len(),
+        t.elapsed().as_millis()
+    );
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0)
+}
