@@ -171,3 +171,56 @@ fn a_missing_ca_bundle_is_a_usage_error() {
     sb.run_env(&["get", "--no-daemon"], b"", &[("KUBEX_CA_CERT", not_pem.to_str().expect("utf8"))])
         .fails(2, "no PEM certificate");
 }
+
+/// HTTPS with a certificate from a private CA: refused without the CA (and the password never
+/// sent), accepted with `--ca-cert`, which the profile remembers for `get` and the daemon.
+#[test]
+fn tls_needs_the_ca_and_sends_nothing_without_it() {
+    let sb = Sandbox::new();
+    let emu = Emulator::start_tls(Options::default(), &[("apiUser", "pw")]);
+    let origin = emu.origin();
+    let login = |extra: &[&str]| {
+        let mut args = vec!["login", "--url", &origin, "--user", "apiUser", "--password-stdin"];
+        args.extend_from_slice(extra);
+        sb.run(&args, b"pw\n")
+    };
+    login(&[]).fails(7, "certificate");
+    assert!(emu.received().is_empty(), "the server received a request without a trusted certificate");
+    assert!(!sb.config_file().exists());
+
+    let ca = sb.home().join("corp-ca.pem");
+    std::fs::write(&ca, emu.ca_pem().expect("TLS emulator")).expect("write CA");
+    login(&["--ca-cert", ca.to_str().expect("utf8")]).code(0);
+    let config = std::fs::read_to_string(sb.config_file()).expect("config");
+    assert!(config.contains("ca_cert"), "{config}");
+    assert!(emu.accepts(&sb.run(&["get", "--no-daemon"], b"").code(0).token()));
+    assert!(emu.accepts(&sb.run(&["get"], b"").code(0).token()), "the daemon uses the profile's CA");
+}
+
+#[test]
+fn kubex_ca_cert_in_the_environment_is_used() {
+    let sb = Sandbox::new();
+    let emu = Emulator::start_tls(Options::default(), &[("apiUser", "pw")]);
+    let ca = sb.home().join("ca.pem");
+    std::fs::write(&ca, emu.ca_pem().expect("TLS emulator")).expect("write CA");
+    let env = [("KUBEX_CA_CERT", ca.to_str().expect("utf8"))];
+    sb.run_env(&["login", "--url", &emu.origin(), "--user", "apiUser", "--password-stdin"], b"pw\n", &env).code(0);
+    assert!(emu.accepts(&sb.run_env(&["get", "--no-daemon"], b"", &env).code(0).token()));
+}
+
+#[test]
+fn https_proxy_is_honoured() {
+    let sb = Sandbox::new();
+    let emu = Emulator::start_tls(Options::default(), &[("apiUser", "pw")]);
+    let proxy = crate::support::ConnectProxy::start();
+    let ca = sb.home().join("ca.pem");
+    std::fs::write(&ca, emu.ca_pem().expect("TLS emulator")).expect("write CA");
+    let proxy_url = proxy.url();
+    let env = [("HTTPS_PROXY", proxy_url.as_str())];
+    let origin = emu.origin();
+    let args =
+        ["login", "--url", &origin, "--user", "apiUser", "--password-stdin", "--ca-cert", ca.to_str().expect("utf8")];
+    sb.run_env(&args, b"pw\n", &env).code(0);
+    assert_eq!(proxy.connects(), vec![format!("127.0.0.1:{}", emu.port())], "the request went through the proxy");
+    assert_eq!(emu.authorize_calls(), 1);
+}

@@ -13,8 +13,12 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use sha2::Sha512;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// A connection, plain or TLS.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// A canned misbehaviour for `/authorize`, sticky until changed.
 #[derive(Debug, Clone, PartialEq)]
@@ -118,6 +122,8 @@ pub struct Emulator {
     secret: Arc<[u8]>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The PEM of the test CA that signed the server's certificate, when serving HTTPS.
+    ca_pem: Option<String>,
 }
 
 impl Emulator {
@@ -126,7 +132,24 @@ impl Emulator {
         Self::start_on(0, options, users)
     }
 
+    /// Starts serving HTTPS with a certificate for 127.0.0.1 and localhost from a fresh test CA.
+    pub fn start_tls(options: Options, users: &[(&str, &str)]) -> Emulator {
+        let (acceptor, ca_pem) = test_tls();
+        let mut emu = Self::start_inner(0, options, users, Some(acceptor));
+        emu.ca_pem = Some(ca_pem);
+        emu
+    }
+
     pub fn start_on(port: u16, options: Options, users: &[(&str, &str)]) -> Emulator {
+        Self::start_inner(port, options, users, None)
+    }
+
+    fn start_inner(
+        port: u16,
+        options: Options,
+        users: &[(&str, &str)],
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Emulator {
         let users = users
             .iter()
             .map(|(n, p)| {
@@ -168,24 +191,39 @@ impl Emulator {
                         let Ok((stream, _)) = listener.accept().await else {
                             continue;
                         };
-                        let (st, sec) = (st.clone(), sec.clone());
-                        tokio::spawn(async move { serve(stream, st, sec).await });
+                        let (st, sec, tls) = (st.clone(), sec.clone(), tls.clone());
+                        tokio::spawn(async move {
+                            let stream: Box<dyn Io> = match tls {
+                                Some(acceptor) => match acceptor.accept(stream).await {
+                                    Ok(s) => Box::new(s),
+                                    Err(_) => return, // a client that does not trust us: nothing was sent
+                                },
+                                None => Box::new(stream),
+                            };
+                            serve(stream, st, sec).await
+                        });
                     }
                 };
                 tokio::select! { _ = serve => {}, _ = stopped => {} }
             });
             rt.shutdown_timeout(Duration::from_millis(100));
         });
-        Emulator { addr, state, secret, stop: Some(stop), thread: Some(thread) }
+        Emulator { addr, state, secret, stop: Some(stop), thread: Some(thread), ca_pem: None }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// `http://127.0.0.1:PORT` (no base path).
+    /// `http://127.0.0.1:PORT` (`https` with TLS; no base path).
     pub fn origin(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.ca_pem.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// The test CA's certificate, when serving HTTPS.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
     }
 
     /// The API base, e.g. `http://127.0.0.1:PORT/api/v2`.
@@ -355,7 +393,26 @@ fn error(status: u16, message: &str) -> Answer {
     json(status, serde_json::json!({ "message": message, "status": status }))
 }
 
-async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>, secret: Arc<[u8]>) {
+/// A test CA and a server certificate for 127.0.0.1 and localhost signed by it.
+fn test_tls() -> (tokio_rustls::TlsAcceptor, String) {
+    use tokio_rustls::rustls;
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "kubex-cred test CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("CA certificate");
+    let key = rcgen::KeyPair::generate().expect("server key");
+    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).expect("params");
+    let cert = params.signed_by(&key, &ca).expect("server certificate");
+    let key_der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], key_der)
+        .expect("server TLS config");
+    (tokio_rustls::TlsAcceptor::from(Arc::new(config)), ca.pem())
+}
+
+async fn serve(mut stream: Box<dyn Io>, state: Arc<Mutex<State>>, secret: Arc<[u8]>) {
     let Some(req) = read_request(&mut stream).await else {
         return;
     };
@@ -562,7 +619,7 @@ fn authorize(req: &Received, s: &mut State, secret: &[u8]) -> Answer {
     json(200, serde_json::json!({ "apiToken": token, "expires": expires, "status": 200 }))
 }
 
-async fn read_request(stream: &mut TcpStream) -> Option<Received> {
+async fn read_request(stream: &mut Box<dyn Io>) -> Option<Received> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
@@ -600,7 +657,7 @@ async fn read_request(stream: &mut TcpStream) -> Option<Received> {
 }
 
 struct Conn {
-    stream: TcpStream,
+    stream: Box<dyn Io>,
     offset: i64,
 }
 
@@ -628,4 +685,55 @@ async fn write(conn: &mut Conn, a: &Answer) {
     let _ = conn.stream.write_all(head.as_bytes()).await;
     let _ = conn.stream.write_all(&a.body).await;
     let _ = conn.stream.shutdown().await;
+}
+
+/// An HTTP CONNECT proxy on 127.0.0.1 that tunnels to loopback targets and records each CONNECT.
+#[derive(Debug)]
+pub struct ConnectProxy {
+    addr: SocketAddr,
+    connects: Arc<Mutex<Vec<String>>>,
+    _thread: std::thread::JoinHandle<()>,
+}
+
+impl ConnectProxy {
+    pub fn start() -> ConnectProxy {
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        std_listener.set_nonblocking(true).expect("nonblocking");
+        let addr = std_listener.local_addr().expect("proxy address");
+        let connects = Arc::new(Mutex::new(Vec::new()));
+        let seen = connects.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("proxy runtime");
+            rt.block_on(async move {
+                let listener = TcpListener::from_std(std_listener).expect("tokio listener");
+                loop {
+                    let Ok((client, _)) = listener.accept().await else { continue };
+                    let seen = seen.clone();
+                    tokio::spawn(async move {
+                        let mut boxed: Box<dyn Io> = Box::new(client);
+                        let Some(req) = read_request(&mut boxed).await else { return };
+                        if req.method != "CONNECT" || !req.path.starts_with("127.0.0.1:") {
+                            return;
+                        }
+                        seen.lock().expect("lock").push(req.path.clone());
+                        let Ok(mut upstream) = tokio::net::TcpStream::connect(&req.path).await else { return };
+                        if boxed.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await.is_err() {
+                            return;
+                        }
+                        let _ = tokio::io::copy_bidirectional(&mut boxed, &mut upstream).await;
+                    });
+                }
+            });
+        });
+        ConnectProxy { addr, connects, _thread: thread }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The `host:port` of each tunnel asked for.
+    pub fn connects(&self) -> Vec<String> {
+        self.connects.lock().expect("lock").clone()
+    }
 }

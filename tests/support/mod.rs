@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-pub use emulator::{Emulator, Fault, Options};
+pub use emulator::{ConnectProxy, Emulator, Fault, Options};
 
 /// The path of a binary this package builds.
 pub fn bin(name: &str) -> PathBuf {
