@@ -117,14 +117,48 @@ fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 30s, 5m, 1h)"))
 }
 
-/// Parses the command line and runs the command.
+/// `kubex-cred`: runs the commands that only talk to the daemon, and hands the others (which need
+/// the network and the keychain) to `kubex-credd`. Keeping that code out of this binary keeps
+/// `get`, the hot path of every shell substitution, as cheap to start as git's own helpers.
+pub fn run_front() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Get(args) if !args.no_daemon => get_via_daemon(args),
+        Command::Status { json } => status(json),
+        Command::Stop => stop(),
+        Command::GitCredential { operation } => git_credential(&operation),
+        Command::Get(_) | Command::Login(_) | Command::Logout { .. } | Command::Daemon(_) => hand_over(),
+    }
+}
+
+/// Runs the same command line in `kubex-credd`, in this process where the platform allows.
+fn hand_over() -> Result<()> {
+    let core = client::core_exe()?;
+    let mut command = std::process::Command::new(&core);
+    command.args(std::env::args_os().skip(1));
+    #[cfg(unix)]
+    {
+        let e = std::os::unix::process::CommandExt::exec(&mut command);
+        Err(Error::Other(anyhow::anyhow!("cannot run {}: {e}; reinstall kubex-cred", core.display())))
+    }
+    #[cfg(not(unix))]
+    {
+        let status = command
+            .status()
+            .map_err(|e| Error::Other(anyhow::anyhow!("cannot run {}: {e}; reinstall kubex-cred", core.display())))?;
+        std::process::exit(status.code().unwrap_or(1))
+    }
+}
+
+/// `kubex-credd`: every command, in this process.
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
     crate::logging::init();
     match cli.command {
         Command::Login(args) => login(args),
         Command::Logout { profile } => logout(profile),
-        Command::Get(args) => get(args),
+        Command::Get(args) if args.no_daemon => get_no_daemon(args),
+        Command::Get(args) => get_via_daemon(args),
         Command::Status { json } => status(json),
         Command::Stop => stop(),
         Command::GitCredential { operation } => git_credential(&operation),
@@ -244,34 +278,41 @@ fn logout(profile: Option<String>) -> Result<()> {
     Ok(())
 }
 
-fn get(args: GetArgs) -> Result<()> {
+fn resolve_for_get(profile: Option<String>) -> Result<Profile> {
     let file = config::load(&config::config_path()?)?;
-    let profile = file.resolve(&env_overrides(Overrides { profile: args.profile, ..Overrides::default() }))?;
+    file.resolve(&env_overrides(Overrides { profile, ..Overrides::default() }))
+}
+
+fn get_no_daemon(args: GetArgs) -> Result<()> {
+    let profile = resolve_for_get(args.profile)?;
     let min_ttl = args.min_ttl.unwrap_or_default();
-    let (jwt, expires_ms) = if args.no_daemon {
-        let password = OsKeychain::open()?.get(&profile.account())?;
-        let token = mint(&profile, &password)?;
-        drop(password);
-        let left = token.remaining(Stamp::now());
-        if left < min_ttl {
-            return Err(usage(format!(
-                "--min-ttl {} cannot be met: Kubex at {} issues tokens that live {}",
-                humantime::format_duration(min_ttl),
-                profile.url,
-                humantime::format_duration(Duration::from_secs(left.as_secs()))
-            )));
+    let password = OsKeychain::open()?.get(&profile.account())?;
+    let token = mint(&profile, &password)?;
+    drop(password);
+    let left = token.remaining(Stamp::now());
+    if left < min_ttl {
+        return Err(usage(format!(
+            "--min-ttl {} cannot be met: Kubex at {} issues tokens that live {}",
+            humantime::format_duration(min_ttl),
+            profile.url,
+            humantime::format_duration(Duration::from_secs(left.as_secs()))
+        )));
+    }
+    print_token(&mut std::io::stdout().lock(), args.format, &profile, token.jwt(), token.expires_local_ms())
+}
+
+fn get_via_daemon(args: GetArgs) -> Result<()> {
+    let profile = resolve_for_get(args.profile)?;
+    let min_ttl_ms = u64::try_from(args.min_ttl.unwrap_or_default().as_millis()).unwrap_or(u64::MAX);
+    let op = Op::Get { profile: (&profile).into(), min_ttl_ms };
+    match client::call(&op, true, client_timeout()?)? {
+        Some(Body::Token { token, expires_ms }) => {
+            let token = Zeroizing::new(token);
+            print_token(&mut std::io::stdout().lock(), args.format, &profile, &token, expires_ms)
         }
-        (Zeroizing::new(token.jwt().to_owned()), token.expires_local_ms())
-    } else {
-        let op =
-            Op::Get { profile: (&profile).into(), min_ttl_ms: u64::try_from(min_ttl.as_millis()).unwrap_or(u64::MAX) };
-        match client::call(&op, true, client_timeout()?)? {
-            Some(Body::Token { token, expires_ms }) => (Zeroizing::new(token), expires_ms),
-            Some(Body::Error { code, message }) => return Err(Error::Reported { code, message }),
-            other => return Err(unexpected(other.as_ref())),
-        }
-    };
-    print_token(&mut std::io::stdout().lock(), args.format, &profile, &jwt, expires_ms)
+        Some(Body::Error { code, message }) => Err(Error::Reported { code, message }),
+        other => Err(unexpected(other.as_ref())),
+    }
 }
 
 /// How long a client waits for the daemon: one Authorize exchange and a margin.

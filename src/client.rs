@@ -120,7 +120,7 @@ fn start_daemon(paths: &Paths) -> Result<()> {
     if connect(paths).is_ok() {
         return Ok(());
     }
-    crate::daemon::launch(&daemon_exe()?, crate::daemon::DEFAULT_IDLE_TIMEOUT)
+    crate::daemon::launch(&core_exe()?, crate::daemon::DEFAULT_IDLE_TIMEOUT)
 }
 
 /// Opens (creating, mode 0600) a lock file in the socket directory.
@@ -132,14 +132,10 @@ pub fn open_lock_file(path: &std::path::Path) -> Result<std::fs::File> {
     options.open(path).map_err(|e| Error::Daemon(format!("cannot open the lock file {}: {e}", path.display())))
 }
 
-/// The `kubex-cred` binary: this one, or the one beside `git-credential-kubex`.
-fn daemon_exe() -> Result<PathBuf> {
+/// `kubex-credd`, the binary with the network and keychain code: installed beside this one.
+pub fn core_exe() -> Result<PathBuf> {
     let exe = std::env::current_exe().map_err(|e| Error::Daemon(format!("cannot find this program: {e}")))?;
-    let name = format!("kubex-cred{}", std::env::consts::EXE_SUFFIX);
-    if exe.file_name().is_some_and(|n| n == name.as_str()) {
-        return Ok(exe);
-    }
-    Ok(exe.with_file_name(name))
+    Ok(exe.with_file_name(format!("kubex-credd{}", std::env::consts::EXE_SUFFIX)))
 }
 
 /// Stops a daemon of another version and starts one of ours.

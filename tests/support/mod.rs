@@ -16,6 +16,7 @@ pub fn bin(name: &str) -> PathBuf {
     match name {
         "kubex-cred" => PathBuf::from(env!("CARGO_BIN_EXE_kubex-cred")),
         "git-credential-kubex" => PathBuf::from(env!("CARGO_BIN_EXE_git-credential-kubex")),
+        "kubex-credd" => PathBuf::from(env!("CARGO_BIN_EXE_kubex-credd")),
         other => panic!("no binary {other}"),
     }
 }

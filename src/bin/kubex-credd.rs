@@ -1,0 +1,13 @@
+//! `kubex-credd`: the daemon, and the commands that need the network or the keychain (`login`,
+//! `logout`, `get --no-daemon`). `kubex-cred` hands those over to it.
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    match kubex_cred::cli::run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kubex-cred: {e}");
+            e.exit_code()
+        }
+    }
+}
