@@ -313,3 +313,18 @@ fn an_idle_daemon_exits() {
     wait_until(Duration::from_secs(10), "the idle daemon to exit", || !support::alive(pid));
     assert!(!sb.socket().exists());
 }
+
+#[test]
+fn without_xdg_runtime_dir_the_socket_lives_in_the_cache_dir() {
+    let (sb, emu) = start(Duration::from_secs(300), 0);
+    let mut c = sb.cmd(support::bin("kubex-cred"));
+    c.env_remove("XDG_RUNTIME_DIR").arg("get");
+    let token = support::run_with_input(c, b"").code(0).token();
+    assert!(emu.accepts(&token));
+    let socket = sb.dir.path().join("cache/kubex-cred/daemon.sock");
+    assert!(socket.exists(), "no socket at {}", socket.display());
+    let mut c = sb.cmd(support::bin("kubex-cred"));
+    c.env_remove("XDG_RUNTIME_DIR").arg("stop");
+    support::run_with_input(c, b"").code(0);
+    assert!(!socket.exists());
+}
