@@ -27,6 +27,11 @@ use crate::token::{Stamp, Token};
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// How long a connection may take to send its request, and the daemon to write its answer.
 const IO_DEADLINE: Duration = Duration::from_secs(5);
+/// Connections served at once; more wait in the listen backlog.
+pub const MAX_CONNECTIONS: usize = 512;
+/// The longest request read (a real one is well under 1 KiB). With the connection cap, this bounds
+/// request buffers to 512 × 16 KiB = 8 MiB.
+pub const MAX_REQUEST: usize = 16 * 1024;
 
 /// How the daemon runs.
 #[derive(Debug, Clone)]
@@ -211,6 +216,7 @@ impl Daemon {
     }
 
     async fn run(self: Arc<Self>, listener: interprocess::local_socket::tokio::Listener) {
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         let signals = lock::Signals::new();
         let mut signals = match signals {
             Ok(s) => s,
@@ -221,10 +227,17 @@ impl Daemon {
         };
         loop {
             tokio::select! {
-                accepted = listener.accept() => match accepted {
+                (accepted, permit) = async {
+                    // At the cap, stop accepting until a connection ends.
+                    let permit = slots.clone().acquire_owned().await;
+                    (listener.accept().await, permit)
+                } => match accepted {
                     Ok(stream) => {
                         let daemon = self.clone();
-                        tokio::spawn(async move { daemon.handle(stream).await });
+                        tokio::spawn(async move {
+                            daemon.handle(stream).await;
+                            drop(permit);
+                        });
                     }
                     Err(e) => {
                         // Out of file descriptors or similar: pause instead of spinning.
@@ -276,7 +289,7 @@ impl Daemon {
         }
         *self.last_request.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = tokio::time::Instant::now();
         let mut line = Vec::new();
-        let mut reader = tokio::io::BufReader::new(&stream).take(ipc::MAX_LINE as u64 + 1);
+        let mut reader = tokio::io::BufReader::with_capacity(1024, &stream).take(MAX_REQUEST as u64 + 1);
         let body = match tokio::time::timeout(IO_DEADLINE, reader.read_until(b'\n', &mut line)).await {
             Err(_) => return,
             Ok(Err(_)) | Ok(Ok(0)) => return,
@@ -423,8 +436,8 @@ impl crate::keychain::SecretStore for LazyKeychain {
     }
 }
 
-/// Platform pieces: the daemon lock, detaching, signals, the user id.
-mod lock {
+/// Platform pieces: the daemon lock, detaching, signals, the user id, process hygiene.
+pub(crate) mod lock {
     use std::fs::File;
     use std::path::Path;
 
@@ -448,6 +461,21 @@ mod lock {
     pub fn detach() {
         #[cfg(unix)]
         let _ = rustix::process::setsid();
+    }
+
+    /// No core dumps and no ptrace attach by other processes of the user: this process holds the
+    /// password (briefly) and tokens. Also lifts the soft limit on open files to the hard one.
+    pub fn harden_process() {
+        #[cfg(target_os = "linux")]
+        {
+            use rustix::process::{DumpableBehavior, Resource, Rlimit, getrlimit, set_dumpable_behavior, setrlimit};
+            if let Err(e) = set_dumpable_behavior(DumpableBehavior::NotDumpable) {
+                tracing::warn!("cannot make the process non-dumpable: {e}");
+            }
+            let _ = setrlimit(Resource::Core, Rlimit { current: Some(0), maximum: Some(0) });
+            let files = getrlimit(Resource::Nofile);
+            let _ = setrlimit(Resource::Nofile, Rlimit { current: files.maximum, maximum: files.maximum });
+        }
     }
 
     pub fn current_uid() -> u32 {

@@ -328,3 +328,35 @@ fn without_xdg_runtime_dir_the_socket_lives_in_the_cache_dir() {
     support::run_with_input(c, b"").code(0);
     assert!(!socket.exists());
 }
+
+/// A non-dumpable process's /proc entries belong to root: no core dumps, no ptrace by its own user.
+#[test]
+fn the_daemon_is_not_dumpable() {
+    use std::os::unix::fs::MetadataExt;
+    let sb = Sandbox::new();
+    support::set_mode(sb.dir.path(), 0o711);
+    let home = sb.dir.path().join("nobody");
+    std::fs::create_dir(&home).expect("mkdir");
+    std::os::unix::fs::chown(&home, Some(65534), Some(65534)).expect("chown");
+    support::set_mode(&home, 0o700);
+    let as_nobody = |args: &[&str]| {
+        let mut c = sb.cmd("setpriv");
+        c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]).args(args);
+        for var in ["HOME", "XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME"] {
+            c.env(var, &home);
+        }
+        c.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        c.spawn().expect("setpriv")
+    };
+    let credd = support::bin("kubex-credd");
+    let mut daemon = as_nobody(&[credd.to_str().expect("utf8"), "daemon", "--foreground", "--idle-timeout", "30s"]);
+    let mut plain = as_nobody(&["sleep", "30"]);
+    wait_until(Duration::from_secs(10), "the daemon's socket", || home.join("kubex-cred/daemon.sock").exists());
+    let owner = |pid: u32| std::fs::metadata(format!("/proc/{pid}/environ")).expect("proc entry").uid();
+    assert_eq!(owner(plain.id()), 65534, "an ordinary process of nobody is nobody's");
+    assert_eq!(owner(daemon.id()), 0, "the daemon is not dumpable");
+    for child in [&mut daemon, &mut plain] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
