@@ -360,3 +360,62 @@ fn the_daemon_is_not_dumpable() {
         let _ = child.wait();
     }
 }
+
+#[test]
+fn abusive_clients_do_not_stop_the_daemon() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    let (sb, _emu) = start(Duration::from_secs(300), 0);
+    get(&sb).code(0);
+    let pid = sb.daemon_pid().expect("a daemon");
+    let socket = sb.socket();
+    // 10 MB without a newline: cut off after 16 KiB with an error, never buffered whole.
+    let flood = {
+        let socket = socket.clone();
+        std::thread::spawn(move || {
+            let mut s = UnixStream::connect(socket).expect("connect");
+            let chunk = vec![b'x'; 1 << 20];
+            for _ in 0..10 {
+                if s.write_all(&chunk).is_err() {
+                    break;
+                }
+            }
+            let mut answer = String::new();
+            let _ = s.read_to_string(&mut answer);
+            answer
+        })
+    };
+    // Silent connections, held open.
+    let silent: Vec<UnixStream> = (0..200).map(|_| UnixStream::connect(&socket).expect("connect")).collect();
+    // A client that sends a request and leaves before the answer.
+    let request = kubex_cred::ipc::to_line(&kubex_cred::ipc::Request {
+        version: kubex_cred::ipc::version(),
+        op: kubex_cred::ipc::Op::Status,
+    });
+    for _ in 0..20 {
+        let mut s = UnixStream::connect(&socket).expect("connect");
+        s.write_all(&request).expect("write");
+        drop(s);
+    }
+    // Garbage and binary lines get an error answer.
+    let mut s = UnixStream::connect(&socket).expect("connect");
+    s.write_all(b"\x00\xff{not json\n").expect("write");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).expect("read");
+    assert!(answer.contains("malformed request"), "{answer}");
+    // Meanwhile everyone else is served.
+    for _ in 0..5 {
+        get(&sb).code(0);
+    }
+    let answer = flood.join().expect("flood thread");
+    assert!(answer.is_empty() || answer.contains("too long"), "{answer}");
+    drop(silent);
+    assert!(support::alive(pid));
+    assert_eq!(sb.daemon_pid(), Some(pid));
+    let rss: u64 = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:").and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()))
+        .expect("VmRSS");
+    assert!(rss < 64 * 1024, "daemon RSS {rss} KiB after the abuse");
+}
