@@ -14,7 +14,8 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kubex_cred::ipc::{Body, Op, Paths, WireProfile};
+use kubex_cred::config::Overrides;
+use kubex_cred::ipc::{Body, Op, Paths};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -32,8 +33,8 @@ fn main() {
         .expect("run kubex-cred login");
     login.stdin.take().unwrap().write_all(b"pw\n").unwrap();
     assert!(login.wait().unwrap().success(), "login failed: is a Secret Service running?");
-    let profile = WireProfile { name: "default".into(), url: emu.url(), user: "apiUser".into(), ca_cert: None };
-    let get = Op::Get { profile, min_ttl_ms: 0 };
+    let config = kubex_cred::config::config_path().expect("config path");
+    let get = Op::Get { config, profile: Overrides::default(), min_ttl_ms: 0 };
     // Start the daemon the way users do, and warm it.
     assert!(Command::new(&bin).arg("get").stdout(Stdio::null()).status().unwrap().success());
     match args.first().map(String::as_str) {

@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 use crate::client;
 use crate::config::{self, Overrides, Profile};
 use crate::error::{Error, Result, usage};
-use crate::ipc::{Body, Op, ProfileStatus};
+use crate::ipc::{Body, Op, ProfileStatus, WireProfile};
 use crate::keychain::{OsKeychain, SecretStore};
 use crate::kubex::{self, Client};
 use crate::token::{Stamp, Token};
@@ -299,15 +299,16 @@ fn get_no_daemon(args: GetArgs) -> Result<()> {
             humantime::format_duration(Duration::from_secs(left.as_secs()))
         )));
     }
-    print_token(&mut std::io::stdout().lock(), args.format, &profile, token.jwt(), token.expires_local_ms())
+    print_token(&mut std::io::stdout().lock(), args.format, &(&profile).into(), token.jwt(), token.expires_local_ms())
 }
 
 fn get_via_daemon(args: GetArgs) -> Result<()> {
-    let profile = resolve_for_get(args.profile)?;
+    // The daemon reads the config (and caches it): the client never parses it on this hot path.
+    let profile = env_overrides(Overrides { profile: args.profile, ..Overrides::default() });
     let min_ttl_ms = u64::try_from(args.min_ttl.unwrap_or_default().as_millis()).unwrap_or(u64::MAX);
-    let op = Op::Get { profile: (&profile).into(), min_ttl_ms };
+    let op = Op::Get { config: config::config_path()?, profile, min_ttl_ms };
     match client::call(&op, true, client_timeout()?)? {
-        Some(Body::Token { token, expires_ms }) => {
+        Some(Body::Token { token, expires_ms, profile }) => {
             let token = Zeroizing::new(token);
             print_token(&mut std::io::stdout().lock(), args.format, &profile, &token, expires_ms)
         }
@@ -430,8 +431,9 @@ pub fn git_credential(operation: &str) -> Result<()> {
         }
         return Ok(());
     }
-    match client::call(&Op::Get { profile: (&profile).into(), min_ttl_ms: 0 }, true, timeout)? {
-        Some(Body::Token { token, expires_ms }) => {
+    let op = Op::Get { config: config::config_path()?, profile: (&profile).into(), min_ttl_ms: 0 };
+    match client::call(&op, true, timeout)? {
+        Some(Body::Token { token, expires_ms, .. }) => {
             let token = Zeroizing::new(token);
             crate::git::check_value(&token)?;
             let mut out = std::io::stdout().lock();
@@ -460,7 +462,13 @@ fn git_expiry(expires_ms: i64) -> i64 {
 }
 
 /// Writes the token in the asked format, all at once.
-pub fn print_token(out: &mut impl Write, format: Format, profile: &Profile, jwt: &str, expires_ms: i64) -> Result<()> {
+pub fn print_token(
+    out: &mut impl Write,
+    format: Format,
+    profile: &WireProfile,
+    jwt: &str,
+    expires_ms: i64,
+) -> Result<()> {
     let text = Zeroizing::new(match format {
         Format::Token => format!("{jwt}\n"),
         Format::Header => format!("Authorization: Bearer {jwt}\n"),
@@ -470,7 +478,7 @@ pub fn print_token(out: &mut impl Write, format: Format, profile: &Profile, jwt:
                 "token": jwt,
                 "expires": expires_ms,
                 "profile": profile.name,
-                "url": profile.url.as_str(),
+                "url": profile.url,
                 "user": profile.user,
             });
             format!("{object}\n")

@@ -59,12 +59,28 @@ impl Profile {
 }
 
 /// What the command line and the environment say, before the file is consulted.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Overrides {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_cert: Option<PathBuf>,
+}
+
+impl From<&Profile> for Overrides {
+    /// Every field set: resolves to this very profile whatever the file says.
+    fn from(p: &Profile) -> Self {
+        Overrides {
+            profile: Some(p.name.clone()),
+            url: Some(p.url.to_string()),
+            user: Some(p.user.clone()),
+            ca_cert: p.ca_cert.clone(),
+        }
+    }
 }
 
 impl Overrides {

@@ -196,6 +196,7 @@ struct Daemon {
     last_request: Mutex<tokio::time::Instant>,
     stop: Notify,
     config: Mutex<config::ConfigFile>,
+    configs: ConfigCache,
     uid: u32,
 }
 
@@ -211,6 +212,7 @@ impl Daemon {
             last_request: Mutex::new(tokio::time::Instant::now()),
             stop: Notify::new(),
             config: Mutex::new(load_config()),
+            configs: ConfigCache::default(),
             uid: lock::current_uid(),
         })
     }
@@ -331,13 +333,17 @@ impl Daemon {
 
     async fn dispatch(&self, op: Op) -> Body {
         match op {
-            Op::Get { profile, min_ttl_ms } => {
-                let profile = match profile.to_profile() {
+            Op::Get { config, profile, min_ttl_ms } => {
+                let profile = match self.configs.get(&config).and_then(|file| file.resolve(&profile)) {
                     Ok(p) => p,
                     Err(e) => return Body::error(&e),
                 };
                 match self.broker.get(&profile, Duration::from_millis(min_ttl_ms)).await {
-                    Ok(token) => Body::Token { token: token.jwt().to_owned(), expires_ms: token.expires_local_ms() },
+                    Ok(token) => Body::Token {
+                        token: token.jwt().to_owned(),
+                        expires_ms: token.expires_local_ms(),
+                        profile: (&profile).into(),
+                    },
                     Err(f) => Body::Error { code: f.code, message: f.message },
                 }
             }
@@ -389,6 +395,36 @@ impl Daemon {
             }),
             profiles,
         }
+    }
+}
+
+/// Config files as clients name them, read again whenever the file changes.
+#[derive(Debug, Default)]
+struct ConfigCache {
+    files: Mutex<HashMap<PathBuf, (Option<FileStamp>, Arc<config::ConfigFile>)>>,
+}
+
+/// What tells a rewritten file apart: `login` replaces the config by a rename.
+type FileStamp = (std::time::SystemTime, u64, u64);
+
+impl ConfigCache {
+    fn get(&self, path: &Path) -> Result<Arc<config::ConfigFile>> {
+        let stamp = std::fs::metadata(path).ok().and_then(|m| {
+            #[cfg(unix)]
+            let ino = std::os::unix::fs::MetadataExt::ino(&m);
+            #[cfg(not(unix))]
+            let ino = 0;
+            Some((m.modified().ok()?, ino, m.len()))
+        });
+        let mut files = self.files.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((seen, file)) = files.get(path)
+            && *seen == stamp
+        {
+            return Ok(file.clone());
+        }
+        let file = Arc::new(config::load(path)?);
+        files.insert(path.to_path_buf(), (stamp, file.clone()));
+        Ok(file)
     }
 }
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Profile;
+use crate::config::{Overrides, Profile};
 use crate::error::{Error, Result};
 
 /// Bumped whenever a request or response changes shape.
@@ -30,8 +30,9 @@ pub struct Request {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
-    /// A token for this profile, valid for at least `min_ttl_ms`.
-    Get { profile: WireProfile, min_ttl_ms: u64 },
+    /// A token valid for at least `min_ttl_ms`, for the profile that `profile` (the client's flags
+    /// and environment) resolves to in the config file at `config`.
+    Get { config: PathBuf, profile: Overrides, min_ttl_ms: u64 },
     /// Drop the account's cached token if it is this one (git's `erase`).
     Erase { account: String, token: String },
     /// Drop the slot of an account (after `login` or `logout`).
@@ -42,7 +43,7 @@ pub enum Op {
     Stop,
 }
 
-/// A profile as the client resolved it (flags, environment, config).
+/// The profile a token is for, as `get --format json` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WireProfile {
     pub name: String,
@@ -55,20 +56,6 @@ pub struct WireProfile {
 impl From<&Profile> for WireProfile {
     fn from(p: &Profile) -> Self {
         WireProfile { name: p.name.clone(), url: p.url.to_string(), user: p.user.clone(), ca_cert: p.ca_cert.clone() }
-    }
-}
-
-impl WireProfile {
-    /// Re-checks what a client sent, with the same rules as the config.
-    pub fn to_profile(&self) -> Result<Profile> {
-        let file = crate::config::ConfigFile::default();
-        let overrides = crate::config::Overrides {
-            profile: Some(self.name.clone()),
-            url: Some(self.url.clone()),
-            user: Some(self.user.clone()),
-            ca_cert: self.ca_cert.clone(),
-        };
-        file.resolve(&overrides)
     }
 }
 
@@ -88,6 +75,7 @@ pub enum Body {
         token: String,
         /// End of validity on the local wall clock, epoch ms.
         expires_ms: i64,
+        profile: WireProfile,
     },
     Error {
         code: u8,
@@ -263,12 +251,8 @@ mod tests {
         let req = Request {
             version: version(),
             op: Op::Get {
-                profile: WireProfile {
-                    name: "p".into(),
-                    url: "https://h/api/v2".into(),
-                    user: "u".into(),
-                    ca_cert: None,
-                },
+                config: PathBuf::from("/home/u/.config/kubex-cred/config.toml"),
+                profile: Overrides { profile: Some("p".into()), ..Overrides::default() },
                 min_ttl_ms: 5,
             },
         };
@@ -305,12 +289,6 @@ mod tests {
         let err: Response =
             serde_json::from_str(r#"{"version":"v","result":"error","code":4,"message":"no"}"#).expect("parses");
         assert!(matches!(err.body, Body::Error { code: 4, .. }));
-    }
-
-    #[test]
-    fn a_wire_profile_is_checked_like_the_config() {
-        let bad = WireProfile { name: "p".into(), url: "http://example.com".into(), user: "u".into(), ca_cert: None };
-        assert_eq!(bad.to_profile().expect_err("plain http").code(), 2);
     }
 
     #[cfg(unix)]

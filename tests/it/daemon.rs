@@ -419,3 +419,27 @@ fn abusive_clients_do_not_stop_the_daemon() {
         .expect("VmRSS");
     assert!(rss < 64 * 1024, "daemon RSS {rss} KiB after the abuse");
 }
+
+#[test]
+fn the_daemon_resolves_profiles_as_the_client_asks_and_sees_config_changes() {
+    let (sb, a) = start(Duration::from_secs(300), 0);
+    get(&sb).code(0);
+    let b = Emulator::start(Options::default(), &[("bob", "pb")]);
+    // A profile added while the daemon runs is seen without a reload.
+    sb.run(&["login", "--profile", "b", "--url", &b.origin(), "--user", "bob", "--password-stdin"], b"pb\n").code(0);
+    let json = |out: Out| -> serde_json::Value { serde_json::from_str(&out.code(0).stdout).expect("json") };
+    let v = json(sb.run(&["get", "--profile", "b", "--format", "json"], b""));
+    assert_eq!((v["profile"].as_str(), v["user"].as_str()), (Some("b"), Some("bob")));
+    assert!(b.accepts(v["token"].as_str().expect("token")));
+    let v = json(sb.run_env(&["get", "--format", "json"], b"", &[("KUBEX_PROFILE", "b")]));
+    assert_eq!(v["profile"].as_str(), Some("b"));
+    let v = json(sb.run(&["get", "--format", "json"], b""));
+    assert_eq!(v["profile"].as_str(), Some("default"));
+    assert!(a.accepts(v["token"].as_str().expect("token")));
+    let origin = b.origin();
+    let env = [("KUBEX_URL", origin.as_str()), ("KUBEX_USER", "bob")];
+    assert!(b.accepts(&sb.run_env(&["get"], b"", &env).code(0).token()));
+    sb.run(&["get", "--profile", "nope"], b"").fails(3, "no profile 'nope'");
+    std::fs::write(sb.config_file(), "[broken").expect("write");
+    sb.run(&["get"], b"").fails(2, "cannot read config file");
+}
