@@ -401,11 +401,12 @@ impl Daemon {
 /// Config files as clients name them, read again whenever the file changes.
 #[derive(Debug, Default)]
 struct ConfigCache {
-    files: Mutex<HashMap<PathBuf, (Option<FileStamp>, Arc<config::ConfigFile>)>>,
+    files: Mutex<HashMap<PathBuf, Cached>>,
 }
 
-/// What tells a rewritten file apart: `login` replaces the config by a rename.
+/// What tells a rewritten file apart (`login` replaces the config by a rename): mtime, inode, size.
 type FileStamp = (std::time::SystemTime, u64, u64);
+type Cached = (Option<FileStamp>, Arc<config::ConfigFile>);
 
 impl ConfigCache {
     fn get(&self, path: &Path) -> Result<Arc<config::ConfigFile>> {
