@@ -27,10 +27,11 @@ use crate::token::{Stamp, Token};
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// How long a connection may take to send its request, and the daemon to write its answer.
 const IO_DEADLINE: Duration = Duration::from_secs(5);
-/// Connections served at once; more wait in the listen backlog.
-pub const MAX_CONNECTIONS: usize = 512;
-/// The longest request read (a real one is well under 1 KiB). With the connection cap, this bounds
-/// request buffers to 512 × 16 KiB = 8 MiB.
+/// Connections still waiting for their request line; past this the oldest is closed, so a flood
+/// of silent connections cannot keep real clients (which write at once) from being served.
+pub const MAX_WAITING: usize = 512;
+/// The longest request read (a real one is well under 1 KiB). With the cap on waiting connections,
+/// request buffers stay under 512 × 16 KiB = 8 MiB.
 pub const MAX_REQUEST: usize = 16 * 1024;
 
 /// How the daemon runs.
@@ -197,7 +198,40 @@ struct Daemon {
     stop: Notify,
     config: Mutex<config::ConfigFile>,
     configs: ConfigCache,
+    waiting: Waiting,
     uid: u32,
+}
+
+/// Connections accepted whose request has not arrived yet, oldest first.
+#[derive(Debug, Default)]
+struct Waiting {
+    inner: Mutex<(u64, std::collections::VecDeque<(u64, tokio::task::AbortHandle)>)>,
+}
+
+impl Waiting {
+    fn next_id(&self) -> u64 {
+        let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        inner.0 += 1;
+        inner.0
+    }
+
+    /// Registers a connection; past the cap, closes the one that has waited longest.
+    fn push(&self, id: u64, task: tokio::task::AbortHandle) {
+        let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        inner.1.push_back((id, task));
+        if inner.1.len() > MAX_WAITING
+            && let Some((_, oldest)) = inner.1.pop_front()
+        {
+            oldest.abort();
+        }
+    }
+
+    fn remove(&self, id: u64) {
+        let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(i) = inner.1.iter().position(|(other, _)| *other == id) {
+            inner.1.remove(i);
+        }
+    }
 }
 
 impl Daemon {
@@ -213,12 +247,12 @@ impl Daemon {
             stop: Notify::new(),
             config: Mutex::new(load_config()),
             configs: ConfigCache::default(),
+            waiting: Waiting::default(),
             uid: lock::current_uid(),
         })
     }
 
     async fn run(self: Arc<Self>, listener: interprocess::local_socket::tokio::Listener) {
-        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         let signals = lock::Signals::new();
         let mut signals = match signals {
             Ok(s) => s,
@@ -229,17 +263,13 @@ impl Daemon {
         };
         loop {
             tokio::select! {
-                (accepted, permit) = async {
-                    // At the cap, stop accepting until a connection ends.
-                    let permit = slots.clone().acquire_owned().await;
-                    (listener.accept().await, permit)
-                } => match accepted {
+                accepted = listener.accept() => match accepted {
                     Ok(stream) => {
                         let daemon = self.clone();
-                        tokio::spawn(async move {
-                            daemon.handle(stream).await;
-                            drop(permit);
-                        });
+                        let id = self.waiting.next_id();
+                        // The runtime is single-threaded: the task cannot start before it is registered.
+                        let task = tokio::spawn(async move { daemon.handle(stream, id).await });
+                        self.waiting.push(id, task.abort_handle());
                     }
                     Err(e) => {
                         // Out of file descriptors or similar: pause instead of spinning.
@@ -285,14 +315,17 @@ impl Daemon {
         }
     }
 
-    async fn handle(self: Arc<Self>, stream: Stream) {
+    async fn handle(self: Arc<Self>, stream: Stream, id: u64) {
         if !self.peer_is_us(&stream) {
+            self.waiting.remove(id);
             return;
         }
         *self.last_request.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = tokio::time::Instant::now();
         let mut line = Vec::new();
         let mut reader = tokio::io::BufReader::with_capacity(1024, &stream).take(MAX_REQUEST as u64 + 1);
-        let body = match tokio::time::timeout(IO_DEADLINE, reader.read_until(b'\n', &mut line)).await {
+        let read = tokio::time::timeout(IO_DEADLINE, reader.read_until(b'\n', &mut line)).await;
+        self.waiting.remove(id);
+        let body = match read {
             Err(_) => return,
             Ok(Err(_)) | Ok(Ok(0)) => return,
             Ok(Ok(_)) if !line.ends_with(b"\n") => {

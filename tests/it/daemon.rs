@@ -385,8 +385,8 @@ fn abusive_clients_do_not_stop_the_daemon() {
             answer
         })
     };
-    // Silent connections, held open.
-    let silent: Vec<UnixStream> = (0..200).map(|_| UnixStream::connect(&socket).expect("connect")).collect();
+    // Silent connections, held open: more than the daemon keeps waiting, so it closes the oldest.
+    let silent: Vec<UnixStream> = (0..600).map(|_| UnixStream::connect(&socket).expect("connect")).collect();
     // A client that sends a request and leaves before the answer.
     let request = kubex_cred::ipc::to_line(&kubex_cred::ipc::Request {
         version: kubex_cred::ipc::version(),
@@ -409,6 +409,10 @@ fn abusive_clients_do_not_stop_the_daemon() {
     }
     let answer = flood.join().expect("flood thread");
     assert!(answer.is_empty() || answer.contains("too long"), "{answer}");
+    let mut oldest = &silent[0];
+    oldest.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");
+    let mut byte = [0u8; 1];
+    assert_eq!(oldest.read(&mut byte).expect("the daemon closed the oldest silent connection"), 0);
     drop(silent);
     assert!(support::alive(pid));
     assert_eq!(sb.daemon_pid(), Some(pid));
