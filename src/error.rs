@@ -51,6 +51,17 @@ impl Error {
     }
 }
 
+/// What a binary's `main` returns: success, or the error printed once on stderr and its exit code.
+pub fn finish(result: Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kubex-cred: {e}");
+            e.exit_code()
+        }
+    }
+}
+
 /// Shorthand for a usage error with a formatted message.
 pub fn usage(msg: impl Into<String>) -> Error {
     Error::Usage(msg.into())

@@ -8,12 +8,5 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     };
-    kubex_cred::logging::init();
-    match kubex_cred::cli::git_credential(&operation) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("kubex-cred: {e}");
-            e.exit_code()
-        }
-    }
+    kubex_cred::error::finish(kubex_cred::cli::git_credential(&operation))
 }

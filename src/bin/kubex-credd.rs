@@ -3,11 +3,5 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    match kubex_cred::cli::run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("kubex-cred: {e}");
-            e.exit_code()
-        }
-    }
+    kubex_cred::error::finish(kubex_cred::cli::run())
 }

@@ -263,15 +263,19 @@ fn another_user_gets_no_bytes() {
     get(&sb).code(0);
 }
 
-#[test]
-fn a_daemon_that_never_answers_makes_the_client_exit_9_in_time() {
-    let sb = Sandbox::new();
-    let emu = Emulator::start(Options::default(), &[("apiUser", "pw")]);
-    sb.login(&emu, "apiUser", "pw").code(0);
+/// Logged in, with a listener of the test's own at the daemon's socket path.
+fn with_a_fake_daemon() -> (Sandbox, Emulator, std::os::unix::net::UnixListener) {
+    let (sb, emu) = start(Duration::from_secs(300), 0);
     let dir = sb.runtime_dir().join("kubex-cred");
     std::fs::create_dir(&dir).expect("mkdir");
     support::set_mode(&dir, 0o700);
     let listener = std::os::unix::net::UnixListener::bind(sb.socket()).expect("bind");
+    (sb, emu, listener)
+}
+
+#[test]
+fn a_daemon_that_never_answers_makes_the_client_exit_9_in_time() {
+    let (sb, _emu, listener) = with_a_fake_daemon();
     let out = sb.run_env(&["get"], b"", &[("KUBEX_CRED_TIMEOUT", "1s")]).fails(9, "did not answer within 6s");
     assert!(out.elapsed < Duration::from_secs(20), "{:?}", out.elapsed);
     drop(listener);
@@ -279,13 +283,7 @@ fn a_daemon_that_never_answers_makes_the_client_exit_9_in_time() {
 
 #[test]
 fn a_daemon_of_another_version_is_replaced() {
-    let sb = Sandbox::new();
-    let emu = Emulator::start(Options::default(), &[("apiUser", "pw")]);
-    sb.login(&emu, "apiUser", "pw").code(0);
-    let dir = sb.runtime_dir().join("kubex-cred");
-    std::fs::create_dir(&dir).expect("mkdir");
-    support::set_mode(&dir, 0o700);
-    let old = std::os::unix::net::UnixListener::bind(sb.socket()).expect("bind");
+    let (sb, emu, old) = with_a_fake_daemon();
     let fake = std::thread::spawn(move || {
         use std::io::{BufRead, Write};
         let mut asked = Vec::new();
