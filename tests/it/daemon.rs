@@ -445,3 +445,46 @@ fn the_daemon_resolves_profiles_as_the_client_asks_and_sees_config_changes() {
     std::fs::write(sb.config_file(), "[broken").expect("write");
     sb.run(&["get"], b"").fails(2, "cannot read config file");
 }
+
+#[test]
+fn twenty_daemons_started_at_once_leave_exactly_one_serving() {
+    let (sb, emu) = start(Duration::from_secs(300), 0);
+    let children: Vec<std::process::Child> = (0..20)
+        .map(|_| {
+            let mut c = sb.cmd(support::bin("kubex-credd"));
+            c.args(["daemon", "--foreground", "--idle-timeout", "60s"]);
+            c.stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped());
+            c.spawn().expect("spawn a daemon")
+        })
+        .collect();
+    wait_until(Duration::from_secs(20), "19 daemons to give way", || {
+        sb.daemon_pids().len() == 1 && sb.socket().exists()
+    });
+    let serving = sb.daemon_pid().expect("one daemon");
+    let mut gave_way = 0;
+    for child in children {
+        if child.id() == serving {
+            continue;
+        }
+        let out = exit_and_stderr(child);
+        assert_eq!(out.0, Some(0), "a daemon that gives way exits cleanly");
+        assert!(out.1.contains("already running"), "{}", out.1);
+        gave_way += 1;
+    }
+    assert_eq!(gave_way, 19);
+    assert!(emu.accepts(&get(&sb).code(0).token()));
+    assert_eq!(sb.daemon_pid(), Some(serving));
+}
+
+/// The exit code and stderr of a finished child.
+fn exit_and_stderr(mut child: std::process::Child) -> (Option<i32>, String) {
+    use std::io::Read;
+    let status = child.wait().expect("wait");
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    (status.code(), err)
+}
