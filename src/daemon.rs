@@ -33,6 +33,8 @@ pub const MAX_WAITING: usize = 512;
 /// The longest request read (a real one is well under 1 KiB). With the cap on waiting connections,
 /// request buffers stay under 512 × 16 KiB = 8 MiB.
 pub const MAX_REQUEST: usize = 16 * 1024;
+/// How often the daemon checks that the socket path is still its own.
+const SOCKET_CHECK: Duration = Duration::from_secs(2);
 
 /// How the daemon runs.
 #[derive(Debug, Clone)]
@@ -252,7 +254,9 @@ impl Daemon {
         })
     }
 
-    async fn run(self: Arc<Self>, listener: interprocess::local_socket::tokio::Listener) {
+    async fn run(self: Arc<Self>, mut listener: interprocess::local_socket::tokio::Listener) {
+        let ours = lock::file_id(&self.paths.socket);
+        let mut check = tokio::time::interval(SOCKET_CHECK);
         let signals = lock::Signals::new();
         let mut signals = match signals {
             Ok(s) => s,
@@ -280,6 +284,14 @@ impl Daemon {
                 () = self.idle() => {
                     tracing::info!("idle for {}, exiting", humantime::format_duration(self.idle_timeout));
                     break;
+                }
+                _ = check.tick() => {
+                    if lock::file_id(&self.paths.socket) != ours {
+                        // Someone else's socket (or none) is at our path now: leave it alone.
+                        tracing::warn!("the socket path was taken over; exiting without touching it");
+                        listener.do_not_reclaim_name_on_drop();
+                        break;
+                    }
                 }
                 () = self.stop.notified() => {
                     tracing::info!("stop requested");
@@ -546,6 +558,15 @@ pub(crate) mod lock {
             let files = getrlimit(Resource::Nofile);
             let _ = setrlimit(Resource::Nofile, Rlimit { current: files.maximum, maximum: files.maximum });
         }
+    }
+
+    /// What identifies a file at `path` (device and inode); `None` when nothing is there.
+    pub fn file_id(path: &Path) -> Option<(u64, u64)> {
+        let meta = std::fs::symlink_metadata(path).ok()?;
+        #[cfg(unix)]
+        return Some((std::os::unix::fs::MetadataExt::dev(&meta), std::os::unix::fs::MetadataExt::ino(&meta)));
+        #[cfg(not(unix))]
+        return Some((0, meta.len()));
     }
 
     pub fn current_uid() -> u32 {

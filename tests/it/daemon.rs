@@ -488,3 +488,17 @@ fn exit_and_stderr(mut child: std::process::Child) -> (Option<i32>, String) {
     }
     (status.code(), err)
 }
+
+#[test]
+fn a_daemon_whose_socket_path_was_taken_over_leaves_without_touching_it() {
+    let (sb, _emu) = start(Duration::from_secs(300), 0);
+    get(&sb).code(0);
+    let pid = sb.daemon_pid().expect("a daemon");
+    std::fs::remove_file(sb.socket()).expect("remove the socket");
+    let newcomer = std::os::unix::net::UnixListener::bind(sb.socket()).expect("bind");
+    wait_until(Duration::from_secs(15), "the old daemon to notice and exit", || !support::alive(pid));
+    assert!(sb.socket().exists(), "the newcomer's socket is still there");
+    let _client = std::os::unix::net::UnixStream::connect(sb.socket()).expect("connect");
+    newcomer.set_nonblocking(false).expect("blocking");
+    newcomer.accept().expect("the newcomer still owns the path");
+}
