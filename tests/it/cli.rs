@@ -56,8 +56,15 @@ fn log_canary_at_trace_level() {
     assert!(login.stderr.contains("authorize"), "trace logging is on: {}", login.stderr);
     let mut seen = format!("{}{}", login.stdout, login.stderr);
     let mut tokens = Vec::new();
-    for format in ["token", "header", "json", "env"] {
-        let out = sb.run_env(&["get", "--no-daemon", "--format", format], b"", &trace).code(0);
+    // In-process mints, then the same through a daemon started with trace logging (to daemon.log).
+    for (no_daemon, format) in
+        [(true, "token"), (true, "header"), (true, "json"), (true, "env"), (false, "token"), (false, "json")]
+    {
+        let mut args = vec!["get", "--format", format];
+        if no_daemon {
+            args.push("--no-daemon");
+        }
+        let out = sb.run_env(&args, b"", &trace).code(0);
         let token = out.stdout.split(['=', ' ', '"', '\n']).find(|w| w.starts_with("eyJ")).expect("a token").to_owned();
         assert_eq!(out.stdout.matches(&token).count(), 1, "the token once on stdout");
         seen.push_str(&out.stderr);
@@ -68,7 +75,10 @@ fn log_canary_at_trace_level() {
         assert!(!seen.contains(token.as_str()), "a token leaked to stderr");
         assert!(!seen.contains(token.split('.').nth(2).expect("signature")), "a token signature leaked to stderr");
     }
-    // No file the tool wrote holds either (gnome-keyring's own store is encrypted).
+    sb.run(&["stop"], b"").code(0);
+    let daemon_log = std::fs::read_to_string(sb.runtime_dir().join("kubex-cred/daemon.log")).expect("the daemon's log");
+    assert!(daemon_log.contains("minting a token"), "the daemon logged at trace level: {daemon_log}");
+    // No file the tool wrote holds either, the daemon's log included (gnome-keyring's store is encrypted).
     for entry in walk(sb.dir.path()) {
         let bytes = std::fs::read(&entry).unwrap_or_default();
         let text = String::from_utf8_lossy(&bytes);
