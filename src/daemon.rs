@@ -125,6 +125,7 @@ fn serve_inner(options: &Options) -> Result<()> {
         lock::detach();
     }
     // We hold the lock, so a socket file left here belongs to a dead daemon.
+    #[cfg(unix)]
     match std::fs::remove_file(&paths.socket) {
         Ok(()) => tracing::info!("removed a stale socket"),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -164,12 +164,16 @@ impl Paths {
     }
 
     pub fn in_dir(dir: PathBuf) -> Paths {
-        Paths {
-            socket: dir.join("daemon.sock"),
-            daemon_lock: dir.join("daemon.lock"),
-            start_lock: dir.join("start.lock"),
-            dir,
-        }
+        // Windows has no Unix sockets in the file system: a named pipe per user. Not built here;
+        // its security descriptor is an open item of the hardening issue.
+        #[cfg(windows)]
+        let socket = PathBuf::from(format!(
+            r"\\.\pipe\kubex-cred-{}",
+            std::env::var("USERNAME").unwrap_or_default().replace(['\\', '/'], "_")
+        ));
+        #[cfg(not(windows))]
+        let socket = dir.join("daemon.sock");
+        Paths { socket, daemon_lock: dir.join("daemon.lock"), start_lock: dir.join("start.lock"), dir }
     }
 
     /// Creates the directory 0700 in one step, or checks that an existing one is private and ours.
