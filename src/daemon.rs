@@ -199,7 +199,6 @@ struct Daemon {
     idle_timeout: Duration,
     last_request: Mutex<tokio::time::Instant>,
     stop: Notify,
-    config: Mutex<config::ConfigFile>,
     configs: ConfigCache,
     waiting: Waiting,
     uid: u32,
@@ -248,7 +247,6 @@ impl Daemon {
             idle_timeout,
             last_request: Mutex::new(tokio::time::Instant::now()),
             stop: Notify::new(),
-            config: Mutex::new(load_config()),
             configs: ConfigCache::default(),
             waiting: Waiting::default(),
             uid: lock::current_uid(),
@@ -300,7 +298,8 @@ impl Daemon {
                 }
                 event = signals.next() => match event {
                     lock::Signal::Reload => {
-                        *self.config.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = load_config();
+                        // Config files are re-read when they change; SIGHUP forces it.
+                        self.configs.clear();
                         tracing::info!("configuration reloaded");
                     }
                     lock::Signal::Terminate => {
@@ -413,7 +412,10 @@ impl Daemon {
 
     fn status(&self) -> ipc::Status {
         let slots = self.broker.status();
-        let config = self.config.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let config = config::config_path().and_then(|path| self.configs.get(&path)).unwrap_or_else(|e| {
+            tracing::warn!("cannot load the config: {e}");
+            Arc::default()
+        });
         let same = |s: &ProfileStatus, p: &Profile| s.url == p.url.as_str() && s.user == p.user;
         let configured: Vec<Profile> = config
             .profiles
@@ -473,13 +475,10 @@ impl ConfigCache {
         files.insert(path.to_path_buf(), (stamp, file.clone()));
         Ok(file)
     }
-}
 
-fn load_config() -> config::ConfigFile {
-    config::config_path().and_then(|p| config::load(&p)).unwrap_or_else(|e| {
-        tracing::warn!("cannot load the config: {e}");
-        config::ConfigFile::default()
-    })
+    fn clear(&self) {
+        self.files.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+    }
 }
 
 /// Opens the OS keychain on first use, so a daemon starts even while the keychain is away.

@@ -180,19 +180,37 @@ fn a_live_daemon_is_never_replaced() {
 }
 
 #[test]
-fn sigterm_removes_the_socket_and_sighup_reloads_the_config() {
-    let (sb, emu) = start(Duration::from_secs(300), 0);
+fn sighup_forces_a_config_reload_and_sigint_and_sigterm_stop_cleanly() {
+    let (sb, _emu) = start(Duration::from_secs(300), 0);
     get(&sb).code(0);
     let pid = sb.daemon_pid().expect("a daemon");
-    sb.run(&["login", "--profile", "second", "--url", &emu.origin(), "--user", "apiUser", "--password-stdin"], b"pw\n")
-        .code(0);
-    // The daemon read the config when it started, so the second profile is news to it.
-    let names = |v: &serde_json::Value| v["profiles"].as_array().map(|a| a.len()).unwrap_or(0);
-    assert_eq!(names(&status(&sb)), 1);
+    let names = || -> Vec<String> {
+        let v = status(&sb);
+        v["profiles"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["profile"].as_str().map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(names(), ["default"]);
+    // Rewrite the config in place with the same length and mtime: a change only SIGHUP reveals.
+    let path = sb.config_file();
+    let before = std::fs::metadata(&path).expect("stat").modified().expect("mtime");
+    let text = std::fs::read_to_string(&path).expect("read");
+    let text = text.replace("[profiles.default]", "[profiles.renamed]").replace("\"default\"", "\"renamed\"");
+    std::fs::write(&path, text).expect("rewrite in place");
+    std::fs::File::options().write(true).open(&path).expect("open").set_modified(before).expect("restore mtime");
+    assert_eq!(names(), ["default"], "no reload without a reason");
     support::signal(pid, rustix::process::Signal::HUP);
-    wait_until(Duration::from_secs(5), "the config reload", || names(&status(&sb)) == 2);
+    wait_until(Duration::from_secs(5), "the reload", || names() == ["renamed"]);
+    support::signal(pid, rustix::process::Signal::INT);
+    wait_until(Duration::from_secs(5), "the daemon to exit on SIGINT", || !support::alive(pid));
+    assert!(!sb.socket().exists(), "the socket is removed on SIGINT");
+    get(&sb).code(0);
+    let pid = sb.daemon_pid().expect("a new daemon");
     support::signal(pid, rustix::process::Signal::TERM);
-    wait_until(Duration::from_secs(5), "the daemon to exit", || !support::alive(pid));
+    wait_until(Duration::from_secs(5), "the daemon to exit on SIGTERM", || !support::alive(pid));
     assert!(!sb.socket().exists(), "the socket is removed on SIGTERM");
 }
 
