@@ -32,18 +32,25 @@ pub fn call(op: &Op, autostart: bool, timeout: Duration) -> Result<Option<Body>>
     let mut replaced = false;
     loop {
         match connect(&paths) {
-            Ok(stream) => match exchange(stream, &request, timeout)? {
-                Body::VersionMismatch if !replaced => {
+            Ok(stream) => match exchange(stream, &request, timeout) {
+                Ok(Body::VersionMismatch) if !replaced => {
                     replaced = true;
                     replace_daemon(&paths)?;
                     started = true;
                 }
-                Body::VersionMismatch => {
+                Ok(Body::VersionMismatch) => {
                     return Err(Error::Daemon(
                         "the daemon speaks another version of the protocol; run `kubex-cred stop`".into(),
                     ));
                 }
-                body => return Ok(Some(body)),
+                Ok(body) => return Ok(Some(body)),
+                // A daemon killed a moment ago can still accept, then reset: start a new one.
+                Err(e) if is_gone(&e) && autostart && !started => {
+                    watchdog(timeout);
+                    start_daemon(&paths)?;
+                    started = true;
+                }
+                Err(e) => return Err(exchange_error(&e, timeout)),
             },
             Err(e) if is_absent(&e) && autostart && !started => {
                 // Thread-based deadline on this cold path only: the start lock and the launch can block.
@@ -75,6 +82,12 @@ pub fn tell(op: &Op) {
     }
 }
 
+/// Whether a daemon answers on the socket (a dying one may still accept connections).
+pub fn daemon_answers(paths: &Paths) -> bool {
+    let status = ipc::to_line(&Request { version: ipc::version(), op: Op::Status });
+    connect(paths).and_then(|stream| exchange(stream, &status, Duration::from_secs(1))).is_ok()
+}
+
 fn connect(paths: &Paths) -> std::io::Result<Stream> {
     let name = paths.socket.as_path().to_fs_name::<GenericFilePath>()?;
     Stream::connect(name)
@@ -84,30 +97,36 @@ fn is_absent(e: &std::io::Error) -> bool {
     matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused)
 }
 
-fn exchange(stream: Stream, request: &[u8], timeout: Duration) -> Result<Body> {
-    let failed = |what: &str, e: &std::io::Error| match e.kind() {
+/// The connection broke before an answer: the daemon is gone.
+fn is_gone(e: &std::io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::UnexpectedEof)
+}
+
+fn exchange_error(e: &std::io::Error, timeout: Duration) -> Error {
+    match e.kind() {
         ErrorKind::WouldBlock | ErrorKind::TimedOut => Error::Daemon(format!(
             "the daemon did not answer within {}: run `kubex-cred stop` (or kill it) and try again",
             humantime::format_duration(timeout)
         )),
-        _ => Error::Daemon(format!("cannot {what} the daemon: {e}")),
-    };
-    let mut stream = stream;
-    stream.set_recv_timeout(Some(timeout)).map_err(|e| failed("set a timeout on", &e))?;
-    stream.set_send_timeout(Some(timeout)).map_err(|e| failed("set a timeout on", &e))?;
-    stream.write_all(request).map_err(|e| failed("write to", &e))?;
-    let mut line = Vec::new();
-    BufReader::new(&mut stream)
-        .take(ipc::MAX_LINE as u64 + 1)
-        .read_until(b'\n', &mut line)
-        .map_err(|e| failed("read from", &e))?;
-    if !line.ends_with(b"\n") {
-        return Err(Error::Daemon(
-            "the daemon closed the connection without an answer; see `kubex-cred status`".into(),
-        ));
+        ErrorKind::UnexpectedEof => {
+            Error::Daemon("the daemon closed the connection without an answer; see `kubex-cred status`".into())
+        }
+        _ => Error::Daemon(format!("cannot talk to the daemon: {e}")),
     }
-    let response: Response = serde_json::from_slice(&line)
-        .map_err(|e| Error::Daemon(format!("cannot understand the daemon's answer: {e}")))?;
+}
+
+/// One request, one answer line.
+fn exchange(mut stream: Stream, request: &[u8], timeout: Duration) -> std::io::Result<Body> {
+    stream.set_recv_timeout(Some(timeout))?;
+    stream.set_send_timeout(Some(timeout))?;
+    stream.write_all(request)?;
+    let mut line = Vec::new();
+    BufReader::new(&mut stream).take(ipc::MAX_LINE as u64 + 1).read_until(b'\n', &mut line)?;
+    if !line.ends_with(b"\n") {
+        return Err(ErrorKind::UnexpectedEof.into());
+    }
+    let response: Response =
+        serde_json::from_slice(&line).map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e))?;
     Ok(response.body)
 }
 
@@ -117,7 +136,7 @@ fn start_daemon(paths: &Paths) -> Result<()> {
     let lock = open_lock_file(&paths.start_lock)?;
     // Racing clients queue here; the first starts the daemon, the rest find it running.
     lock.lock().map_err(|e| Error::Daemon(format!("cannot lock {}: {e}", paths.start_lock.display())))?;
-    if connect(paths).is_ok() {
+    if daemon_answers(paths) {
         return Ok(());
     }
     crate::daemon::launch(&core_exe()?, crate::daemon::DEFAULT_IDLE_TIMEOUT)

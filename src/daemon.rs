@@ -116,10 +116,19 @@ fn serve(options: &Options) -> Result<()> {
 fn serve_inner(options: &Options) -> Result<()> {
     let paths = Paths::new()?;
     paths.ensure_private_dir()?;
-    let Some(_lock) = lock::try_daemon_lock(&paths.daemon_lock)? else {
-        notify(options, "running");
-        eprintln!("kubex-cred: a daemon is already running for this user (socket {})", paths.socket.display());
-        return Ok(());
+    // The lock is held by a daemon that serves, one starting up, or one dying (its threads still
+    // exiting): give way only to the first, or after a moment to a starting one.
+    let give_way_at = std::time::Instant::now() + Duration::from_secs(3);
+    let _lock = loop {
+        match lock::try_daemon_lock(&paths.daemon_lock)? {
+            Some(lock) => break lock,
+            None if crate::client::daemon_answers(&paths) || std::time::Instant::now() >= give_way_at => {
+                notify(options, "running");
+                eprintln!("kubex-cred: a daemon is already running for this user (socket {})", paths.socket.display());
+                return Ok(());
+            }
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
     };
     if options.detached {
         lock::detach();
