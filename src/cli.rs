@@ -152,7 +152,7 @@ fn hand_over() -> Result<()> {
 
 /// `kubex-credd`: every command, in this process.
 pub fn run() -> Result<()> {
-    crate::daemon::lock::harden_process();
+    crate::daemon::platform::harden_process();
     let cli = Cli::parse();
     crate::logging::init();
     match cli.command {

@@ -120,7 +120,7 @@ fn serve_inner(options: &Options) -> Result<()> {
     // exiting): give way only to the first, or after a moment to a starting one.
     let give_way_at = std::time::Instant::now() + Duration::from_secs(3);
     let _lock = loop {
-        match lock::try_daemon_lock(&paths.daemon_lock)? {
+        match platform::try_daemon_lock(&paths.daemon_lock)? {
             Some(lock) => break lock,
             None if crate::client::daemon_answers(&paths) || std::time::Instant::now() >= give_way_at => {
                 notify(options, "running");
@@ -131,7 +131,7 @@ fn serve_inner(options: &Options) -> Result<()> {
         }
     };
     if options.detached {
-        lock::detach();
+        platform::detach();
     }
     // We hold the lock, so a socket file left here belongs to a dead daemon.
     #[cfg(unix)]
@@ -258,14 +258,14 @@ impl Daemon {
             stop: Notify::new(),
             configs: ConfigCache::default(),
             waiting: Waiting::default(),
-            uid: lock::current_uid(),
+            uid: platform::current_uid(),
         })
     }
 
     async fn run(self: Arc<Self>, mut listener: interprocess::local_socket::tokio::Listener) {
-        let ours = lock::file_id(&self.paths.socket);
+        let ours = platform::file_id(&self.paths.socket);
         let mut check = tokio::time::interval(SOCKET_CHECK);
-        let signals = lock::Signals::new();
+        let signals = platform::Signals::new();
         let mut signals = match signals {
             Ok(s) => s,
             Err(e) => {
@@ -294,7 +294,7 @@ impl Daemon {
                     break;
                 }
                 _ = check.tick() => {
-                    if lock::file_id(&self.paths.socket) != ours {
+                    if platform::file_id(&self.paths.socket) != ours {
                         // Someone else's socket (or none) is at our path now: leave it alone.
                         tracing::warn!("the socket path was taken over; exiting without touching it");
                         listener.do_not_reclaim_name_on_drop();
@@ -306,12 +306,12 @@ impl Daemon {
                     break;
                 }
                 event = signals.next() => match event {
-                    lock::Signal::Reload => {
+                    platform::Signal::Reload => {
                         // Config files are re-read when they change; SIGHUP forces it.
                         self.configs.clear();
                         tracing::info!("configuration reloaded");
                     }
-                    lock::Signal::Terminate => {
+                    platform::Signal::Terminate => {
                         tracing::info!("terminated by signal");
                         break;
                     }
@@ -528,7 +528,7 @@ impl crate::keychain::SecretStore for LazyKeychain {
 }
 
 /// Platform pieces: the daemon lock, detaching, signals, the user id, process hygiene.
-pub(crate) mod lock {
+pub(crate) mod platform {
     use std::fs::File;
     use std::path::Path;
 
