@@ -486,6 +486,15 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_slot_nobody_asks_for_does_not_mint() {
+        let f = fixture(Duration::ZERO);
+        f.get().await.expect("token");
+        advance(Duration::from_secs(3600));
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert_eq!(f.calls(), 1, "no timer refreshes an idle slot");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn the_last_ten_percent_is_never_served() {
         let f = fixture(Duration::ZERO);
         f.fail_with(AuthError::Server { url: url(), status: 503 });
