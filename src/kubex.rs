@@ -76,7 +76,6 @@ impl Client {
     pub fn new(ca_cert: Option<&Path>, timeout: Duration) -> Result<Client, Error> {
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
-            .https_only(false)
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .timeout(timeout)
