@@ -46,6 +46,17 @@ enum Command {
     Stop,
     /// Run the per-user daemon that caches tokens (started on demand by `get`).
     Daemon(DaemonArgs),
+    /// Print a shell completion script: `kubex-cred completions bash > /etc/bash_completion.d/kubex-cred`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) of kubex-cred, or of one of its commands.
+    #[command(hide = true)]
+    Manpage {
+        /// A command, e.g. `get`; none for the main page.
+        command: Option<String>,
+    },
     /// git's credential helper (what `git-credential-kubex` runs): get, store, erase, capability.
     GitCredential {
         /// The operation git asks for.
@@ -127,7 +138,12 @@ pub fn run_front() -> Result<()> {
         Command::Status { json } => status(json),
         Command::Stop => stop(),
         Command::GitCredential { operation } => git_credential(&operation),
-        Command::Get(_) | Command::Login(_) | Command::Logout { .. } | Command::Daemon(_) => hand_over(),
+        Command::Get(_)
+        | Command::Login(_)
+        | Command::Logout { .. }
+        | Command::Daemon(_)
+        | Command::Completions { .. }
+        | Command::Manpage { .. } => hand_over(),
     }
 }
 
@@ -163,12 +179,48 @@ pub fn run() -> Result<()> {
         Command::Status { json } => status(json),
         Command::Stop => stop(),
         Command::GitCredential { operation } => git_credential(&operation),
+        Command::Completions { shell } => completions(shell),
+        Command::Manpage { command } => manpage(command.as_deref()),
         Command::Daemon(args) => crate::daemon::run(&crate::daemon::Options {
             foreground: args.foreground,
             idle_timeout: args.idle_timeout,
             detached: args.detached,
         }),
     }
+}
+
+/// Completion scripts and man pages come from the clap definitions, so they never drift from the CLI.
+fn completions(shell: clap_complete::Shell) -> Result<()> {
+    let mut command = <Cli as clap::CommandFactory>::command();
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, "kubex-cred", &mut script);
+    write_stdout(&script)
+}
+
+fn write_stdout(bytes: &[u8]) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::Other(anyhow::anyhow!("cannot write to stdout: {e}")))
+}
+
+fn manpage(name: Option<&str>) -> Result<()> {
+    let root = <Cli as clap::CommandFactory>::command();
+    let command = match name {
+        None => root,
+        Some(name) => {
+            let sub = root
+                .find_subcommand(name)
+                .cloned()
+                .ok_or_else(|| usage(format!("no command '{name}': see `kubex-cred --help`")))?;
+            sub.display_name(format!("kubex-cred-{name}"))
+        }
+    };
+    let mut page = Vec::new();
+    clap_mangen::Man::new(command)
+        .render(&mut page)
+        .map_err(|e| Error::Other(anyhow::anyhow!("cannot render the man page: {e}")))?;
+    write_stdout(&page)
 }
 
 fn env_overrides(flags: Overrides) -> Overrides {

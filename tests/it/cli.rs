@@ -99,3 +99,32 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+#[test]
+fn completions_come_from_the_command_definitions() {
+    let sb = Sandbox::new();
+    let bash = sb.run(&["completions", "bash"], b"").code(0).stdout;
+    for word in ["kubex-cred", "login", "logout", "get", "status", "--min-ttl", "--format"] {
+        assert!(bash.contains(word), "bash completion lacks {word}");
+    }
+    let script = sb.home().join("kubex-cred.bash");
+    std::fs::write(&script, &bash).expect("write");
+    let mut check = sb.cmd("bash");
+    check.arg("-n").arg(&script);
+    crate::support::run_with_input(check, b"").code(0);
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let out = sb.run(&["completions", shell], b"").code(0);
+        assert!(out.stdout.contains("kubex-cred") && out.stdout.contains("min-ttl"), "{shell}");
+    }
+    assert_eq!(sb.run(&["completions", "tcsh"], b"").code, 2);
+}
+
+#[test]
+fn man_pages_come_from_the_command_definitions() {
+    let sb = Sandbox::new();
+    let main = sb.run(&["manpage"], b"").code(0).stdout;
+    assert!(main.contains(".TH kubex-cred 1") && main.contains("login"), "{main}");
+    let get = sb.run(&["manpage", "get"], b"").code(0).stdout;
+    assert!(get.contains(".TH kubex-cred-get 1") && get.contains("min\\-ttl"), "{get}");
+    sb.run(&["manpage", "nope"], b"").fails(2, "no command 'nope'");
+}
