@@ -133,13 +133,17 @@ fn serve_inner(options: &Options) -> Result<()> {
     if options.detached {
         platform::detach();
     }
-    // We hold the lock, so a socket file left here belongs to a dead daemon.
+    // Socket activation: the service manager owns the socket file; leave it alone.
+    let inherited = platform::inherited_listener()?;
+    // Otherwise we hold the lock, so a socket file left here belongs to a dead daemon.
     #[cfg(unix)]
-    match std::fs::remove_file(&paths.socket) {
-        Ok(()) => tracing::info!("removed a stale socket"),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(Error::Daemon(format!("cannot remove the stale socket {}: {e}", paths.socket.display())));
+    if inherited.is_none() {
+        match std::fs::remove_file(&paths.socket) {
+            Ok(()) => tracing::info!("removed a stale socket"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(Error::Daemon(format!("cannot remove the stale socket {}: {e}", paths.socket.display())));
+            }
         }
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -147,10 +151,18 @@ fn serve_inner(options: &Options) -> Result<()> {
         .build()
         .map_err(|e| Error::Daemon(format!("cannot start the async runtime: {e}")))?;
     runtime.block_on(async {
-        let listener = bind(&paths.socket)?;
+        let activated = inherited.is_some();
+        let mut listener = match inherited {
+            Some(listener) => platform::adopt(listener)?,
+            None => bind(&paths.socket)?,
+        };
+        if activated {
+            listener.do_not_reclaim_name_on_drop();
+        }
         let daemon = Arc::new(Daemon::new(paths.clone(), options.idle_timeout)?);
         notify(options, "ready");
-        tracing::info!(socket = %paths.socket.display(), pid = std::process::id(), "daemon ready");
+        platform::notify_service_manager();
+        tracing::info!(socket = %paths.socket.display(), pid = std::process::id(), activated, "daemon ready");
         daemon.run(listener).await;
         Ok::<_, Error>(())
     })?;
@@ -566,6 +578,41 @@ pub(crate) mod platform {
             let _ = setrlimit(Resource::Core, Rlimit { current: Some(0), maximum: Some(0) });
             let files = getrlimit(Resource::Nofile);
             let _ = setrlimit(Resource::Nofile, Rlimit { current: files.maximum, maximum: files.maximum });
+        }
+    }
+
+    /// The listening socket a service manager passed (`LISTEN_FDS`/`LISTEN_PID`), if any.
+    #[cfg(unix)]
+    pub fn inherited_listener() -> Result<Option<std::os::unix::net::UnixListener>> {
+        listenfd::ListenFd::from_env()
+            .take_unix_listener(0)
+            .map_err(|e| Error::Daemon(format!("cannot use the socket passed by the service manager: {e}")))
+    }
+
+    #[cfg(not(unix))]
+    pub fn inherited_listener() -> Result<Option<std::convert::Infallible>> {
+        Ok(None)
+    }
+
+    /// Makes a passed socket the daemon's listener.
+    #[cfg(unix)]
+    pub fn adopt(listener: std::os::unix::net::UnixListener) -> Result<interprocess::local_socket::tokio::Listener> {
+        let fd = std::os::fd::OwnedFd::from(listener);
+        interprocess::os::unix::uds_local_socket::tokio::Listener::try_from(fd)
+            .map(Into::into)
+            .map_err(|e| Error::Daemon(format!("cannot listen on the socket passed by the service manager: {e}")))
+    }
+
+    #[cfg(not(unix))]
+    pub fn adopt(never: std::convert::Infallible) -> Result<interprocess::local_socket::tokio::Listener> {
+        match never {}
+    }
+
+    /// Tells systemd (`Type=notify`) that the daemon is ready; nothing without `NOTIFY_SOCKET`.
+    pub fn notify_service_manager() {
+        #[cfg(target_os = "linux")]
+        if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+            tracing::warn!("cannot notify the service manager: {e}");
         }
     }
 

@@ -49,8 +49,7 @@ impl std::fmt::Debug for OsKeychain {
 }
 
 #[cfg(target_os = "linux")]
-const HINT: &str =
-    "start a Secret Service (gnome-keyring, KeePassXC) in this session and unlock it, or see `docs/troubleshooting.md`";
+const HINT: &str = "start a Secret Service (gnome-keyring, KeePassXC) in this session and unlock it";
 #[cfg(target_os = "macos")]
 const HINT: &str = "unlock the login keychain (Keychain Access) and try again";
 #[cfg(windows)]

@@ -520,3 +520,56 @@ fn a_daemon_whose_socket_path_was_taken_over_leaves_without_touching_it() {
     newcomer.set_nonblocking(false).expect("blocking");
     newcomer.accept().expect("the newcomer still owns the path");
 }
+
+/// The daemon takes the socket systemd passes (here `systemd-socket-activate`, which passes it
+/// exactly as systemd does), serves from it, and leaves the socket file to its owner.
+#[test]
+fn socket_activation_serves_a_get() {
+    let (sb, emu) = start(Duration::from_secs(300), 0);
+    let dir = sb.runtime_dir().join("kubex-cred");
+    std::fs::create_dir(&dir).expect("mkdir");
+    support::set_mode(&dir, 0o700);
+    let mut c = sb.cmd("systemd-socket-activate");
+    c.arg("-l").arg(sb.socket());
+    // Like systemd, it passes no environment but what it is told to: a user manager sets these.
+    for var in ["HOME", "XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "DBUS_SESSION_BUS_ADDRESS"] {
+        c.arg(format!("--setenv={var}"));
+    }
+    c.arg(support::bin("kubex-credd")).args(["daemon", "--foreground"]);
+    c.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    let mut activator = c.spawn().expect("systemd-socket-activate (Debian package systemd)");
+    wait_until(Duration::from_secs(10), "the activation socket", || sb.socket().exists());
+    let token = get(&sb).code(0).token();
+    assert!(emu.accepts(&token));
+    assert_eq!(sb.daemon_pids(), vec![activator.id()], "the activated daemon served, no other was started");
+    sb.run(&["stop"], b"").code(0);
+    let _ = activator.wait();
+    assert!(sb.socket().exists(), "the socket file belongs to the service manager");
+}
+
+/// The systemd units in packaging/ pass `systemd-analyze verify` (with the man page they name).
+#[test]
+fn the_systemd_units_verify() {
+    let sb = Sandbox::new();
+    let units = sb.dir.path().join("units");
+    let man = sb.dir.path().join("man/man1");
+    std::fs::create_dir_all(&units).expect("mkdir");
+    std::fs::create_dir_all(&man).expect("mkdir");
+    let page = sb.run(&["manpage"], b"").code(0).stdout;
+    std::fs::write(man.join("kubex-cred.1"), page).expect("write the man page");
+    let packaging = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/systemd");
+    let service = std::fs::read_to_string(packaging.join("kubex-cred.service")).expect("service unit");
+    let credd = support::bin("kubex-credd");
+    std::fs::write(
+        units.join("kubex-cred.service"),
+        service.replace("/usr/bin/kubex-credd", credd.to_str().expect("utf8")),
+    )
+    .expect("write");
+    std::fs::copy(packaging.join("kubex-cred.socket"), units.join("kubex-cred.socket")).expect("copy");
+    let mut c = sb.cmd("systemd-analyze");
+    c.args(["verify", "--user", "kubex-cred.socket", "kubex-cred.service"])
+        .current_dir(&units)
+        .env("MANPATH", sb.dir.path().join("man"));
+    let out = support::run_with_input(c, b"");
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+}
