@@ -252,9 +252,7 @@ fn logout_drops_the_daemons_slot() {
 #[test]
 fn a_loose_socket_directory_is_refused_with_the_hint() {
     let (sb, emu) = start(Duration::from_secs(300), 0);
-    let dir = sb.runtime_dir().join("kubex-cred");
-    std::fs::create_dir(&dir).expect("mkdir");
-    support::set_mode(&dir, 0o755);
+    let dir = sb.make_socket_dir(0o755);
     get(&sb).fails(9, &format!("chmod 700 {}", dir.display()));
     assert_eq!(emu.authorize_calls(), 1);
     sb.run(&["get", "--no-daemon"], b"").code(0);
@@ -284,9 +282,7 @@ fn another_user_gets_no_bytes() {
 /// Logged in, with a listener of the test's own at the daemon's socket path.
 fn with_a_fake_daemon() -> (Sandbox, Emulator, std::os::unix::net::UnixListener) {
     let (sb, emu) = start(Duration::from_secs(300), 0);
-    let dir = sb.runtime_dir().join("kubex-cred");
-    std::fs::create_dir(&dir).expect("mkdir");
-    support::set_mode(&dir, 0o700);
+    sb.make_socket_dir(0o700);
     let listener = std::os::unix::net::UnixListener::bind(sb.socket()).expect("bind");
     (sb, emu, listener)
 }
@@ -526,9 +522,7 @@ fn a_daemon_whose_socket_path_was_taken_over_leaves_without_touching_it() {
 #[test]
 fn socket_activation_serves_a_get() {
     let (sb, emu) = start(Duration::from_secs(300), 0);
-    let dir = sb.runtime_dir().join("kubex-cred");
-    std::fs::create_dir(&dir).expect("mkdir");
-    support::set_mode(&dir, 0o700);
+    sb.make_socket_dir(0o700);
     let mut c = sb.cmd("systemd-socket-activate");
     c.arg("-l").arg(sb.socket());
     // Like systemd, it passes no environment but what it is told to: a user manager sets these.

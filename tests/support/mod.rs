@@ -186,6 +186,14 @@ impl Sandbox {
     pub fn socket(&self) -> PathBuf {
         self.runtime_dir().join("kubex-cred/daemon.sock")
     }
+
+    /// Creates the daemon's socket directory ahead of it, with this mode.
+    pub fn make_socket_dir(&self, mode: u32) -> PathBuf {
+        let dir = self.runtime_dir().join("kubex-cred");
+        std::fs::create_dir(&dir).expect("create the socket directory");
+        set_mode(&dir, mode);
+        dir
+    }
 }
 
 /// Whether a process exists and is not a zombie.
