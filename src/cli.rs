@@ -46,6 +46,12 @@ enum Command {
     Stop,
     /// Run the per-user daemon that caches tokens (started on demand by `get`).
     Daemon(DaemonArgs),
+    /// Run the daemon as a background service of the session: systemd user units (Linux), a
+    /// LaunchAgent (macOS), a logon task (Windows).
+    Service {
+        #[command(subcommand)]
+        action: ServiceAction,
+    },
     /// Print a shell completion script: `kubex-cred completions bash > /etc/bash_completion.d/kubex-cred`.
     Completions {
         #[arg(value_enum)]
@@ -62,6 +68,24 @@ enum Command {
         /// The operation git asks for.
         operation: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ServiceAction {
+    /// Write and enable the service for this platform (safe to repeat).
+    Install {
+        /// Print what would be written and run, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Disable and remove the service (safe to repeat).
+    Uninstall {
+        /// Print what would be removed and run, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Show what is installed and whether it runs.
+    Status,
 }
 
 #[derive(Debug, Args)]
@@ -142,6 +166,7 @@ pub fn run_front() -> Result<()> {
         | Command::Login(_)
         | Command::Logout { .. }
         | Command::Daemon(_)
+        | Command::Service { .. }
         | Command::Completions { .. }
         | Command::Manpage { .. } => hand_over(),
     }
@@ -179,6 +204,7 @@ pub fn run() -> Result<()> {
         Command::Status { json } => status(json),
         Command::Stop => stop(),
         Command::GitCredential { operation } => git_credential(&operation),
+        Command::Service { action } => service(action),
         Command::Completions { shell } => completions(shell),
         Command::Manpage { command } => manpage(command.as_deref()),
         Command::Daemon(args) => crate::daemon::run(&crate::daemon::Options {
@@ -187,6 +213,27 @@ pub fn run() -> Result<()> {
             detached: args.detached,
         }),
     }
+}
+
+fn service(action: ServiceAction) -> Result<()> {
+    let report = match action {
+        ServiceAction::Install { dry_run } => {
+            let steps = crate::service::install_plan()?;
+            if !dry_run {
+                crate::service::check_manager()?;
+            }
+            crate::service::apply(&steps, dry_run)?
+        }
+        ServiceAction::Uninstall { dry_run } => {
+            let steps = crate::service::uninstall_plan()?;
+            if !dry_run {
+                crate::service::check_manager()?;
+            }
+            crate::service::apply(&steps, dry_run)?
+        }
+        ServiceAction::Status => crate::service::status()?,
+    };
+    write_stdout(report.as_bytes())
 }
 
 /// Completion scripts and man pages come from the clap definitions, so they never drift from the CLI.

@@ -118,11 +118,18 @@ fn serve_inner(options: &Options) -> Result<()> {
     paths.ensure_private_dir()?;
     // The lock is held by a daemon that serves, one starting up, or one dying (its threads still
     // exiting): give way only to the first, or after a moment to a starting one.
-    let give_way_at = std::time::Instant::now() + Duration::from_secs(3);
+    // Socket activation: the service manager owns the socket file (leave it alone) and this daemon
+    // is the one meant to serve it. A lock holder then is an on-demand daemon whose socket path the
+    // manager just took over: it notices within seconds and exits, so wait for it, never give way.
+    let inherited = platform::inherited_listener()?;
+    let activated = inherited.is_some();
+    let give_way_at = std::time::Instant::now() + Duration::from_secs(if activated { 15 } else { 3 });
     let _lock = loop {
         match platform::try_daemon_lock(&paths.daemon_lock)? {
             Some(lock) => break lock,
-            None if crate::client::daemon_answers(&paths) || std::time::Instant::now() >= give_way_at => {
+            None if (!activated && crate::client::daemon_answers(&paths))
+                || std::time::Instant::now() >= give_way_at =>
+            {
                 notify(options, "running");
                 eprintln!("kubex-cred: a daemon is already running for this user (socket {})", paths.socket.display());
                 return Ok(());
@@ -133,11 +140,9 @@ fn serve_inner(options: &Options) -> Result<()> {
     if options.detached {
         platform::detach();
     }
-    // Socket activation: the service manager owns the socket file; leave it alone.
-    let inherited = platform::inherited_listener()?;
-    // Otherwise we hold the lock, so a socket file left here belongs to a dead daemon.
+    // Without activation we hold the lock, so a socket file left here belongs to a dead daemon.
     #[cfg(unix)]
-    if inherited.is_none() {
+    if !activated {
         match std::fs::remove_file(&paths.socket) {
             Ok(()) => tracing::info!("removed a stale socket"),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -151,7 +156,6 @@ fn serve_inner(options: &Options) -> Result<()> {
         .build()
         .map_err(|e| Error::Daemon(format!("cannot start the async runtime: {e}")))?;
     runtime.block_on(async {
-        let activated = inherited.is_some();
         let mut listener = match inherited {
             Some(listener) => platform::adopt(listener)?,
             None => bind(&paths.socket)?,

@@ -10,4 +10,5 @@ mod daemon;
 mod git;
 mod keychain;
 mod kubex;
+mod service;
 mod token;

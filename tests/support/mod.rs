@@ -305,3 +305,66 @@ pub fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
+
+/// A real systemd user manager (`systemd --user`) for one sandbox: its units come from the
+/// sandbox's `$XDG_CONFIG_HOME/systemd/user`, its runtime state from the sandbox's runtime dir, and
+/// the services it starts get the sandbox's environment (its D-Bus session, so its keychain).
+///
+/// systemd refuses to run a user instance on a machine not booted with systemd (a container, a CI
+/// runner); it only checks that `/run/systemd/system` exists, so the manager runs in a private mount
+/// namespace (`unshare -m`, needs root, as CI has) that has an empty tmpfs with that directory.
+#[derive(Debug)]
+pub struct UserManager {
+    child: Child,
+}
+
+impl UserManager {
+    pub fn start(sb: &Sandbox) -> UserManager {
+        // The manager starts only an empty target, and the machine's own bus and keyring units are
+        // masked (in the runtime control directory, which outranks /etc): their sockets would take
+        // the place of the sandbox's bus and keyring as the session's.
+        let runtime = sb.runtime_dir().join("systemd");
+        std::fs::create_dir_all(runtime.join("user")).expect("mkdir");
+        std::fs::create_dir_all(runtime.join("user.control")).expect("mkdir");
+        std::fs::write(
+            runtime.join("user/kubex-test.target"),
+            "[Unit]\nDescription=kubex-cred test session\nDefaultDependencies=no\n",
+        )
+        .expect("write the test target");
+        for unit in ["dbus.socket", "dbus.service", "gnome-keyring-daemon.socket", "gnome-keyring-daemon.service"] {
+            std::os::unix::fs::symlink("/dev/null", runtime.join("user.control").join(unit)).expect("mask a unit");
+        }
+        let script = "mount -t tmpfs tmpfs /run/systemd && mkdir /run/systemd/system && \
+                      exec /lib/systemd/systemd --user --unit=kubex-test.target";
+        let mut c = sb.cmd("unshare");
+        c.args(["--mount", "--propagation", "private", "sh", "-c", script]);
+        c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        let child = c.spawn().expect("unshare (Debian package util-linux)");
+        let manager = UserManager { child };
+        wait_until(Duration::from_secs(20), "the systemd user manager to answer", || {
+            sb.cmd("systemctl").args(["--user", "show-environment"]).output().is_ok_and(|o| o.status.success())
+        });
+        // As a desktop session does (dbus-update-activation-environment --systemd): services see
+        // the session's bus, where the keyring is.
+        let address = format!("DBUS_SESSION_BUS_ADDRESS={}", sb.bus_address);
+        let set = sb.cmd("systemctl").args(["--user", "set-environment", &address]).status().expect("systemctl");
+        assert!(set.success(), "systemctl --user set-environment failed");
+        manager
+    }
+}
+
+impl Drop for UserManager {
+    fn drop(&mut self) {
+        // SIGTERM: the manager stops its units (the daemon among them), then exits.
+        signal(self.child.id(), rustix::process::Signal::TERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
