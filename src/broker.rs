@@ -19,6 +19,7 @@ use crate::error::Error;
 use crate::ipc::ProfileStatus;
 use crate::keychain::SecretStore;
 use crate::kubex::AuthError;
+use crate::notify::{Event, Notifier};
 use crate::token::{Stamp, Token};
 
 /// How long a 403 (subscription expired) keeps the slot from asking again.
@@ -154,6 +155,7 @@ pub struct Broker {
     slots: Mutex<HashMap<String, Arc<Slot>>>,
     keychain: Arc<dyn SecretStore>,
     minter: Arc<dyn Minter>,
+    notifier: Arc<dyn Notifier>,
     clock: fn() -> Stamp,
 }
 
@@ -164,8 +166,13 @@ impl std::fmt::Debug for Broker {
 }
 
 impl Broker {
-    pub fn new(keychain: Arc<dyn SecretStore>, minter: Arc<dyn Minter>, clock: fn() -> Stamp) -> Arc<Broker> {
-        Arc::new(Broker { slots: Mutex::new(HashMap::new()), keychain, minter, clock })
+    pub fn new(
+        keychain: Arc<dyn SecretStore>,
+        minter: Arc<dyn Minter>,
+        notifier: Arc<dyn Notifier>,
+        clock: fn() -> Stamp,
+    ) -> Arc<Broker> {
+        Arc::new(Broker { slots: Mutex::new(HashMap::new()), keychain, minter, notifier, clock })
     }
 
     fn slots(&self) -> MutexGuard<'_, HashMap<String, Arc<Slot>>> {
@@ -277,6 +284,17 @@ impl Broker {
             Err(e) => {
                 let failure = Failure::from(Error::from(e.clone()));
                 tracing::info!(profile = %profile.name, code = failure.code, "mint failed: {}", failure.message);
+                // What only the user can fix, once per event: each rejection is of another password
+                // (a rejected one is never sent again); an expiry counts once until a mint succeeds.
+                let (name, url, user) = (profile.name.clone(), profile.url.to_string(), profile.user.clone());
+                let expired_before = matches!(&hold, Hold::Until { failure, .. } if failure.code == 5);
+                match e {
+                    AuthError::Rejected { .. } => self.notifier.notify(Event::Rejected { profile: name, url, user }),
+                    AuthError::Expired { .. } if !expired_before => {
+                        self.notifier.notify(Event::Expired { profile: name, url, user });
+                    }
+                    _ => {}
+                }
                 s.hold = match e {
                     AuthError::Rejected { .. } => Hold::Rejected { fingerprint: print, failure: failure.clone() },
                     AuthError::Expired { .. } => {
@@ -411,10 +429,21 @@ mod tests {
         }
     }
 
+    /// Records the events the broker reports.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<Event>>);
+
+    impl Notifier for Recorder {
+        fn notify(&self, event: Event) {
+            self.0.lock().expect("lock").push(event);
+        }
+    }
+
     struct Fixture {
         broker: Arc<Broker>,
         kubex: Arc<FakeKubex>,
         store: Arc<MemoryStore>,
+        events: Arc<Recorder>,
         profile: Profile,
     }
 
@@ -428,8 +457,9 @@ mod tests {
         let store = Arc::new(MemoryStore::default());
         store.set(&profile.account(), &SecretString::from("pw")).expect("set");
         let kubex = Arc::new(FakeKubex { calls: AtomicU32::new(0), answer: Mutex::new(Ok(())), delay });
-        let broker = Broker::new(store.clone(), kubex.clone(), now);
-        Fixture { broker, kubex, store, profile }
+        let events = Arc::new(Recorder::default());
+        let broker = Broker::new(store.clone(), kubex.clone(), events.clone(), now);
+        Fixture { broker, kubex, store, events, profile }
     }
 
     impl Fixture {
@@ -438,6 +468,12 @@ mod tests {
         }
         fn fail_with(&self, e: AuthError) {
             *self.kubex.answer.lock().expect("lock") = Err(e);
+        }
+        /// How many events of each kind were reported: (rejected, expired).
+        fn events(&self) -> (usize, usize) {
+            let events = self.events.0.lock().expect("lock");
+            let rejected = events.iter().filter(|e| matches!(e, Event::Rejected { .. })).count();
+            (rejected, events.len() - rejected)
         }
         fn succeed(&self) {
             *self.kubex.answer.lock().expect("lock") = Ok(());
@@ -521,10 +557,17 @@ mod tests {
         advance(Duration::from_secs(3600));
         assert_eq!(f.get().await.expect_err("still rejected").code, 4);
         assert_eq!(f.calls(), 1, "time alone does not retry a rejected password");
+        assert_eq!(f.events(), (1, 0), "one notification for 21 refusals of one password");
+        f.store.set(&f.profile.account(), &SecretString::from("also wrong")).expect("set");
+        assert_eq!(f.get().await.expect_err("rejected again").code, 4);
+        assert_eq!(f.events(), (2, 0), "another password rejected is another event");
         f.succeed();
         f.store.set(&f.profile.account(), &SecretString::from("new")).expect("set");
         f.get().await.expect("the new password is tried");
-        assert_eq!(f.calls(), 2);
+        assert_eq!(f.calls(), 3);
+        assert_eq!(f.events(), (2, 0));
+        let events = f.events.0.lock().expect("lock");
+        assert!(events[0].body().contains("kubex-cred login --profile p"), "{}", events[0].body());
     }
 
     #[tokio::test(start_paused = true)]
@@ -572,8 +615,16 @@ mod tests {
         }
         assert_eq!(f.calls(), 1);
         advance(EXPIRED_HOLD);
+        assert_eq!(f.get().await.expect_err("still 403 after the hold").code, 5);
+        assert_eq!(f.calls(), 2);
+        assert_eq!(f.events(), (0, 1), "one notification while the subscription stays expired");
+        advance(EXPIRED_HOLD);
         f.succeed();
         f.get().await.expect("asks again after the hold");
+        f.fail_with(AuthError::Expired { url: url(), user: "u".into() });
+        advance(Duration::from_secs(95));
+        assert_eq!(f.get().await.expect_err("expired again").code, 5);
+        assert_eq!(f.events(), (0, 2), "an expiry after a success is a new event");
     }
 
     #[tokio::test(start_paused = true)]

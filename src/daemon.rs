@@ -267,7 +267,7 @@ impl Daemon {
         let minter = Arc::new(KubexMinter { clients: Mutex::new(HashMap::new()), timeout: crate::cli::timeout()? });
         Ok(Daemon {
             paths,
-            broker: Broker::new(keychain, minter, Stamp::now),
+            broker: Broker::new(keychain, minter, crate::notify::Desktop::start(), Stamp::now),
             started: tokio::time::Instant::now(),
             idle_timeout,
             last_request: Mutex::new(tokio::time::Instant::now()),

@@ -11,6 +11,7 @@ pub mod ipc;
 pub mod keychain;
 pub mod kubex;
 pub mod logging;
+pub mod notify;
 pub mod service;
 pub mod token;
 

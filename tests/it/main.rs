@@ -10,5 +10,6 @@ mod daemon;
 mod git;
 mod keychain;
 mod kubex;
+mod notify;
 mod service;
 mod token;

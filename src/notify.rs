@@ -1,0 +1,155 @@
+//! Tells the desktop user when only they can fix something: Kubex rejected the stored password
+//! (401) or the subscription expired (403). One notification per event; the broker decides what an
+//! event is. Linux: freedesktop notifications over the session D-Bus; macOS: Notification Center
+//! through `osascript`; Windows: not yet (logged). Headless sessions (no session bus, or no
+//! notification server on it) skip it quietly. `KUBEX_CRED_NOTIFY=0` turns it off.
+//!
+//! Notifications go out one at a time from one thread, in the order of the events, so a slow
+//! notification server never holds up a token.
+
+use std::sync::mpsc;
+
+/// Something the user must act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Rejected { profile: String, url: String, user: String },
+    Expired { profile: String, url: String, user: String },
+}
+
+impl Event {
+    pub fn summary(&self) -> &'static str {
+        match self {
+            Event::Rejected { .. } => "Kubex rejected the stored password",
+            Event::Expired { .. } => "Kubex subscription expired",
+        }
+    }
+
+    pub fn body(&self) -> String {
+        match self {
+            Event::Rejected { profile, url, user } => format!(
+                "{url} refused the password of {user} (profile {profile}); kubex-cred will not send it again. \
+                 Run `kubex-cred login --profile {profile}` with the current password."
+            ),
+            Event::Expired { profile, url, user } => format!(
+                "The trial or subscription of {user} at {url} (profile {profile}) has expired. Renew it, then run \
+                 `kubex-cred login --profile {profile}`."
+            ),
+        }
+    }
+}
+
+/// Where events go: the desktop in the daemon, a recorder in unit tests.
+pub trait Notifier: Send + Sync {
+    fn notify(&self, event: Event);
+}
+
+/// Drops every event (`get --no-daemon`, `KUBEX_CRED_NOTIFY=0`).
+#[derive(Debug)]
+pub struct Silent;
+
+impl Notifier for Silent {
+    fn notify(&self, _: Event) {}
+}
+
+/// The desktop's notifications, sent from a thread of their own.
+#[derive(Debug)]
+pub struct Desktop {
+    queue: std::sync::Mutex<mpsc::Sender<Event>>,
+}
+
+impl Desktop {
+    /// The notifier for this session, or [`Silent`] when `KUBEX_CRED_NOTIFY` is `0`/`off`/`false`.
+    pub fn start() -> std::sync::Arc<dyn Notifier> {
+        let off = std::env::var("KUBEX_CRED_NOTIFY").is_ok_and(|v| matches!(v.as_str(), "0" | "off" | "false" | "no"));
+        if off {
+            return std::sync::Arc::new(Silent);
+        }
+        let (tx, rx) = mpsc::channel::<Event>();
+        let spawned = std::thread::Builder::new().name("notify".into()).spawn(move || {
+            for event in rx {
+                match platform::show(&event) {
+                    Ok(true) => tracing::info!("desktop notified: {}", event.summary()),
+                    Ok(false) => tracing::debug!("no notification service in this session; not shown"),
+                    Err(e) => tracing::debug!("cannot show a desktop notification: {e}"),
+                }
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::warn!("no desktop notifications: cannot start their thread: {e}");
+            return std::sync::Arc::new(Silent);
+        }
+        std::sync::Arc::new(Desktop { queue: std::sync::Mutex::new(tx) })
+    }
+}
+
+impl Notifier for Desktop {
+    fn notify(&self, event: Event) {
+        let queue = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _ = queue.send(event);
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod platform {
+    use std::collections::HashMap;
+
+    use super::Event;
+
+    const NAME: &str = "org.freedesktop.Notifications";
+
+    /// Notify (org.freedesktop.Notifications, Desktop Notifications Specification 1.2); `Ok(false)`
+    /// when the session has no bus or nobody serves or can be started to serve notifications.
+    pub fn show(event: &Event) -> Result<bool, zbus::Error> {
+        if std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_none() {
+            return Ok(false);
+        }
+        let connection = zbus::blocking::Connection::session()?;
+        let bus = zbus::blocking::fdo::DBusProxy::new(&connection)?;
+        let name = zbus::names::BusName::try_from(NAME)?;
+        let served =
+            bus.name_has_owner(name.clone())? || bus.list_activatable_names()?.iter().any(|n| n.as_str() == NAME);
+        if !served {
+            return Ok(false);
+        }
+        let hints: HashMap<&str, zbus::zvariant::Value<'_>> = HashMap::from([("urgency", 2u8.into())]);
+        connection.call_method(
+            Some(NAME),
+            "/org/freedesktop/Notifications",
+            Some(NAME),
+            "Notify",
+            &("kubex-cred", 0u32, "dialog-password", event.summary(), event.body(), Vec::<&str>::new(), hints, -1i32),
+        )?;
+        Ok(true)
+    }
+}
+
+#[cfg(target_os = "macos")]
+mod platform {
+    use super::Event;
+
+    fn applescript_string(text: &str) -> String {
+        format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+    }
+
+    /// Notification Center through osascript (no secret is in the text, so argv is fine).
+    pub fn show(event: &Event) -> std::io::Result<bool> {
+        let script = format!(
+            "display notification {} with title {}",
+            applescript_string(&event.body()),
+            applescript_string(event.summary())
+        );
+        let status = std::process::Command::new("osascript").arg("-e").arg(script).status()?;
+        Ok(status.success())
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+mod platform {
+    use super::Event;
+
+    /// Windows toasts need a registered AppUserModelID; until the installer registers one, the
+    /// event is only logged (and `kubex-cred get` reports it with its exit code).
+    pub fn show(_: &Event) -> std::io::Result<bool> {
+        Ok(false)
+    }
+}
