@@ -128,3 +128,40 @@ fn man_pages_come_from_the_command_definitions() {
     assert!(get.contains(".TH kubex-cred-get 1") && get.contains("min\\-ttl"), "{get}");
     sb.run(&["manpage", "nope"], b"").fails(2, "no command 'nope'");
 }
+
+/// The docs cover what a user meets: every visible command (as `kubex-cred COMMAND` in README.md
+/// or docs/), every exit code with a section in docs/troubleshooting.md, and every doc the package
+/// ships is linked from README.md.
+#[test]
+fn the_docs_cover_each_command_and_exit_code() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut docs = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let readme = docs.clone();
+    for entry in std::fs::read_dir(root.join("docs")).expect("docs/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "md") {
+            let name = path.file_name().expect("name").to_string_lossy().into_owned();
+            assert!(readme.contains(&format!("docs/{name}")), "README.md does not link docs/{name}");
+            docs.push_str(&std::fs::read_to_string(&path).expect("doc"));
+        }
+    }
+    let sb = Sandbox::new();
+    let help = sb.run(&["--help"], b"").code(0).stdout;
+    let commands: Vec<&str> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .collect();
+    assert!(commands.len() >= 9 && commands.contains(&"service"), "{commands:?}");
+    for command in commands {
+        let documented = docs.contains(&format!("kubex-cred {command}")) || docs.contains(&format!("`{command} "));
+        assert!(documented, "no doc shows `kubex-cred {command}`");
+    }
+    let troubleshooting = std::fs::read_to_string(root.join("docs/troubleshooting.md")).expect("troubleshooting");
+    for code in 0..=9 {
+        assert!(troubleshooting.contains(&format!("\n## Exit {code}: ")), "docs/troubleshooting.md lacks exit {code}");
+    }
+}
