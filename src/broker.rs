@@ -17,9 +17,9 @@ use sha2::{Digest, Sha256};
 use crate::config::Profile;
 use crate::error::Error;
 use crate::ipc::ProfileStatus;
-use crate::keychain::SecretStore;
 use crate::kubex::AuthError;
 use crate::notify::{Event, Notifier};
+use crate::source::Passwords;
 use crate::token::{Stamp, Token};
 
 /// How long a 403 (subscription expired) keeps the slot from asking again.
@@ -153,7 +153,7 @@ pub fn backoff(failures: u32) -> Duration {
 /// The daemon's token slots, one per account (user at instance).
 pub struct Broker {
     slots: Mutex<HashMap<String, Arc<Slot>>>,
-    keychain: Arc<dyn SecretStore>,
+    passwords: Arc<dyn Passwords>,
     minter: Arc<dyn Minter>,
     notifier: Arc<dyn Notifier>,
     clock: fn() -> Stamp,
@@ -167,12 +167,12 @@ impl std::fmt::Debug for Broker {
 
 impl Broker {
     pub fn new(
-        keychain: Arc<dyn SecretStore>,
+        passwords: Arc<dyn Passwords>,
         minter: Arc<dyn Minter>,
         notifier: Arc<dyn Notifier>,
         clock: fn() -> Stamp,
     ) -> Arc<Broker> {
-        Arc::new(Broker { slots: Mutex::new(HashMap::new()), keychain, minter, notifier, clock })
+        Arc::new(Broker { slots: Mutex::new(HashMap::new()), passwords, minter, notifier, clock })
     }
 
     fn slots(&self) -> MutexGuard<'_, HashMap<String, Arc<Slot>>> {
@@ -256,12 +256,12 @@ impl Broker {
             let s = slot.state();
             (s.profile.clone(), s.hold.clone())
         };
-        let keychain = self.keychain.clone();
-        let account = profile.account();
-        let password = tokio::task::spawn_blocking(move || keychain.get(&account))
+        let passwords = self.passwords.clone();
+        let reading = profile.clone();
+        let password = tokio::task::spawn_blocking(move || passwords.read(&reading))
             .await
-            .map_err(|e| Failure { code: 1, message: format!("the keychain task failed: {e}") })?
-            .map_err(|e| Failure::from(Error::from(e)))?;
+            .map_err(|e| Failure { code: 1, message: format!("the password source task failed: {e}") })?
+            .map_err(Failure::from)?;
         let print = fingerprint(&password);
         if let Hold::Rejected { fingerprint, failure } = &hold
             && *fingerprint == print
@@ -384,7 +384,7 @@ mod tests {
     use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
     use super::*;
-    use crate::keychain::MemoryStore;
+    use crate::keychain::{MemoryStore, SecretStore};
     use crate::token::Sent;
 
     // The test clock, in milliseconds; each test runs on its own thread-local copy.
@@ -448,12 +448,8 @@ mod tests {
     }
 
     fn fixture(delay: Duration) -> Fixture {
-        let profile = Profile {
-            name: "p".into(),
-            url: crate::config::base_url("https://acme.example.com").expect("url"),
-            user: "u".into(),
-            ca_cert: None,
-        };
+        let url = crate::config::base_url("https://acme.example.com").expect("url");
+        let profile = Profile::new("p".into(), url, "u".into(), None);
         let store = Arc::new(MemoryStore::default());
         store.set(&profile.account(), &SecretString::from("pw")).expect("set");
         let kubex = Arc::new(FakeKubex { calls: AtomicU32::new(0), answer: Mutex::new(Ok(())), delay });

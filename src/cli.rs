@@ -13,6 +13,7 @@ use crate::error::{Error, Result, usage};
 use crate::ipc::{Body, Op, ProfileStatus, WireProfile};
 use crate::keychain::{OsKeychain, SecretStore};
 use crate::kubex::{self, Client};
+use crate::source::{Keyutils, PasswordSource, Passwords, Sources};
 use crate::token::{Stamp, Token};
 
 /// The longest password line read from stdin.
@@ -118,6 +119,13 @@ struct LoginArgs {
     /// PEM bundle of extra CA certificates for on-premises instances and TLS-inspecting proxies.
     #[arg(long, value_name = "FILE")]
     ca_cert: Option<std::path::PathBuf>,
+    /// Where the password lives: keychain (default), keyutils, file:PATH, command:CMD or env:VAR.
+    /// Recorded in the profile; login reads file/command/env sources instead of asking.
+    #[arg(long, value_name = "SOURCE")]
+    password_source: Option<PasswordSource>,
+    /// Allow an env:VAR password source (other processes of the user can read the environment).
+    #[arg(long)]
+    allow_env_password: bool,
 }
 
 #[derive(Debug, Args)]
@@ -299,18 +307,49 @@ fn login(args: LoginArgs) -> Result<()> {
     let mut file = config::load(&path)?;
     let flags = Overrides { profile: args.profile, url: args.url, user: args.user, ca_cert: args.ca_cert };
     let overrides = env_overrides(flags);
-    let profile = file.resolve(&overrides).map_err(|e| match e {
+    let mut profile = file.resolve(&overrides).map_err(|e| match e {
         Error::NotLoggedIn(_) => usage(format!(
             "login to the new profile '{}' needs --url and --user (or KUBEX_URL and KUBEX_USER)",
             file.profile_name(&overrides)
         )),
         other => other,
     })?;
-    let password =
-        if args.password_stdin { read_password_line(std::io::stdin().lock())? } else { prompt_password(&profile)? };
-    let keychain = OsKeychain::open()?;
+    if let Some(source) = args.password_source {
+        profile.source = source;
+        profile.allow_env_password = args.allow_env_password;
+    } else if args.allow_env_password {
+        profile.allow_env_password = true;
+    }
+    profile.check_source()?;
+    if let PasswordSource::Env(var) = &profile.source {
+        eprintln!(
+            "kubex-cred: warning: profile '{}' reads its password from environment variable {var}; other processes \
+             of this user can read it (/proc/PID/environ): prefer file: or command: where you can",
+            profile.name
+        );
+    }
+    let (password, store) = if profile.source.stores() {
+        let password =
+            if args.password_stdin { read_password_line(std::io::stdin().lock())? } else { prompt_password(&profile)? };
+        // Opened before anything is sent, so an unavailable store fails without using the password.
+        let store: Box<dyn SecretStore> = match profile.source {
+            PasswordSource::Keyutils => Box::new(Keyutils::open()?),
+            _ => Box::new(OsKeychain::open()?),
+        };
+        (password, Some(store))
+    } else {
+        if args.password_stdin {
+            return Err(usage(format!(
+                "--password-stdin does not go with --password-source {}: login reads the password from there",
+                profile.source
+            )));
+        }
+        (sources()?.read(&profile)?, None)
+    };
     let token = mint(&profile, &password)?;
-    keychain.set(&profile.account(), &password)?;
+    if let Some(store) = store {
+        store.set(&profile.account(), &password)?;
+    }
     file.upsert(&profile);
     config::save(&path, &file)?;
     // A running daemon drops the old token and any rejection of the old password.
@@ -323,6 +362,11 @@ fn login(args: LoginArgs) -> Result<()> {
         humantime::format_duration(Duration::from_secs(token.lifetime().as_secs() + 1))
     );
     Ok(())
+}
+
+/// The password sources as the CLI reads them (the keychain opened only if a profile uses it).
+fn sources() -> Result<Sources> {
+    Ok(Sources::new(|| Ok(std::sync::Arc::new(OsKeychain::open()?)), timeout()?))
 }
 
 fn prompt_password(profile: &Profile) -> Result<SecretString> {
@@ -372,9 +416,21 @@ fn check_password(bytes: &[u8]) -> Result<SecretString> {
 fn logout(profile: Option<String>) -> Result<()> {
     let file = config::load(&config::config_path()?)?;
     let profile = file.resolve(&env_overrides(Overrides { profile, ..Overrides::default() }))?;
-    OsKeychain::open()?.delete(&profile.account())?;
+    match &profile.source {
+        PasswordSource::Keychain => OsKeychain::open()?.delete(&profile.account())?,
+        PasswordSource::Keyutils => Keyutils::open()?.delete(&profile.account())?,
+        other => {
+            client::tell(&Op::Forget { account: profile.account() });
+            eprintln!(
+                "kubex-cred: profile '{}' reads its password from {other}, which kubex-cred never writes: nothing \
+                 to remove (the daemon dropped its token)",
+                profile.name
+            );
+            return Ok(());
+        }
+    }
     client::tell(&Op::Forget { account: profile.account() });
-    eprintln!("kubex-cred: removed the password of '{}' at {} from the keychain", profile.user, profile.url);
+    eprintln!("kubex-cred: removed the password of '{}' at {} from the {}", profile.user, profile.url, profile.source);
     Ok(())
 }
 
@@ -386,7 +442,7 @@ fn resolve_for_get(profile: Option<String>) -> Result<Profile> {
 fn get_no_daemon(args: GetArgs) -> Result<()> {
     let profile = resolve_for_get(args.profile)?;
     let min_ttl = args.min_ttl.unwrap_or_default();
-    let password = OsKeychain::open()?.get(&profile.account())?;
+    let password = sources()?.read(&profile)?;
     let token = mint(&profile, &password)?;
     drop(password);
     let left = token.remaining(Stamp::now());

@@ -10,6 +10,7 @@ use reqwest::Url;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result, usage};
+use crate::source::PasswordSource;
 
 /// The profile used when none is named anywhere.
 pub const DEFAULT_PROFILE: &str = "default";
@@ -32,6 +33,15 @@ pub struct ProfileEntry {
     pub user: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_cert: Option<PathBuf>,
+    /// `keychain` (default), `keyutils`, `file:PATH`, `command:CMD` or `env:VAR`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_source: Option<String>,
+    /// The opt-in an `env:` source needs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_env_password: bool,
+    /// A file the daemon keeps the profile's current token in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sink: Option<PathBuf>,
 }
 
 /// A profile with every override applied and its URL checked.
@@ -42,9 +52,32 @@ pub struct Profile {
     pub url: Url,
     pub user: String,
     pub ca_cert: Option<PathBuf>,
+    pub source: PasswordSource,
+    pub allow_env_password: bool,
+    pub sink: Option<PathBuf>,
 }
 
 impl Profile {
+    /// A profile with the defaults for everything but its name, URL and user.
+    pub fn new(name: String, url: Url, user: String, ca_cert: Option<PathBuf>) -> Profile {
+        Profile { name, url, user, ca_cert, source: PasswordSource::Keychain, allow_env_password: false, sink: None }
+    }
+
+    /// Refuses an `env:` source the profile has not opted into.
+    pub fn check_source(&self) -> Result<()> {
+        if let PasswordSource::Env(var) = &self.source
+            && !self.allow_env_password
+        {
+            return Err(usage(format!(
+                "profile '{}' reads its password from environment variable {var}, which needs an explicit opt-in: \
+                 `kubex-cred login --profile {} --password-source env:{var} --allow-env-password` \
+                 (or allow_env_password = true in the profile)",
+                self.name, self.name
+            )));
+        }
+        Ok(())
+    }
+
     /// The Authorize endpoint under the base URL.
     pub fn authorize_url(&self) -> Url {
         let mut url = self.url.clone();
@@ -114,14 +147,30 @@ impl ConfigFile {
             )));
         };
         let ca_cert = overrides.ca_cert.clone().or_else(|| entry.and_then(|e| e.ca_cert.clone()));
-        Ok(Profile { url: base_url(&url)?, user: check_user(&user)?, name, ca_cert })
+        let source = match entry.and_then(|e| e.password_source.as_deref()) {
+            Some(text) => text.parse().map_err(|e| usage(format!("profile '{name}': password_source: {e}")))?,
+            None => PasswordSource::Keychain,
+        };
+        let mut profile = Profile::new(name, base_url(&url)?, check_user(&user)?, ca_cert);
+        profile.source = source;
+        profile.allow_env_password = entry.is_some_and(|e| e.allow_env_password);
+        profile.sink = entry.and_then(|e| e.sink.clone());
+        Ok(profile)
     }
 
     /// Records a profile that has just proven its password; the first one becomes the default.
     pub fn upsert(&mut self, profile: &Profile) {
+        let source = (profile.source != PasswordSource::Keychain).then(|| profile.source.to_string());
         self.profiles.insert(
             profile.name.clone(),
-            ProfileEntry { url: profile.url.to_string(), user: profile.user.clone(), ca_cert: profile.ca_cert.clone() },
+            ProfileEntry {
+                url: profile.url.to_string(),
+                user: profile.user.clone(),
+                ca_cert: profile.ca_cert.clone(),
+                password_source: source,
+                allow_env_password: profile.allow_env_password,
+                sink: profile.sink.clone(),
+            },
         );
         if self.default_profile.is_none() {
             self.default_profile = Some(profile.name.clone());
@@ -284,7 +333,7 @@ mod tests {
     fn overrides_win_over_the_file() {
         let mut file = ConfigFile::default();
         let stored = base_url("https://a.example.com").expect("valid");
-        file.upsert(&Profile { name: "a".into(), url: stored, user: "u".into(), ca_cert: None });
+        file.upsert(&Profile::new("a".into(), stored, "u".into(), None));
         let env = |name: &str| match name {
             "KUBEX_USER" => Some("envuser".to_owned()),
             "KUBEX_URL" => Some(String::new()),
@@ -309,7 +358,7 @@ mod tests {
     fn config_round_trips_and_holds_no_secret_fields() {
         let mut file = ConfigFile::default();
         let url = base_url("https://a.example.com").expect("valid");
-        file.upsert(&Profile { name: "a".into(), url, user: "u".into(), ca_cert: None });
+        file.upsert(&Profile::new("a".into(), url, "u".into(), None));
         let text = toml::to_string_pretty(&file).expect("serialises");
         assert_eq!(toml::from_str::<ConfigFile>(&text).expect("parses"), file);
         assert!(!text.contains("password") && !text.contains("token"), "{text}");

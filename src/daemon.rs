@@ -263,11 +263,13 @@ impl Waiting {
 
 impl Daemon {
     fn new(paths: Paths, idle_timeout: Duration) -> Result<Daemon> {
-        let keychain = Arc::new(LazyKeychain::default());
-        let minter = Arc::new(KubexMinter { clients: Mutex::new(HashMap::new()), timeout: crate::cli::timeout()? });
+        let keychain: Arc<dyn crate::keychain::SecretStore> = Arc::new(LazyKeychain::default());
+        let timeout = crate::cli::timeout()?;
+        let passwords = Arc::new(crate::source::Sources::new(move || Ok(keychain.clone()), timeout));
+        let minter = Arc::new(KubexMinter { clients: Mutex::new(HashMap::new()), timeout });
         Ok(Daemon {
             paths,
-            broker: Broker::new(keychain, minter, crate::notify::Desktop::start(), Stamp::now),
+            broker: Broker::new(passwords, minter, crate::notify::Desktop::start(), Stamp::now),
             started: tokio::time::Instant::now(),
             idle_timeout,
             last_request: Mutex::new(tokio::time::Instant::now()),

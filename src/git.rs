@@ -162,7 +162,7 @@ mod tests {
         let mut file = ConfigFile::default();
         for (name, url, user) in urls {
             let url = crate::config::base_url(url).expect("url");
-            file.upsert(&Profile { name: (*name).into(), url, user: (*user).into(), ca_cert: None });
+            file.upsert(&Profile::new((*name).into(), url, (*user).into(), None));
         }
         file
     }

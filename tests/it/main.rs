@@ -12,4 +12,5 @@ mod keychain;
 mod kubex;
 mod notify;
 mod service;
+mod source;
 mod token;

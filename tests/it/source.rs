@@ -1,0 +1,127 @@
+//! Password sources beyond the desktop keychain: file, command, env (with opt-in) and the kernel
+//! keyring; each gets the same 401 policy, and none falls back to another.
+
+use std::time::Duration;
+
+use crate::support::{self, Emulator, Options, Sandbox, set_mode};
+
+fn login_with(sb: &Sandbox, emu: &Emulator, source: &str, extra: &[&str], env: &[(&str, &str)]) -> support::Out {
+    let origin = emu.origin();
+    let mut args = vec!["login", "--url", &origin, "--user", "apiUser", "--password-source", source];
+    args.extend(extra);
+    sb.run_env(&args, b"", env)
+}
+
+fn config(sb: &Sandbox) -> String {
+    std::fs::read_to_string(sb.config_file()).unwrap_or_default()
+}
+
+#[test]
+fn a_file_source_is_refused_when_others_can_read_it_and_follows_its_content() {
+    let sb = Sandbox::new();
+    let emu = Emulator::start(Options::default(), &[("apiUser", "pw1")]);
+    let file = sb.dir.path().join("secret");
+    std::fs::write(&file, "pw1\n").expect("write");
+    set_mode(&file, 0o644);
+    let source = format!("file:{}", file.display());
+    login_with(&sb, &emu, &source, &[], &[]).fails(2, "chmod 600");
+    set_mode(&file, 0o640);
+    login_with(&sb, &emu, &source, &[], &[]).fails(2, "lets its group read it");
+    assert_eq!(emu.authorize_calls(), 0, "nothing sent from a readable file");
+    assert!(!sb.config_file().exists());
+
+    set_mode(&file, 0o400);
+    login_with(&sb, &emu, &source, &[], &[]).code(0);
+    assert!(config(&sb).contains(&format!("password_source = \"{source}\"")), "{}", config(&sb));
+    assert!(!sb.keychain_items().contains("kubex-cred"), "the file is the store: nothing in the keychain");
+    assert!(emu.accepts(&sb.run(&["get"], b"").code(0).token()));
+
+    // 401: the same content is not sent again; new content is tried without a login.
+    emu.set_password("apiUser", "pw2");
+    sb.run(&["stop"], b"").code(0);
+    let calls = emu.authorize_calls();
+    for _ in 0..3 {
+        sb.run(&["get"], b"").fails(4, "rejected");
+    }
+    assert_eq!(emu.authorize_calls(), calls + 1, "a rejected file content is sent once");
+    set_mode(&file, 0o600);
+    std::fs::write(&file, "pw2\n").expect("rotate the secret");
+    assert!(emu.accepts(&sb.run(&["get"], b"").code(0).token()));
+
+    // Loosened later: the daemon refuses it too, and sends nothing.
+    set_mode(&file, 0o644);
+    let calls = emu.authorize_calls();
+    sb.run(&["get", "--no-daemon"], b"").fails(2, "refusing password file");
+    assert_eq!(emu.authorize_calls(), calls);
+    // logout has nothing to delete, and says so.
+    let out = sb.run(&["logout"], b"").code(0);
+    assert!(out.stderr.contains("nothing to remove") && file.exists(), "{}", out.stderr);
+}
+
+#[test]
+fn a_command_source_runs_without_a_shell_with_a_timeout() {
+    let sb = Sandbox::new();
+    let emu = Emulator::start(Options::default(), &[("apiUser", "p w$1")]);
+    login_with(&sb, &emu, r"command:printf '%s\nsecond line\n' 'p w$1'", &[], &[]).code(0);
+    assert!(emu.accepts(&sb.run(&["get"], b"").code(0).token()));
+    assert_eq!(emu.received()[0].pwd().as_deref(), Some("p w$1"), "the first line, exactly");
+
+    // No shell: `$(...)` and `;` are plain words, so nothing else runs.
+    let marker = sb.dir.path().join("marker");
+    let hostile = format!("command:echo $(touch {m}) ; touch {m}", m = marker.display());
+    login_with(&sb, &emu, &hostile, &["--profile", "hostile"], &[]).fails(4, "rejected");
+    assert!(!marker.exists(), "a shell ran the command");
+
+    let started = std::time::Instant::now();
+    let out = login_with(&sb, &emu, "command:sleep 30", &["--profile", "slow"], &[("KUBEX_CRED_TIMEOUT", "1s")]);
+    out.fails(3, "did not finish within 1s");
+    assert!(started.elapsed() < Duration::from_secs(15), "the command was not stopped");
+    login_with(&sb, &emu, "command:false", &["--profile", "failing"], &[]).fails(3, "failed (exit status: 1)");
+    login_with(&sb, &emu, "command:no-such-program-kubex", &["--profile", "missing"], &[]).fails(3, "cannot run");
+    login_with(&sb, &emu, "command:true", &["--profile", "empty"], &[]).fails(2, "empty password");
+    let out = login_with(&sb, &emu, "command:a 'b", &["--profile", "bad"], &[]).code(2);
+    assert!(out.stderr.contains("unclosed quote"), "{}", out.stderr);
+}
+
+#[test]
+fn an_env_source_needs_the_opt_in_and_warns() {
+    let sb = Sandbox::new();
+    let emu = Emulator::start(Options::default(), &[("apiUser", "pw")]);
+    let env = [("KUBEX_TEST_PW", "pw")];
+    login_with(&sb, &emu, "env:KUBEX_TEST_PW", &[], &env).fails(2, "--allow-env-password");
+    assert_eq!(emu.authorize_calls(), 0);
+    let out = login_with(&sb, &emu, "env:KUBEX_TEST_PW", &["--allow-env-password"], &env).code(0);
+    assert!(out.stderr.contains("warning") && out.stderr.contains("KUBEX_TEST_PW"), "{}", out.stderr);
+    assert!(config(&sb).contains("allow_env_password = true"));
+    // The daemon reads its own environment: the client that starts it passes it on.
+    assert!(emu.accepts(&sb.run_env(&["get"], b"", &env).code(0).token()));
+    sb.run(&["stop"], b"").code(0);
+    sb.run(&["get"], b"").fails(3, "KUBEX_TEST_PW");
+    // Without the opt-in in the config, even a set variable is refused.
+    let edited = config(&sb).replace("allow_env_password = true\n", "");
+    std::fs::write(sb.config_file(), edited).expect("edit");
+    let calls = emu.authorize_calls();
+    sb.run_env(&["get", "--no-daemon"], b"", &env).fails(2, "explicit opt-in");
+    assert_eq!(emu.authorize_calls(), calls);
+}
+
+#[test]
+fn the_kernel_keyring_stores_the_password_inside_a_session_keyring() {
+    let sb = Sandbox::new();
+    let emu = Emulator::start(Options::default(), &[("apiUser", "pw")]);
+    let bin = support::bin("kubex-cred");
+    let script = format!(
+        "printf 'pw\\n' | {b} login --url {u} --user apiUser --password-stdin --password-source keyutils && \
+         {b} get --no-daemon && {b} logout",
+        b = bin.display(),
+        u = emu.origin()
+    );
+    let mut c = sb.cmd("keyctl");
+    c.args(["session", "-", "sh", "-c", &script]);
+    let out = support::run_with_input(c, b"");
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(emu.accepts(out.stdout.lines().last().unwrap_or_default()), "{}", out.stdout);
+    assert!(out.stderr.contains("removed the password") && out.stderr.contains("keyutils"), "{}", out.stderr);
+    assert!(!sb.keychain_items().contains("kubex-cred"), "nothing went to the Secret Service");
+    assert!(config(&sb).contains("password_source = \"keyutils\""));
+}
