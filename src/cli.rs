@@ -100,6 +100,12 @@ struct DaemonArgs {
     /// Started by a launcher: detach and report readiness on stdout.
     #[arg(long, hide = true)]
     detached: bool,
+    /// Keep FILE holding the current token (mode 0600, replaced atomically, never expired).
+    #[arg(long, value_name = "FILE")]
+    sink: Option<std::path::PathBuf>,
+    /// The profile whose token --sink keeps [default: KUBEX_PROFILE, else the default profile].
+    #[arg(long, requires = "sink")]
+    profile: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -141,6 +147,10 @@ struct GetArgs {
     /// Mint in this process instead of asking the daemon.
     #[arg(long)]
     no_daemon: bool,
+    /// Write the credential to FILE (mode 0600, replaced atomically) instead of stdout; exit 0
+    /// only once it is written. For init containers.
+    #[arg(long, value_name = "FILE")]
+    output: Option<std::path::PathBuf>,
 }
 
 /// How `get` prints the token.
@@ -219,6 +229,14 @@ pub fn run() -> Result<()> {
             foreground: args.foreground,
             idle_timeout: args.idle_timeout,
             detached: args.detached,
+            sinks: args
+                .sink
+                .map(|path| crate::daemon::SinkSpec {
+                    profile: args.profile.or_else(|| std::env::var("KUBEX_PROFILE").ok().filter(|p| !p.is_empty())),
+                    path: std::path::absolute(&path).unwrap_or(path),
+                })
+                .into_iter()
+                .collect(),
         }),
     }
 }
@@ -454,7 +472,7 @@ fn get_no_daemon(args: GetArgs) -> Result<()> {
             humantime::format_duration(Duration::from_secs(left.as_secs()))
         )));
     }
-    print_token(&mut std::io::stdout().lock(), args.format, &(&profile).into(), token.jwt(), token.expires_local_ms())
+    deliver(args.output.as_deref(), args.format, &(&profile).into(), token.jwt(), token.expires_local_ms())
 }
 
 fn get_via_daemon(args: GetArgs) -> Result<()> {
@@ -465,7 +483,7 @@ fn get_via_daemon(args: GetArgs) -> Result<()> {
     match client::call(&op, true, client_timeout()?)? {
         Some(Body::Token { token, expires_ms, profile }) => {
             let token = Zeroizing::new(token);
-            print_token(&mut std::io::stdout().lock(), args.format, &profile, &token, expires_ms)
+            deliver(args.output.as_deref(), args.format, &profile, &token, expires_ms)
         }
         Some(Body::Error { code, message }) => Err(Error::Reported { code, message }),
         other => Err(unexpected(other.as_ref())),
@@ -617,6 +635,24 @@ fn git_expiry(expires_ms: i64) -> i64 {
 }
 
 /// Writes the token in the asked format, all at once.
+/// Prints the credential on stdout, or with `--output` writes it to that file.
+fn deliver(
+    output: Option<&std::path::Path>,
+    format: Format,
+    profile: &WireProfile,
+    jwt: &str,
+    expires_ms: i64,
+) -> Result<()> {
+    match output {
+        None => print_token(&mut std::io::stdout().lock(), format, profile, jwt, expires_ms),
+        Some(path) => {
+            let mut text = Zeroizing::new(Vec::new());
+            print_token(&mut *text, format, profile, jwt, expires_ms)?;
+            crate::sink::write_atomic(path, &text)
+        }
+    }
+}
+
 pub fn print_token(
     out: &mut impl Write,
     format: Format,

@@ -139,7 +139,7 @@ fn start_daemon(paths: &Paths) -> Result<()> {
     if daemon_answers(paths) {
         return Ok(());
     }
-    crate::daemon::launch(&core_exe()?, crate::daemon::DEFAULT_IDLE_TIMEOUT)
+    crate::daemon::launch(&core_exe()?, crate::daemon::DEFAULT_IDLE_TIMEOUT, &[])
 }
 
 /// Opens (creating, mode 0600) a lock file in the socket directory.

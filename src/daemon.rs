@@ -44,6 +44,31 @@ pub struct Options {
     pub idle_timeout: Duration,
     /// Started by a launcher: detach from the terminal, report readiness on stdout.
     pub detached: bool,
+    /// Token files to keep (`--sink`), besides the profiles' own `sink` entries.
+    pub sinks: Vec<SinkSpec>,
+}
+
+/// A token file and the profile whose token it holds (`None`: the default profile).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkSpec {
+    pub profile: Option<String>,
+    pub path: std::path::PathBuf,
+}
+
+/// `--sink` files and every profile's `sink` in the config file.
+fn all_sinks(options: &Options) -> Vec<SinkSpec> {
+    let mut sinks = options.sinks.clone();
+    match config::config_path().and_then(|path| config::load(&path)) {
+        Ok(file) => {
+            for (name, entry) in &file.profiles {
+                if let Some(path) = &entry.sink {
+                    sinks.push(SinkSpec { profile: Some(name.clone()), path: path.clone() });
+                }
+            }
+        }
+        Err(e) => tracing::warn!("no token files from the config: {e}"),
+    }
+    sinks
 }
 
 /// `kubex-cred daemon`: in the background (the default) or in the foreground.
@@ -51,15 +76,23 @@ pub fn run(options: &Options) -> Result<()> {
     if options.foreground {
         serve(options)
     } else {
+        let mut extra = Vec::new();
+        for sink in &options.sinks {
+            extra.extend([std::ffi::OsString::from("--sink"), sink.path.clone().into_os_string()]);
+            if let Some(profile) = &sink.profile {
+                extra.extend([std::ffi::OsString::from("--profile"), profile.into()]);
+            }
+        }
         launch(
             &std::env::current_exe().map_err(|e| Error::Daemon(format!("cannot find this program: {e}")))?,
             options.idle_timeout,
+            &extra,
         )
     }
 }
 
 /// Starts `EXE daemon --foreground --detached` and returns once it serves (or another one does).
-pub fn launch(exe: &Path, idle_timeout: Duration) -> Result<()> {
+pub fn launch(exe: &Path, idle_timeout: Duration, extra: &[std::ffi::OsString]) -> Result<()> {
     let paths = Paths::new()?;
     paths.ensure_private_dir()?;
     let stderr = if std::env::var_os("KUBEX_CRED_LOG").is_some() || std::env::var_os("RUST_LOG").is_some() {
@@ -70,6 +103,7 @@ pub fn launch(exe: &Path, idle_timeout: Duration) -> Result<()> {
     let mut child = Command::new(exe)
         .args(["daemon", "--foreground", "--detached", "--idle-timeout"])
         .arg(humantime::format_duration(idle_timeout).to_string())
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(stderr)
@@ -130,6 +164,12 @@ fn serve_inner(options: &Options) -> Result<()> {
             None if (!activated && crate::client::daemon_answers(&paths))
                 || std::time::Instant::now() >= give_way_at =>
             {
+                if !options.sinks.is_empty() {
+                    let why = "a daemon already runs for this user, so this one cannot keep the --sink file; \
+                               stop it first (`kubex-cred stop`) or put `sink = \"FILE\"` in the profile";
+                    notify(options, &format!("error: {why}"));
+                    return Err(Error::Daemon(why.into()));
+                }
                 notify(options, "running");
                 eprintln!("kubex-cred: a daemon is already running for this user (socket {})", paths.socket.display());
                 return Ok(());
@@ -163,7 +203,13 @@ fn serve_inner(options: &Options) -> Result<()> {
         if activated {
             listener.do_not_reclaim_name_on_drop();
         }
-        let daemon = Arc::new(Daemon::new(paths.clone(), options.idle_timeout)?);
+        let sinks = all_sinks(options);
+        // Token files must stay fresh: a daemon that keeps one never exits for idleness.
+        let idle_timeout = if sinks.is_empty() { options.idle_timeout } else { Duration::ZERO };
+        let daemon = Arc::new(Daemon::new(paths.clone(), idle_timeout)?);
+        for sink in sinks {
+            daemon.clone().spawn_sink(sink);
+        }
         notify(options, "ready");
         platform::notify_service_manager();
         tracing::info!(socket = %paths.socket.display(), pid = std::process::id(), activated, "daemon ready");
@@ -278,6 +324,23 @@ impl Daemon {
             waiting: Waiting::default(),
             uid: platform::current_uid(),
         })
+    }
+
+    /// Keeps a token file for a profile, resolved from the config file at each refresh.
+    fn spawn_sink(self: Arc<Self>, sink: SinkSpec) {
+        tracing::info!(sink = %sink.path.display(), profile = ?sink.profile, "keeping a token file");
+        let overrides = config::Overrides { profile: sink.profile.clone(), ..config::Overrides::default() };
+        tokio::spawn(crate::sink::keep(sink.path.clone(), move |min_ttl| {
+            let daemon = self.clone();
+            let overrides = overrides.clone();
+            async move {
+                let profile = config::config_path()
+                    .and_then(|path| config::load(&path))
+                    .and_then(|file| file.resolve(&overrides))
+                    .map_err(crate::broker::Failure::from)?;
+                daemon.broker.get(&profile, min_ttl).await
+            }
+        }));
     }
 
     async fn run(self: Arc<Self>, mut listener: interprocess::local_socket::tokio::Listener) {

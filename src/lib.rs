@@ -13,6 +13,7 @@ pub mod kubex;
 pub mod logging;
 pub mod notify;
 pub mod service;
+pub mod sink;
 pub mod source;
 pub mod token;
 

@@ -12,5 +12,6 @@ mod keychain;
 mod kubex;
 mod notify;
 mod service;
+mod sink;
 mod source;
 mod token;
