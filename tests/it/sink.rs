@@ -80,7 +80,7 @@ fn the_sink_holds_a_fresh_token_and_never_an_expired_one() {
 
 #[test]
 fn a_profile_sink_is_kept_by_the_daemon_that_get_starts() {
-    let (sb, emu) = start(Duration::from_secs(300));
+    let (sb, _emu) = start(Duration::from_secs(300));
     let sink = sb.dir.path().join("profile-token");
     let config = std::fs::read_to_string(sb.config_file()).expect("config");
     let config = config.replace("user = \"apiUser\"", &format!("user = \"apiUser\"\nsink = \"{}\"", sink.display()));
