@@ -45,6 +45,11 @@ enum Command {
     },
     /// Stop the daemon.
     Stop,
+    /// Check the setup, one line per check (ok, warn, fail) with the fix; exit 1 if any fails.
+    Doctor {
+        #[arg(long)]
+        profile: Option<String>,
+    },
     /// Run the per-user daemon that caches tokens (started on demand by `get`).
     Daemon(DaemonArgs),
     /// Run the daemon as a background service of the session: systemd user units (Linux), a
@@ -185,6 +190,7 @@ pub fn run_front() -> Result<()> {
         | Command::Logout { .. }
         | Command::Daemon(_)
         | Command::Service { .. }
+        | Command::Doctor { .. }
         | Command::Completions { .. }
         | Command::Manpage { .. } => hand_over(),
     }
@@ -223,6 +229,14 @@ pub fn run() -> Result<()> {
         Command::Stop => stop(),
         Command::GitCredential { operation } => git_credential(&operation),
         Command::Service { action } => service(action),
+        Command::Doctor { profile } => {
+            let report = crate::doctor::run(profile)?;
+            write_stdout(report.text.as_bytes())?;
+            if report.failed {
+                return Err(Error::Reported { code: 1, message: "a check failed: see the fix on its line".into() });
+            }
+            Ok(())
+        }
         Command::Completions { shell } => completions(shell),
         Command::Manpage { command } => manpage(command.as_deref()),
         Command::Daemon(args) => crate::daemon::run(&crate::daemon::Options {

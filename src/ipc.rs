@@ -185,7 +185,7 @@ impl Paths {
 }
 
 #[cfg(unix)]
-fn check_private(dir: &Path) -> Result<()> {
+pub fn check_private(dir: &Path) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::symlink_metadata(dir)
         .map_err(|e| Error::Daemon(format!("cannot inspect the socket directory {}: {e}", dir.display())))?;
@@ -208,7 +208,7 @@ fn check_private(dir: &Path) -> Result<()> {
 }
 
 #[cfg(not(unix))]
-fn check_private(_dir: &Path) -> Result<()> {
+pub fn check_private(_dir: &Path) -> Result<()> {
     Ok(())
 }
 

@@ -92,6 +92,31 @@ impl Client {
     }
 
     /// Mints a token: `POST {base}/authorize` with the user name and password.
+    /// `GET /api/ping` (unauthenticated liveness): the status and the server's `Date`, if any.
+    pub async fn ping(&self, url: &Url) -> Result<(u16, Option<std::time::SystemTime>), AuthError> {
+        let shown = url.to_string();
+        let exchange = async {
+            let response = self.http.get(url.clone()).send().await?;
+            let status = response.status().as_u16();
+            let date = response
+                .headers()
+                .get(header::DATE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| httpdate::parse_http_date(v).ok());
+            let _ = read_capped(response).await;
+            Ok::<_, Fail>((status, date))
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(Fail::Http(e))) => Err(self.transport_error(&shown, &e)),
+            Ok(Err(Fail::TooBig)) => Err(AuthError::Malformed { url: shown, why: "the answer is too large".into() }),
+            Err(_) => Err(AuthError::Unreachable {
+                url: shown,
+                why: format!("no answer within {}", humantime::format_duration(self.timeout)),
+            }),
+        }
+    }
+
     pub async fn authorize(&self, url: &Url, user: &str, password: &SecretString) -> Result<Token, AuthError> {
         let shown = url.to_string();
         let body = Zeroizing::new(

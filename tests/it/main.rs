@@ -7,6 +7,7 @@ mod support;
 mod cli;
 mod config;
 mod daemon;
+mod doctor;
 mod git;
 mod keychain;
 mod kubex;

@@ -1,0 +1,222 @@
+//! `kubex-cred doctor`: one line per check, `ok`, `warn` or `fail`, each failure with its fix.
+//! Exit 0 when nothing failed (warnings allowed), 1 otherwise. Never prints a password or token.
+
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime};
+
+use secrecy::ExposeSecret;
+
+use crate::config::{self, Overrides, Profile};
+use crate::error::{Error, Result};
+use crate::ipc::{Body, Op, Paths};
+use crate::source::{PasswordSource, Passwords};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Ok,
+    Warn,
+    Fail,
+}
+
+/// The checks' report so far.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub text: String,
+    pub failed: bool,
+}
+
+impl Report {
+    fn line(&mut self, level: Level, check: &str, detail: impl std::fmt::Display) {
+        let word = match level {
+            Level::Ok => "ok  ",
+            Level::Warn => "warn",
+            Level::Fail => "fail",
+        };
+        self.failed |= level == Level::Fail;
+        let _ = writeln!(self.text, "{word}  {check}: {detail}");
+    }
+}
+
+/// A server clock further off than this gets a warning (kubex-cred itself copes with any offset).
+const CLOCK_WARN: Duration = Duration::from_secs(60);
+
+pub fn run(profile: Option<String>) -> Result<Report> {
+    let mut report = Report::default();
+    let overrides = Overrides { profile, ..Overrides::default() }.with_env(|name| std::env::var(name).ok());
+    let resolved = check_config(&mut report, &overrides);
+    if let Some(profile) = &resolved {
+        check_source(&mut report, profile);
+    }
+    check_daemon(&mut report);
+    if let Some(profile) = &resolved {
+        check_kubex(&mut report, profile);
+    }
+    Ok(report)
+}
+
+fn check_config(report: &mut Report, overrides: &Overrides) -> Option<Profile> {
+    let path = match config::config_path() {
+        Ok(path) => path,
+        Err(e) => {
+            report.line(Level::Fail, "config", e);
+            return None;
+        }
+    };
+    let file = match config::load(&path) {
+        Ok(file) => file,
+        Err(e) => {
+            report.line(Level::Fail, "config", e);
+            return None;
+        }
+    };
+    if !path.exists() {
+        report.line(Level::Warn, "config", format!("no file at {} yet; `kubex-cred login` writes it", path.display()));
+    } else {
+        report.line(Level::Ok, "config", format!("{} ({} profiles)", path.display(), file.profiles.len()));
+    }
+    match file.resolve(overrides) {
+        Ok(profile) => {
+            report.line(Level::Ok, "profile", format!("'{}': {} at {}", profile.name, profile.user, profile.url));
+            Some(profile)
+        }
+        Err(e) => {
+            report.line(Level::Fail, "profile", e);
+            None
+        }
+    }
+}
+
+fn check_source(report: &mut Report, profile: &Profile) {
+    let check = format!("password source ({})", profile.source);
+    let sources = match crate::cli::timeout() {
+        Ok(timeout) => crate::source::Sources::new(
+            || Ok(std::sync::Arc::new(crate::keychain::OsKeychain::open()?) as std::sync::Arc<_>),
+            timeout,
+        ),
+        Err(e) => return report.line(Level::Fail, &check, e),
+    };
+    match sources.read(profile) {
+        Ok(password) => {
+            let what = match &profile.source {
+                PasswordSource::Keychain => format!("the keychain holds a password for {}", profile.account()),
+                PasswordSource::Keyutils => format!("the kernel keyring holds a password for {}", profile.account()),
+                PasswordSource::File(path) => format!("{} is private and holds a password", path.display()),
+                PasswordSource::Command(_) => "the command printed a password".to_owned(),
+                PasswordSource::Env(var) => format!("{var} is set (other processes of this user can read it)"),
+            };
+            let level = if matches!(profile.source, PasswordSource::Env(_)) { Level::Warn } else { Level::Ok };
+            report.line(level, &check, format!("{what} ({} characters)", password.expose_secret().chars().count()));
+        }
+        Err(e) => report.line(Level::Fail, &check, e),
+    }
+}
+
+fn check_daemon(report: &mut Report) {
+    let paths = match Paths::new() {
+        Ok(paths) => paths,
+        Err(e) => return report.line(Level::Fail, "socket", e),
+    };
+    if paths.dir.exists() {
+        match crate::ipc::check_private(&paths.dir) {
+            Ok(()) => report.line(Level::Ok, "socket", format!("{} is private (0700, yours)", paths.dir.display())),
+            Err(e) => return report.line(Level::Fail, "socket", e),
+        }
+    } else {
+        report.line(
+            Level::Ok,
+            "socket",
+            format!("{} does not exist yet; the first get creates it", paths.dir.display()),
+        );
+    }
+    match crate::client::call(&Op::Status, false, Duration::from_secs(5)) {
+        Ok(Some(Body::Status(status))) => match status.daemon {
+            Some(daemon) if daemon.version == crate::ipc::version() => {
+                report.line(
+                    Level::Ok,
+                    "daemon",
+                    format!("pid {}, version {} (same as this client)", daemon.pid, daemon.version),
+                );
+            }
+            Some(daemon) => report.line(
+                Level::Warn,
+                "daemon",
+                format!(
+                    "pid {} runs version {}, this client is {}: the next get replaces it",
+                    daemon.pid,
+                    daemon.version,
+                    crate::ipc::version()
+                ),
+            ),
+            None => report.line(Level::Ok, "daemon", "not running; the next get starts one"),
+        },
+        Ok(Some(Body::VersionMismatch)) => {
+            report.line(Level::Warn, "daemon", "a daemon of another version runs: the next get replaces it");
+        }
+        Ok(None) => report.line(Level::Ok, "daemon", "not running; the next get starts one"),
+        Ok(Some(_)) => report.line(Level::Warn, "daemon", "answered status with something else"),
+        Err(e) => report.line(Level::Fail, "daemon", e),
+    }
+}
+
+/// `…/api/v2` → `…/api/ping`; a base without `/v2` gets `/ping`.
+pub fn ping_url(profile: &Profile) -> reqwest::Url {
+    let mut url = profile.url.clone();
+    let path = url.path().trim_end_matches('/').to_owned();
+    let base = path.strip_suffix("/v2").unwrap_or(&path);
+    url.set_path(&format!("{base}/ping"));
+    url
+}
+
+fn check_kubex(report: &mut Report, profile: &Profile) {
+    let url = ping_url(profile);
+    let result = crate::cli::timeout().and_then(|timeout| {
+        let client = crate::kubex::Client::new(profile.ca_cert.as_deref(), timeout)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Other(anyhow::anyhow!("cannot start the async runtime: {e}")))?;
+        Ok(runtime.block_on(client.ping(&url))?)
+    });
+    let (status, date) = match result {
+        Ok(answer) => answer,
+        Err(e) => return report.line(Level::Fail, "kubex", e),
+    };
+    let tls = if url.scheme() == "https" { ", TLS chain verified" } else { "" };
+    if (200..300).contains(&status) {
+        report.line(Level::Ok, "kubex", format!("GET {url}: HTTP {status}{tls}"));
+    } else {
+        report.line(Level::Fail, "kubex", format!("GET {url}: HTTP {status}; is the URL the instance's API base?"));
+    }
+    match date {
+        Some(server) => {
+            let now = SystemTime::now();
+            let (offset, sign) = match server.duration_since(now) {
+                Ok(ahead) => (ahead, "+"),
+                Err(behind) => (behind.duration(), "-"),
+            };
+            let shown = format!("server clock {sign}{} s against this machine's", offset.as_secs());
+            if offset > CLOCK_WARN {
+                report.line(
+                    Level::Warn,
+                    "clock",
+                    format!("{shown}; kubex-cred measures token lives on the server's clock, but other tools may not: sync with NTP"),
+                );
+            } else {
+                report.line(Level::Ok, "clock", shown);
+            }
+        }
+        None => report.line(Level::Warn, "clock", "the server sent no Date header; offset unknown"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ping_sits_beside_the_api_version() {
+        let profile = |url: &str| Profile::new("p".into(), config::base_url(url).expect("url"), "u".into(), None);
+        assert_eq!(ping_url(&profile("https://a.kubex.ai")).as_str(), "https://a.kubex.ai/api/ping");
+        assert_eq!(ping_url(&profile("https://h:8443/CIRBA/api/v2")).as_str(), "https://h:8443/CIRBA/api/ping");
+    }
+}

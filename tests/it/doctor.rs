@@ -1,0 +1,88 @@
+//! `kubex-cred doctor`: every check on a working setup, and the failures it must name.
+
+use crate::support::{Emulator, Options, Sandbox};
+
+fn lines(out: &str) -> Vec<&str> {
+    out.lines().collect()
+}
+
+fn line<'a>(out: &'a str, check: &str) -> &'a str {
+    out.lines().find(|l| l[6..].starts_with(check)).unwrap_or_else(|| panic!("no '{check}' line in:\n{out}"))
+}
+
+#[test]
+fn doctor_passes_a_working_setup_without_showing_secrets() {
+    let sb = Sandbox::new();
+    let emu = Emulator::start(Options { clock_offset: 3600, ..Options::default() }, &[("apiUser", "pw-secret")]);
+    sb.login(&emu, "apiUser", "pw-secret").code(0);
+    let token = sb.run(&["get"], b"").code(0).token();
+    let out = sb.run(&["doctor"], b"").code(0).stdout;
+    for check in ["config", "profile", "password source (keychain)", "socket", "daemon", "kubex"] {
+        assert!(line(&out, check).starts_with("ok  "), "{check}:\n{out}");
+    }
+    assert!(line(&out, "daemon").contains("same as this client"), "{out}");
+    assert!(line(&out, "kubex").contains("/api/ping: HTTP 200"), "{out}");
+    // The emulator's clock is an hour ahead: a warning, not a failure.
+    let clock = line(&out, "clock");
+    let secs: i64 = clock
+        .split("server clock +")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no offset in {clock}"));
+    assert!(clock.starts_with("warn") && (3598..=3601).contains(&secs), "{out}");
+    assert!(!out.contains("pw-secret") && !out.contains(&token));
+    assert_eq!(emu.authorize_calls(), 2, "doctor does not mint");
+}
+
+#[test]
+fn doctor_fails_on_a_stopped_kubex_a_missing_keyring_and_a_loose_socket_directory() {
+    // Kubex down.
+    let sb = Sandbox::new();
+    let emu = Emulator::start(Options::default(), &[("apiUser", "pw")]);
+    sb.login(&emu, "apiUser", "pw").code(0);
+    drop(emu);
+    let out = sb.run(&["doctor"], b"").code(1);
+    assert!(line(&out.stdout, "kubex").starts_with("fail"), "{}", out.stdout);
+    assert!(line(&out.stdout, "password source").starts_with("ok"), "{}", out.stdout);
+    assert!(out.stderr.contains("a check failed"), "{}", out.stderr);
+
+    // A loose socket directory.
+    sb.make_socket_dir(0o755);
+    let out = sb.run(&["doctor"], b"").code(1).stdout;
+    assert!(line(&out, "socket").starts_with("fail") && line(&out, "socket").contains("chmod 700"), "{out}");
+
+    // No Secret Service in the session.
+    let bare = Sandbox::without_keyring();
+    let config = bare.config_file();
+    std::fs::create_dir_all(config.parent().expect("dir")).expect("mkdir");
+    std::fs::write(&config, "[profiles.default]\nurl = \"http://127.0.0.1:9/api/v2\"\nuser = \"u\"\n").expect("write");
+    let out = bare.run(&["doctor"], b"").code(1).stdout;
+    let source = line(&out, "password source (keychain)");
+    assert!(source.starts_with("fail") && source.contains("keychain unavailable"), "{out}");
+    assert!(lines(&out).len() >= 6, "{out}");
+
+    // No profile at all.
+    let empty = Sandbox::new();
+    let out = empty.run(&["doctor"], b"").code(1).stdout;
+    assert!(line(&out, "config").starts_with("warn") && line(&out, "profile").starts_with("fail"), "{out}");
+}
+
+#[test]
+fn doctor_checks_the_tls_chain_with_the_profiles_ca() {
+    let sb = Sandbox::new();
+    let emu = Emulator::start_tls(Options::default(), &[("apiUser", "pw")]);
+    let ca = sb.home().join("ca.pem");
+    std::fs::write(&ca, emu.ca_pem().expect("TLS emulator")).expect("write CA");
+    let ca = ca.to_str().expect("utf8");
+    sb.run(&["login", "--url", &emu.origin(), "--user", "apiUser", "--password-stdin", "--ca-cert", ca], b"pw\n")
+        .code(0);
+    let out = sb.run(&["doctor"], b"").code(0).stdout;
+    assert!(line(&out, "kubex").contains("TLS chain verified"), "{out}");
+    // Without the CA the chain does not verify: a failure naming the certificate.
+    let config = std::fs::read_to_string(sb.config_file()).expect("config");
+    let without: String = config.lines().filter(|l| !l.starts_with("ca_cert")).map(|l| format!("{l}\n")).collect();
+    std::fs::write(sb.config_file(), without).expect("edit");
+    let out = sb.run(&["doctor"], b"").code(1).stdout;
+    assert!(line(&out, "kubex").starts_with("fail") && line(&out, "kubex").contains("certificate"), "{out}");
+}
