@@ -660,9 +660,10 @@ fn deliver(
     match output {
         None => print_token(&mut std::io::stdout().lock(), format, profile, jwt, expires_ms),
         Some(path) => {
+            // As in a token file the daemon keeps: no line ending, so readers can use it as is.
             let mut text = Zeroizing::new(Vec::new());
             print_token(&mut *text, format, profile, jwt, expires_ms)?;
-            crate::sink::write_atomic(path, &text)
+            crate::sink::write_atomic(path, text.strip_suffix(b"\n").unwrap_or(&text))
         }
     }
 }

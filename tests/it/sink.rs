@@ -103,7 +103,7 @@ fn get_output_writes_the_file_once_or_not_at_all() {
         let out = sb.run(&argv, b"").code(0);
         assert_eq!(out.stdout, "", "nothing on stdout with --output");
         let written = std::fs::read_to_string(&out_file).expect("written");
-        assert!(emu.accepts(written.trim_end()), "{written:?}");
+        assert!(emu.accepts(&written), "the file holds the bare token: {written:?}");
         let mode = std::fs::metadata(&out_file).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
     }
@@ -120,4 +120,38 @@ fn get_output_writes_the_file_once_or_not_at_all() {
     let rejected = sb.dir.path().join("init/rejected");
     sb.run(&["get", "--output", rejected.to_str().expect("utf8")], b"").fails(4, "rejected");
     assert!(!rejected.exists());
+}
+
+/// packaging/kubernetes/pod.yaml's sequence, without containers: no Secret Service, no D-Bus.
+#[test]
+fn headless_login_output_and_sink_work_without_a_secret_service() {
+    let sb = Sandbox::without_keyring();
+    let emu = Emulator::start(Options { lifetime: Duration::from_secs(3), ..Options::default() }, &[("apiUser", "pw")]);
+    let run = sb.dir.path().join("run-kubex");
+    std::fs::create_dir(&run).expect("mkdir");
+    let password = run.join("password");
+    std::fs::write(&password, "pw\n").expect("write");
+    support::set_mode(&password, 0o400);
+    let source = format!("file:{}", password.display());
+    let env = [("KUBEX_URL", emu.origin()), ("KUBEX_USER", "apiUser".to_owned())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    sb.run_env(&["login", "--password-source", &source], b"", &env).code(0);
+    let token = run.join("token");
+    let path = token.to_str().expect("utf8");
+    sb.run_env(&["get", "--no-daemon", "--output", path], b"", &env).code(0);
+    assert!(emu.accepts(&std::fs::read_to_string(&token).expect("token")));
+
+    let mut sidecar = sb
+        .cmd(support::bin("kubex-cred"))
+        .args(["daemon", "--foreground", "--sink", path])
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("daemon");
+    let (seen, _) = watch(&emu, &token, Duration::from_secs(5), false);
+    assert!(seen.len() >= 2, "the sidecar refreshed the file {} times in 5 s", seen.len());
+    let _ = sidecar.kill();
+    let _ = sidecar.wait();
 }
