@@ -305,7 +305,11 @@ impl Keyutils {
             let store = linux_keyutils_keyring_store::Store::new()
                 .map(|s| s as std::sync::Arc<keyring_core::CredentialStore>)
                 .map_err(|e| keyutils_error(&e))?;
-            Ok(Keyutils { store })
+            let keyutils = Keyutils { store };
+            // Building an entry looks up the session keyring: fail here, before a password is sent
+            // anywhere, when there is none or the kernel keyring is off limits (container seccomp).
+            keyutils.entry("probe")?;
+            Ok(keyutils)
         }
         #[cfg(not(target_os = "linux"))]
         Err(KeychainError::Unavailable { why: "the kernel keyring exists only on Linux".into(), hint: KEYUTILS_HINT })

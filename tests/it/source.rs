@@ -125,3 +125,27 @@ fn the_kernel_keyring_stores_the_password_inside_a_session_keyring() {
     assert!(!sb.keychain_items().contains("kubex-cred"), "nothing went to the Secret Service");
     assert!(config(&sb).contains("password_source = \"keyutils\""));
 }
+
+/// Runs the rest of argv with the kernel keyring's system calls refused (EPERM), as Docker's
+/// default seccomp profile does: Debian's python3-seccomp (libseccomp) loads the filter, then execs.
+const NO_KEYCTL: &str = "import errno, os, sys, seccomp
+f = seccomp.SyscallFilter(seccomp.ALLOW)
+for call in ('keyctl', 'add_key', 'request_key'):
+    f.add_rule(seccomp.ERRNO(errno.EPERM), call)
+f.load()
+os.execvp(sys.argv[1], sys.argv[1:])";
+
+#[test]
+fn the_kernel_keyring_says_so_where_it_is_unavailable() {
+    let sb = Sandbox::new();
+    let emu = Emulator::start(Options::default(), &[("apiUser", "pw")]);
+    let mut c = sb.cmd("/usr/bin/python3");
+    c.args(["-c", NO_KEYCTL]).arg(support::bin("kubex-cred"));
+    c.args(["login", "--url", &emu.origin(), "--user", "apiUser", "--password-stdin", "--password-source", "keyutils"]);
+    let out = support::run_with_input(c, b"pw\n");
+    assert_eq!(out.code, 8, "{}", out.stderr);
+    assert!(out.stderr.contains("kernel keyring") && out.stderr.contains("keyctl session"), "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert_eq!(emu.authorize_calls(), 0, "the password was sent although it could not be stored");
+    assert!(!sb.config_file().exists());
+}
