@@ -1,8 +1,8 @@
 //! Tells the desktop user when only they can fix something: Kubex rejected the stored password
 //! (401) or the subscription expired (403). One notification per event; the broker decides what an
 //! event is. Linux: freedesktop notifications over the session D-Bus; macOS: Notification Center
-//! through `osascript`; Windows: not yet (logged). Headless sessions (no session bus, or no
-//! notification server on it) skip it quietly. `KUBEX_CRED_NOTIFY=0` turns it off.
+//! through `osascript`; Windows: a toast through PowerShell. Headless sessions (no session bus, or
+//! no notification server on it) skip it quietly. `KUBEX_CRED_NOTIFY=0` turns it off.
 //!
 //! Notifications go out one at a time from one thread, in the order of the events, so a slow
 //! notification server never holds up a token.
@@ -143,12 +143,41 @@ mod platform {
     }
 }
 
-#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+#[cfg(windows)]
 mod platform {
     use super::Event;
 
-    /// Windows toasts need a registered AppUserModelID; until the installer registers one, the
-    /// event is only logged (and `kubex-cred get` reports it with its exit code).
+    /// A toast through PowerShell's WinRT bridge, under PowerShell's own registered AppUserModelID
+    /// (an unregistered one shows nothing on Windows 10+). The text travels in environment
+    /// variables of that child, never in a script: it holds no secret, and no quoting can break.
+    const SCRIPT: &str = "$ErrorActionPreference='Stop';\
+        [void][Windows.UI.Notifications.ToastNotificationManager,Windows.UI.Notifications,ContentType=WindowsRuntime];\
+        [void][Windows.Data.Xml.Dom.XmlDocument,Windows.Data.Xml.Dom.XmlDocument,ContentType=WindowsRuntime];\
+        $x=[Windows.UI.Notifications.ToastNotificationManager]::GetTemplateContent([Windows.UI.Notifications.ToastTemplateType]::ToastText02);\
+        $t=$x.GetElementsByTagName('text');\
+        [void]$t.Item(0).AppendChild($x.CreateTextNode($env:KUBEX_CRED_TITLE));\
+        [void]$t.Item(1).AppendChild($x.CreateTextNode($env:KUBEX_CRED_BODY));\
+        $id='{1AC14E77-02E7-4E5D-B744-2EB1AE5198B7}\\WindowsPowerShell\\v1.0\\powershell.exe';\
+        [Windows.UI.Notifications.ToastNotificationManager]::CreateToastNotifier($id).Show(\
+        [Windows.UI.Notifications.ToastNotification]::new($x))";
+
+    pub fn show(event: &Event) -> std::io::Result<bool> {
+        let status = std::process::Command::new("powershell.exe")
+            .args(["-NoProfile", "-NonInteractive", "-WindowStyle", "Hidden", "-Command", SCRIPT])
+            .env("KUBEX_CRED_TITLE", event.summary())
+            .env("KUBEX_CRED_BODY", event.body())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()?;
+        Ok(status.success())
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
+mod platform {
+    use super::Event;
+
     pub fn show(_: &Event) -> std::io::Result<bool> {
         Ok(false)
     }
