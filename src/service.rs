@@ -293,10 +293,9 @@ pub fn apply(steps: &[Step], dry_run: bool) -> Result<String> {
                     let _ = writeln!(report, "ran: {line}");
                 } else if !may_fail {
                     return Err(Error::Other(anyhow::anyhow!(
-                        "`{line}` failed ({}): {}; {report_hint}",
+                        "`{line}` failed ({}): {}; fix that and run the command again (it is safe to repeat)",
                         out.status,
-                        first_line(&out.stderr),
-                        report_hint = "fix that and run the command again (it is safe to repeat)"
+                        first_line(&out.stderr)
                     )));
                 }
             }
