@@ -227,6 +227,19 @@ fn bind(socket: &Path) -> Result<interprocess::local_socket::tokio::Listener> {
     let options = ListenerOptions::new().name(name).reclaim_name(true);
     #[cfg(unix)]
     let options = interprocess::os::unix::local_socket::ListenerOptionsExt::mode(options, 0o600);
+    // Windows (unbuilt here): the pipe's DACL admits only its owner, the user who runs the daemon
+    // ("P": protected, nothing inherited; "GA" to "OW", the owner-rights SID). interprocess already
+    // creates the first instance with FILE_FLAG_FIRST_PIPE_INSTANCE (a pipe someone else made
+    // first makes this fail instead of sharing it) and PIPE_REJECT_REMOTE_CLIENTS.
+    #[cfg(windows)]
+    let options = {
+        use interprocess::os::windows::{local_socket::ListenerOptionsExt, security_descriptor::SecurityDescriptor};
+        let sddl = widestring::U16CString::from_str("D:P(A;;GA;;;OW)")
+            .map_err(|e| Error::Daemon(format!("invalid security descriptor: {e}")))?;
+        let sd = SecurityDescriptor::deserialize(&sddl)
+            .map_err(|e| Error::Daemon(format!("cannot build the pipe's security descriptor: {e}")))?;
+        options.security_descriptor(sd)
+    };
     options.create_tokio().map_err(|e| Error::Daemon(format!("cannot listen on {}: {e}", socket.display())))
 }
 
