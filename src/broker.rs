@@ -371,6 +371,8 @@ impl Broker {
                     retry_in_s,
                     last_error,
                     mints: s.mints,
+                    password_source: s.profile.source.to_string(),
+                    sink: s.profile.sink.clone(),
                 }
             })
             .collect();

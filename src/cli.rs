@@ -524,13 +524,7 @@ fn status(json: bool) -> Result<()> {
                 .filter_map(|name| {
                     file.resolve(&Overrides { profile: Some(name.clone()), ..Overrides::default() }).ok()
                 })
-                .map(|p| ProfileStatus {
-                    profile: p.name,
-                    url: p.url.to_string(),
-                    user: p.user,
-                    state: "none".into(),
-                    ..ProfileStatus::default()
-                })
+                .map(|p| ProfileStatus::idle(&p))
                 .collect();
             crate::ipc::Status { daemon: None, profiles }
         }
@@ -568,6 +562,12 @@ fn human_status(status: &crate::ipc::Status) -> Result<String> {
         }
         if let Some(s) = p.retry_in_s {
             write!(text, ", next attempt in {}", humantime::format_duration(Duration::from_secs(s))).map_err(w)?;
+        }
+        if !p.password_source.is_empty() {
+            write!(text, "; password from {}", p.password_source).map_err(w)?;
+        }
+        if let Some(sink) = &p.sink {
+            write!(text, "; token file {}", sink.display()).map_err(w)?;
         }
         if let Some(e) = &p.last_error {
             write!(text, "; last error: {e}").map_err(w)?;

@@ -531,7 +531,12 @@ impl Daemon {
         let mut profiles: Vec<ProfileStatus> = configured
             .iter()
             .map(|p| match slots.iter().find(|s| same(s, p)) {
-                Some(slot) => ProfileStatus { profile: p.name.clone(), ..slot.clone() },
+                Some(slot) => ProfileStatus {
+                    profile: p.name.clone(),
+                    password_source: p.source.to_string(),
+                    sink: p.sink.clone(),
+                    ..slot.clone()
+                },
                 None => ProfileStatus::idle(p),
             })
             .collect();

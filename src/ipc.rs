@@ -126,6 +126,12 @@ pub struct ProfileStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
     pub mints: u64,
+    /// Where the password comes from (`keychain`, `file:PATH`, ...); empty from an older daemon.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub password_source: String,
+    /// The token file the daemon keeps for this profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sink: Option<PathBuf>,
 }
 
 impl ProfileStatus {
@@ -136,6 +142,8 @@ impl ProfileStatus {
             url: p.url.to_string(),
             user: p.user.clone(),
             state: "none".into(),
+            password_source: p.source.to_string(),
+            sink: p.sink.clone(),
             ..ProfileStatus::default()
         }
     }

@@ -88,6 +88,8 @@ fn a_profile_sink_is_kept_by_the_daemon_that_get_starts() {
     let token = sb.run(&["get"], b"").code(0).token();
     wait_until(Duration::from_secs(10), "the profile's token file", || sink.exists());
     assert_eq!(std::fs::read_to_string(&sink).expect("read"), token, "the file holds the token get served");
+    let status = sb.run(&["status"], b"").code(0).stdout;
+    assert!(status.contains(&format!("token file {}", sink.display())), "{status}");
 }
 
 #[test]

@@ -35,6 +35,11 @@ fn a_file_source_is_refused_when_others_can_read_it_and_follows_its_content() {
     assert!(config(&sb).contains(&format!("password_source = \"{source}\"")), "{}", config(&sb));
     assert!(!sb.keychain_items().contains("kubex-cred"), "the file is the store: nothing in the keychain");
     assert!(emu.accepts(&sb.run(&["get"], b"").code(0).token()));
+    let status = sb.run(&["status"], b"").code(0).stdout;
+    assert!(status.contains(&format!("password from {source}")), "{status}");
+    let json: serde_json::Value =
+        serde_json::from_str(&sb.run(&["status", "--json"], b"").code(0).stdout).expect("json");
+    assert_eq!(json["profiles"][0]["password_source"], source.as_str());
 
     // 401: the same content is not sent again; new content is tried without a login.
     emu.set_password("apiUser", "pw2");
