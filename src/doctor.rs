@@ -98,7 +98,9 @@ fn check_source(report: &mut Report, profile: &Profile) {
     match sources.read(profile) {
         Ok(password) => {
             let what = match &profile.source {
-                PasswordSource::Keychain => format!("the keychain holds a password for {}", profile.account()),
+                PasswordSource::Keychain => {
+                    format!("the keychain ({}) holds a password for {}", crate::keychain::BACKEND, profile.account())
+                }
                 PasswordSource::Keyutils => format!("the kernel keyring holds a password for {}", profile.account()),
                 PasswordSource::File(path) => format!("{} is private and holds a password", path.display()),
                 PasswordSource::Command(_) => "the command printed a password".to_owned(),

@@ -9,6 +9,16 @@ use secrecy::{ExposeSecret, SecretString};
 /// The keychain service every entry is filed under.
 pub const SERVICE: &str = "kubex-cred";
 
+/// What the OS keychain is on this platform, for messages.
+#[cfg(target_os = "linux")]
+pub const BACKEND: &str = "Secret Service over the session D-Bus";
+#[cfg(target_os = "macos")]
+pub const BACKEND: &str = "macOS Keychain";
+#[cfg(windows)]
+pub const BACKEND: &str = "Windows Credential Manager";
+#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
+pub const BACKEND: &str = "no supported keychain";
+
 /// Why the keychain could not answer.
 #[derive(Debug, thiserror::Error)]
 pub enum KeychainError {
