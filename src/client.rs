@@ -90,7 +90,36 @@ pub fn daemon_answers(paths: &Paths) -> bool {
 
 fn connect(paths: &Paths) -> std::io::Result<Stream> {
     let name = paths.socket.as_path().to_fs_name::<GenericFilePath>()?;
-    Stream::connect(name)
+    let stream = Stream::connect(name)?;
+    #[cfg(windows)]
+    server_is_ours(&stream)?;
+    Ok(stream)
+}
+
+/// Windows (unbuilt here: CI has Linux only): the pipe's server must run as this user before any
+/// request is sent. Our daemon's pipe admits only its owner and is created as the first instance,
+/// so this fails only for a pipe of that name that another user created first: it would get our
+/// requests (they carry no secret) and could answer with a bogus token. On Unix the socket's
+/// 0700 directory of ours already rules that out. sysinfo reads the process owners (safe API).
+#[cfg(windows)]
+fn server_is_ours(stream: &Stream) -> std::io::Result<()> {
+    use interprocess::local_socket::traits::StreamCommon as _;
+    use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System, UpdateKind};
+    let refused = |why: String| std::io::Error::new(ErrorKind::PermissionDenied, why);
+    let server = stream.peer_creds()?.pid().ok_or_else(|| refused("the pipe's server has no process id".into()))?;
+    let server = Pid::from_u32(server);
+    let me = sysinfo::get_current_pid().map_err(|e| refused(format!("cannot find this process: {e}")))?;
+    let mut system = System::new();
+    let kind = ProcessRefreshKind::nothing().with_user(UpdateKind::Always);
+    system.refresh_processes_specifics(ProcessesToUpdate::Some(&[me, server]), true, kind);
+    let owner = |pid| system.process(pid).and_then(|p| p.user_id()).cloned();
+    match (owner(me), owner(server)) {
+        (Some(mine), Some(theirs)) if mine == theirs => Ok(()),
+        _ => Err(refused(format!(
+            "the daemon's pipe is served by process {server}, which does not run as you (someone else may hold \
+             the pipe name): refusing to send it anything"
+        ))),
+    }
 }
 
 fn is_absent(e: &std::io::Error) -> bool {

@@ -285,6 +285,7 @@ struct Daemon {
     stop: Notify,
     configs: ConfigCache,
     waiting: Waiting,
+    #[cfg_attr(not(unix), allow(dead_code))]
     uid: u32,
 }
 
@@ -666,6 +667,13 @@ pub(crate) mod platform {
             let files = getrlimit(Resource::Nofile);
             let _ = setrlimit(Resource::Nofile, Rlimit { current: files.maximum, maximum: files.maximum });
         }
+        // macOS (unbuilt here): no core dumps. Refusing debuggers needs ptrace(PT_DENY_ATTACH),
+        // which has no safe wrapper; still open (docs/security.md).
+        #[cfg(target_os = "macos")]
+        {
+            use rustix::process::{Resource, Rlimit, setrlimit};
+            let _ = setrlimit(Resource::Core, Rlimit { current: Some(0), maximum: Some(0) });
+        }
     }
 
     /// The listening socket a service manager passed (`LISTEN_FDS`/`LISTEN_PID`), if any.
@@ -720,6 +728,7 @@ pub(crate) mod platform {
     }
 
     pub enum Signal {
+        #[cfg_attr(not(unix), allow(dead_code))]
         Reload,
         Terminate,
     }

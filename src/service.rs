@@ -17,7 +17,9 @@ pub const SYSTEMD_SOCKET: &str = include_str!("../packaging/systemd/kubex-cred.s
 pub const SYSTEMD_SERVICE: &str = include_str!("../packaging/systemd/kubex-cred.service");
 const PACKAGED_EXEC_START: &str = "ExecStart=/usr/bin/kubex-credd daemon --foreground";
 /// Where the Debian package puts the user units and the daemon.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 const PACKAGED_UNIT_DIR: &str = "/usr/lib/systemd/user";
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 const PACKAGED_DAEMON: &str = "/usr/bin/kubex-credd";
 
 /// The LaunchAgent's label and the scheduled task's name.
@@ -168,6 +170,7 @@ fn daemon_exe() -> Result<PathBuf> {
     crate::client::core_exe()
 }
 
+#[cfg(any(target_os = "linux", target_os = "macos"))]
 fn home_dirs() -> Result<directories::BaseDirs> {
     directories::BaseDirs::new()
         .ok_or_else(|| Error::Other(anyhow::anyhow!("cannot find the home directory: set HOME")))

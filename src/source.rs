@@ -291,6 +291,7 @@ impl fmt::Debug for Keyutils {
 const KEYUTILS_HINT: &str = "the kernel keyring needs a session keyring (a login session has one; else run under \
                              `keyctl session -`, or pick another --password-source)";
 
+#[cfg(target_os = "linux")]
 fn keyutils_error(e: &keyring_core::Error) -> KeychainError {
     KeychainError::Unavailable {
         why: format!("kernel keyring: {}", e.to_string().replace(['\n', '\r'], " ")),
@@ -357,7 +358,10 @@ impl SecretStore for Keyutils {
             Err(e) => Err(keyutils_error(&e)),
         };
         #[cfg(not(target_os = "linux"))]
-        Ok(())
+        {
+            let _ = account;
+            Ok(())
+        }
     }
 }
 

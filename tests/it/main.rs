@@ -1,5 +1,6 @@
 //! Integration tests: the real binaries, a real Secret Service, the Kubex emulator over real HTTP.
-//! Modules mirror `src/`.
+//! Modules mirror `src/`. Linux only: they drive the Secret Service, systemd and Unix sockets.
+#![cfg(target_os = "linux")]
 
 #[path = "../support/mod.rs"]
 mod support;
