@@ -55,6 +55,24 @@ pub struct SinkSpec {
     pub path: std::path::PathBuf,
 }
 
+/// A `--sink` must name a profile that resolves and a file in an existing directory: said at once
+/// by the command, not logged over and over by a daemon in the background.
+fn check_sinks(sinks: &[SinkSpec]) -> Result<()> {
+    for sink in sinks {
+        let file = config::load(&config::config_path()?)?;
+        file.resolve(&config::Overrides { profile: sink.profile.clone(), ..config::Overrides::default() })?;
+        let dir = sink.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if !dir.is_dir() {
+            return Err(crate::error::usage(format!(
+                "cannot keep --sink {}: the directory {} does not exist; create it first",
+                sink.path.display(),
+                dir.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// `--sink` files and every profile's `sink` in the config file.
 fn all_sinks(options: &Options) -> Vec<SinkSpec> {
     let mut sinks = options.sinks.clone();
@@ -73,6 +91,7 @@ fn all_sinks(options: &Options) -> Vec<SinkSpec> {
 
 /// `kubex-cred daemon`: in the background (the default) or in the foreground.
 pub fn run(options: &Options) -> Result<()> {
+    check_sinks(&options.sinks)?;
     if options.foreground {
         serve(options)
     } else {

@@ -167,7 +167,14 @@ pub fn windows_uninstall() -> Vec<Step> {
 
 /// The daemon this installation runs: the `kubex-credd` beside the running program.
 fn daemon_exe() -> Result<PathBuf> {
-    crate::client::core_exe()
+    let daemon = crate::client::core_exe()?;
+    if !daemon.is_file() {
+        return Err(Error::Other(anyhow::anyhow!(
+            "cannot install the service: {} does not exist; install kubex-cred and kubex-credd side by side",
+            daemon.display()
+        )));
+    }
+    Ok(daemon)
 }
 
 #[cfg(any(target_os = "linux", target_os = "macos"))]

@@ -157,3 +157,14 @@ fn headless_login_output_and_sink_work_without_a_secret_service() {
     let _ = sidecar.kill();
     let _ = sidecar.wait();
 }
+
+#[test]
+fn a_sink_for_a_missing_profile_or_directory_is_refused_at_once() {
+    let (sb, _emu) = start(Duration::from_secs(300));
+    let missing_dir = sb.dir.path().join("no/such/dir/token");
+    sb.run(&["daemon", "--sink", missing_dir.to_str().expect("utf8")], b"").fails(2, "does not exist");
+    let token = sb.dir.path().join("token");
+    let token = token.to_str().expect("utf8");
+    sb.run(&["daemon", "--foreground", "--sink", token, "--profile", "nope"], b"").fails(3, "no profile 'nope'");
+    assert!(sb.daemon_pids().is_empty(), "no daemon was left running");
+}
