@@ -35,6 +35,32 @@ fn watch(emu: &Emulator, path: &std::path::Path, period: Duration, until_gone: b
     (seen, false)
 }
 
+/// `kubex-cred daemon --foreground --sink PATH`, stopped when dropped (also when a test fails).
+struct SinkDaemon(std::process::Child);
+
+impl SinkDaemon {
+    fn start(sb: &Sandbox, path: &std::path::Path, env: &[(&str, &str)]) -> SinkDaemon {
+        let child = sb
+            .cmd(support::bin("kubex-cred"))
+            .args(["daemon", "--foreground", "--sink"])
+            .arg(path)
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("daemon");
+        SinkDaemon(child)
+    }
+}
+
+impl Drop for SinkDaemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn the_sink_holds_a_fresh_token_and_never_an_expired_one() {
     let (sb, emu) = start(Duration::from_secs(3));
@@ -42,15 +68,7 @@ fn the_sink_holds_a_fresh_token_and_never_an_expired_one() {
     std::fs::create_dir(&dir).expect("mkdir");
     let sink = dir.join("token");
     std::fs::write(&sink, "stale token from an earlier run").expect("write");
-    let mut daemon = sb
-        .cmd(support::bin("kubex-cred"))
-        .args(["daemon", "--foreground", "--sink"])
-        .arg(&sink)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("daemon");
+    let _daemon = SinkDaemon::start(&sb, &sink, &[]);
     wait_until(Duration::from_secs(10), "a token in the file", || {
         std::fs::read_to_string(&sink).is_ok_and(|t| emu.accepts(&t))
     });
@@ -74,8 +92,6 @@ fn the_sink_holds_a_fresh_token_and_never_an_expired_one() {
 
     // A second daemon with a sink cannot start while this one runs: it says so.
     sb.run(&["daemon", "--sink", "/tmp/other"], b"").fails(9, "already runs");
-    let _ = daemon.kill();
-    let _ = daemon.wait();
 }
 
 #[test]
@@ -143,19 +159,9 @@ fn headless_login_output_and_sink_work_without_a_secret_service() {
     sb.run_env(&["get", "--no-daemon", "--output", path], b"", &env).code(0);
     assert!(emu.accepts(&std::fs::read_to_string(&token).expect("token")));
 
-    let mut sidecar = sb
-        .cmd(support::bin("kubex-cred"))
-        .args(["daemon", "--foreground", "--sink", path])
-        .envs(env.iter().copied())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("daemon");
+    let _sidecar = SinkDaemon::start(&sb, &token, &env);
     let (seen, _) = watch(&emu, &token, Duration::from_secs(5), false);
     assert!(seen.len() >= 2, "the sidecar refreshed the file {} times in 5 s", seen.len());
-    let _ = sidecar.kill();
-    let _ = sidecar.wait();
 }
 
 #[test]
