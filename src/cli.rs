@@ -13,7 +13,7 @@ use crate::error::{Error, Result, usage};
 use crate::ipc::{Body, Op, ProfileStatus, WireProfile};
 use crate::keychain::{OsKeychain, SecretStore};
 use crate::kubex::{self, Client};
-use crate::source::{Keyutils, PasswordSource, Passwords, Sources};
+use crate::source::{PasswordSource, Passwords, Sources};
 use crate::token::{Stamp, Token};
 
 /// The longest password line read from stdin.
@@ -365,7 +365,7 @@ fn login(args: LoginArgs) -> Result<()> {
             if args.password_stdin { read_password_line(std::io::stdin().lock())? } else { prompt_password(&profile)? };
         // Opened before anything is sent, so an unavailable store fails without using the password.
         let store: Box<dyn SecretStore> = match profile.source {
-            PasswordSource::Keyutils => Box::new(Keyutils::open()?),
+            PasswordSource::Keyutils => Box::new(OsKeychain::keyutils()?),
             _ => Box::new(OsKeychain::open()?),
         };
         (password, Some(store))
@@ -448,21 +448,29 @@ fn check_password(bytes: &[u8]) -> Result<SecretString> {
 fn logout(profile: Option<String>) -> Result<()> {
     let file = config::load(&config::config_path()?)?;
     let profile = file.resolve(&env_overrides(Overrides { profile, ..Overrides::default() }))?;
-    match &profile.source {
-        PasswordSource::Keychain => OsKeychain::open()?.delete(&profile.account())?,
-        PasswordSource::Keyutils => Keyutils::open()?.delete(&profile.account())?,
-        other => {
-            client::tell(&Op::Forget { account: profile.account() });
-            eprintln!(
-                "kubex-cred: profile '{}' reads its password from {other}, which kubex-cred never writes: nothing \
-                 to remove (the daemon dropped its token)",
-                profile.name
-            );
-            return Ok(());
-        }
+    let store = match &profile.source {
+        PasswordSource::Keychain => Some(OsKeychain::open()?),
+        PasswordSource::Keyutils => Some(OsKeychain::keyutils()?),
+        _ => None,
+    };
+    if let Some(store) = &store {
+        store.delete(&profile.account())?;
     }
+    // A running daemon drops the profile's token and any rejection it remembers.
     client::tell(&Op::Forget { account: profile.account() });
-    eprintln!("kubex-cred: removed the password of '{}' at {} from the {}", profile.user, profile.url, profile.source);
+    // Names, URL and source only: a source is a path, command or variable name, never a password.
+    if store.is_some() {
+        eprintln!(
+            "kubex-cred: removed the password of '{}' at {} from the {}",
+            profile.user, profile.url, profile.source
+        );
+    } else {
+        eprintln!(
+            "kubex-cred: profile '{}' reads its password from {}, which kubex-cred never writes: nothing to remove \
+             (the daemon dropped its token)",
+            profile.name, profile.source
+        );
+    }
     Ok(())
 }
 

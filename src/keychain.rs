@@ -47,9 +47,12 @@ pub trait SecretStore: Send + Sync {
     fn delete(&self, account: &str) -> Result<(), KeychainError>;
 }
 
-/// The platform's keychain through `keyring-core`.
+/// A keyring-core store: the platform's keychain, or (Linux) the kernel keyring.
 pub struct OsKeychain {
     store: Arc<CredentialStore>,
+    /// Names the store in errors; empty for the platform keychain.
+    label: &'static str,
+    hint: &'static str,
 }
 
 impl std::fmt::Debug for OsKeychain {
@@ -67,6 +70,9 @@ const HINT: &str = "check that Windows Credential Manager is available for this 
 #[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
 const HINT: &str = "this platform has no supported keychain";
 
+const KEYUTILS_HINT: &str = "the kernel keyring needs a session keyring (a login session has one; else run under \
+                             `keyctl session -`, or pick another --password-source)";
+
 impl OsKeychain {
     /// Connects to the platform's store (on Linux: the Secret Service on the session D-Bus).
     pub fn open() -> Result<Self, KeychainError> {
@@ -78,15 +84,36 @@ impl OsKeychain {
         let store = windows_native_keyring_store::Store::new().map(|s| s as Arc<CredentialStore>);
         #[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
         let store: keyring_core::Result<Arc<CredentialStore>> = Err(keyring_core::Error::NoDefaultStore);
-        store.map(|store| OsKeychain { store }).map_err(|e| unavailable(&e))
+        store.map(|store| OsKeychain { store, label: "", hint: HINT }).map_err(|e| unavailable(&e, "", HINT))
+    }
+
+    /// The Linux kernel keyring (keyutils): entries live in the session keyring, which a login
+    /// session has and a bare container or service may not.
+    pub fn keyutils() -> Result<Self, KeychainError> {
+        let label = "kernel keyring: ";
+        #[cfg(target_os = "linux")]
+        let store = linux_keyutils_keyring_store::Store::new().map(|s| s as Arc<CredentialStore>);
+        #[cfg(not(target_os = "linux"))]
+        let store: keyring_core::Result<Arc<CredentialStore>> = Err(keyring_core::Error::NoDefaultStore);
+        let keyutils = store
+            .map(|store| OsKeychain { store, label, hint: KEYUTILS_HINT })
+            .map_err(|e| unavailable(&e, label, KEYUTILS_HINT))?;
+        // Building an entry looks up the session keyring: fail here, before a password is sent
+        // anywhere, when there is none or the kernel keyring is off limits (container seccomp).
+        keyutils.entry("probe")?;
+        Ok(keyutils)
     }
 
     fn entry(&self, account: &str) -> Result<Entry, KeychainError> {
-        Entry::new_in_store(&self.store, SERVICE, account).map_err(|e| unavailable(&e))
+        Entry::new_in_store(&self.store, SERVICE, account).map_err(|e| self.unavailable(&e))
+    }
+
+    fn unavailable(&self, e: &keyring_core::Error) -> KeychainError {
+        unavailable(e, self.label, self.hint)
     }
 }
 
-fn unavailable(e: &keyring_core::Error) -> KeychainError {
+fn unavailable(e: &keyring_core::Error, label: &str, hint: &'static str) -> KeychainError {
     let why = match e {
         keyring_core::Error::NoStorageAccess(inner) => {
             format!("the keychain is locked or refused access ({inner})")
@@ -96,7 +123,7 @@ fn unavailable(e: &keyring_core::Error) -> KeychainError {
         }
         other => other.to_string(),
     };
-    KeychainError::Unavailable { why: why.replace(['\n', '\r'], " "), hint: HINT }
+    KeychainError::Unavailable { why: format!("{label}{}", why.replace(['\n', '\r'], " ")), hint }
 }
 
 impl SecretStore for OsKeychain {
@@ -104,18 +131,18 @@ impl SecretStore for OsKeychain {
         match self.entry(account)?.get_password() {
             Ok(password) => Ok(SecretString::from(password)),
             Err(keyring_core::Error::NoEntry) => Err(KeychainError::NotFound { account: account.to_owned() }),
-            Err(e) => Err(unavailable(&e)),
+            Err(e) => Err(self.unavailable(&e)),
         }
     }
 
     fn set(&self, account: &str, password: &SecretString) -> Result<(), KeychainError> {
-        self.entry(account)?.set_password(password.expose_secret()).map_err(|e| unavailable(&e))
+        self.entry(account)?.set_password(password.expose_secret()).map_err(|e| self.unavailable(&e))
     }
 
     fn delete(&self, account: &str) -> Result<(), KeychainError> {
         match self.entry(account)?.delete_credential() {
             Ok(()) | Err(keyring_core::Error::NoEntry) => Ok(()),
-            Err(e) => Err(unavailable(&e)),
+            Err(e) => Err(self.unavailable(&e)),
         }
     }
 }

@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 
 use crate::config::Profile;
 use crate::error::{Error, Result, usage};
-use crate::keychain::{KeychainError, SecretStore};
+use crate::keychain::{OsKeychain, SecretStore};
 
 /// A profile's `password_source`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -155,7 +155,7 @@ impl Passwords for Sources {
     fn read(&self, profile: &Profile) -> Result<SecretString> {
         match &profile.source {
             PasswordSource::Keychain => Ok((self.keychain)()?.get(&profile.account())?),
-            PasswordSource::Keyutils => Ok(Keyutils::open()?.get(&profile.account())?),
+            PasswordSource::Keyutils => Ok(OsKeychain::keyutils()?.get(&profile.account())?),
             PasswordSource::File(path) => read_file(path),
             PasswordSource::Command(cmd) => run_command(cmd, self.command_timeout),
             PasswordSource::Env(var) => {
@@ -273,96 +273,6 @@ pub fn run_command(text: &str, timeout: Duration) -> Result<SecretString> {
         return Err(Error::NotLoggedIn(format!("{} failed ({status}): {why}", what())));
     }
     first_line(&stdout, &what)
-}
-
-/// The Linux kernel keyring (keyutils), through keyring-core's keyutils store: entries live in
-/// the session keyring, which a login session has and a bare container or service may not.
-pub struct Keyutils {
-    #[cfg(target_os = "linux")]
-    store: std::sync::Arc<keyring_core::CredentialStore>,
-}
-
-impl fmt::Debug for Keyutils {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Keyutils")
-    }
-}
-
-const KEYUTILS_HINT: &str = "the kernel keyring needs a session keyring (a login session has one; else run under \
-                             `keyctl session -`, or pick another --password-source)";
-
-#[cfg(target_os = "linux")]
-fn keyutils_error(e: &keyring_core::Error) -> KeychainError {
-    KeychainError::Unavailable {
-        why: format!("kernel keyring: {}", e.to_string().replace(['\n', '\r'], " ")),
-        hint: KEYUTILS_HINT,
-    }
-}
-
-impl Keyutils {
-    pub fn open() -> std::result::Result<Keyutils, KeychainError> {
-        #[cfg(target_os = "linux")]
-        {
-            let store = linux_keyutils_keyring_store::Store::new()
-                .map(|s| s as std::sync::Arc<keyring_core::CredentialStore>)
-                .map_err(|e| keyutils_error(&e))?;
-            let keyutils = Keyutils { store };
-            // Building an entry looks up the session keyring: fail here, before a password is sent
-            // anywhere, when there is none or the kernel keyring is off limits (container seccomp).
-            keyutils.entry("probe")?;
-            Ok(keyutils)
-        }
-        #[cfg(not(target_os = "linux"))]
-        Err(KeychainError::Unavailable { why: "the kernel keyring exists only on Linux".into(), hint: KEYUTILS_HINT })
-    }
-
-    #[cfg(target_os = "linux")]
-    fn entry(&self, account: &str) -> std::result::Result<keyring_core::Entry, KeychainError> {
-        keyring_core::Entry::new_in_store(&self.store, crate::keychain::SERVICE, account)
-            .map_err(|e| keyutils_error(&e))
-    }
-}
-
-impl SecretStore for Keyutils {
-    fn get(&self, account: &str) -> std::result::Result<SecretString, KeychainError> {
-        #[cfg(target_os = "linux")]
-        return match self.entry(account)?.get_password() {
-            Ok(password) => Ok(SecretString::from(password)),
-            Err(keyring_core::Error::NoEntry) => Err(KeychainError::NotFound { account: account.to_owned() }),
-            Err(e) => Err(keyutils_error(&e)),
-        };
-        #[cfg(not(target_os = "linux"))]
-        Err(KeychainError::NotFound { account: account.to_owned() })
-    }
-
-    fn set(&self, account: &str, password: &SecretString) -> std::result::Result<(), KeychainError> {
-        #[cfg(target_os = "linux")]
-        return self
-            .entry(account)?
-            .set_password(secrecy::ExposeSecret::expose_secret(password))
-            .map_err(|e| keyutils_error(&e));
-        #[cfg(not(target_os = "linux"))]
-        {
-            let _ = (account, password);
-            Err(KeychainError::Unavailable {
-                why: "the kernel keyring exists only on Linux".into(),
-                hint: KEYUTILS_HINT,
-            })
-        }
-    }
-
-    fn delete(&self, account: &str) -> std::result::Result<(), KeychainError> {
-        #[cfg(target_os = "linux")]
-        return match self.entry(account)?.delete_credential() {
-            Ok(()) | Err(keyring_core::Error::NoEntry) => Ok(()),
-            Err(e) => Err(keyutils_error(&e)),
-        };
-        #[cfg(not(target_os = "linux"))]
-        {
-            let _ = account;
-            Ok(())
-        }
-    }
 }
 
 #[cfg(test)]
