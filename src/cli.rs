@@ -397,7 +397,7 @@ fn login(args: LoginArgs) -> Result<()> {
 }
 
 /// The password sources as the CLI reads them (the keychain opened only if a profile uses it).
-fn sources() -> Result<Sources> {
+pub(crate) fn sources() -> Result<Sources> {
     Ok(Sources::new(|| Ok(std::sync::Arc::new(OsKeychain::open()?)), timeout()?))
 }
 

@@ -88,11 +88,8 @@ fn check_config(report: &mut Report, overrides: &Overrides) -> Option<Profile> {
 
 fn check_source(report: &mut Report, profile: &Profile) {
     let check = format!("password source ({})", profile.source);
-    let sources = match crate::cli::timeout() {
-        Ok(timeout) => crate::source::Sources::new(
-            || Ok(std::sync::Arc::new(crate::keychain::OsKeychain::open()?) as std::sync::Arc<_>),
-            timeout,
-        ),
+    let sources = match crate::cli::sources() {
+        Ok(sources) => sources,
         Err(e) => return report.line(Level::Fail, &check, e),
     };
     match sources.read(profile) {
