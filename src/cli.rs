@@ -256,24 +256,15 @@ pub fn run() -> Result<()> {
 }
 
 fn service(action: ServiceAction) -> Result<()> {
-    let report = match action {
-        ServiceAction::Install { dry_run } => {
-            let steps = crate::service::install_plan()?;
-            if !dry_run {
-                crate::service::check_manager()?;
-            }
-            crate::service::apply(&steps, dry_run)?
-        }
-        ServiceAction::Uninstall { dry_run } => {
-            let steps = crate::service::uninstall_plan()?;
-            if !dry_run {
-                crate::service::check_manager()?;
-            }
-            crate::service::apply(&steps, dry_run)?
-        }
-        ServiceAction::Status => crate::service::status()?,
+    let (steps, dry_run) = match action {
+        ServiceAction::Install { dry_run } => (crate::service::install_plan()?, dry_run),
+        ServiceAction::Uninstall { dry_run } => (crate::service::uninstall_plan()?, dry_run),
+        ServiceAction::Status => return write_stdout(crate::service::status()?.as_bytes()),
     };
-    write_stdout(report.as_bytes())
+    if !dry_run {
+        crate::service::check_manager()?;
+    }
+    write_stdout(crate::service::apply(&steps, dry_run)?.as_bytes())
 }
 
 /// Completion scripts and man pages come from the clap definitions, so they never drift from the CLI.
@@ -657,7 +648,8 @@ fn git_expiry(expires_ms: i64) -> i64 {
 }
 
 /// Writes the token in the asked format, all at once.
-/// Prints the credential on stdout, or with `--output` writes it to that file.
+/// Prints the credential and a line ending on stdout, or with `--output` writes it alone to that
+/// file, as in a token file the daemon keeps, so readers can use it as is.
 fn deliver(
     output: Option<&std::path::Path>,
     format: Format,
@@ -665,42 +657,34 @@ fn deliver(
     jwt: &str,
     expires_ms: i64,
 ) -> Result<()> {
+    let text = credential(format, profile, jwt, expires_ms);
     match output {
-        None => print_token(&mut std::io::stdout().lock(), format, profile, jwt, expires_ms),
-        Some(path) => {
-            // As in a token file the daemon keeps: no line ending, so readers can use it as is.
-            let mut text = Zeroizing::new(Vec::new());
-            print_token(&mut *text, format, profile, jwt, expires_ms)?;
-            crate::sink::write_atomic(path, text.strip_suffix(b"\n").unwrap_or(&text))
+        Some(path) => crate::sink::write_atomic(path, text.as_bytes()),
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes())
+                .and_then(|()| out.write_all(b"\n"))
+                .and_then(|()| out.flush())
+                .map_err(|e| Error::Other(anyhow::anyhow!("cannot write the token to stdout: {e}")))
         }
     }
 }
 
-pub fn print_token(
-    out: &mut impl Write,
-    format: Format,
-    profile: &WireProfile,
-    jwt: &str,
-    expires_ms: i64,
-) -> Result<()> {
-    let text = Zeroizing::new(match format {
-        Format::Token => format!("{jwt}\n"),
-        Format::Header => format!("Authorization: Bearer {jwt}\n"),
-        Format::Env => format!("export KUBEX_TOKEN={jwt}\n"),
-        Format::Json => {
-            let object = serde_json::json!({
-                "token": jwt,
-                "expires": expires_ms,
-                "profile": profile.name,
-                "url": profile.url,
-                "user": profile.user,
-            });
-            format!("{object}\n")
-        }
-    });
-    out.write_all(text.as_bytes())
-        .and_then(|()| out.flush())
-        .map_err(|e| Error::Other(anyhow::anyhow!("cannot write the token to stdout: {e}")))
+/// The credential in the asked format, without a line ending.
+fn credential(format: Format, profile: &WireProfile, jwt: &str, expires_ms: i64) -> Zeroizing<String> {
+    Zeroizing::new(match format {
+        Format::Token => jwt.to_owned(),
+        Format::Header => format!("Authorization: Bearer {jwt}"),
+        Format::Env => format!("export KUBEX_TOKEN={jwt}"),
+        Format::Json => serde_json::json!({
+            "token": jwt,
+            "expires": expires_ms,
+            "profile": profile.name,
+            "url": profile.url,
+            "user": profile.user,
+        })
+        .to_string(),
+    })
 }
 
 #[cfg(test)]
