@@ -18,7 +18,7 @@ use crate::config::Profile;
 use crate::error::Error;
 use crate::ipc::ProfileStatus;
 use crate::kubex::AuthError;
-use crate::notify::{Event, Notifier};
+use crate::notify::{Event, Kind, Notifier};
 use crate::source::Passwords;
 use crate::token::{Stamp, Token};
 
@@ -284,31 +284,35 @@ impl Broker {
             Err(e) => {
                 let failure = Failure::from(Error::from(e.clone()));
                 tracing::info!(profile = %profile.name, code = failure.code, "mint failed: {}", failure.message);
-                // What only the user can fix, once per event: each rejection is of another password
-                // (a rejected one is never sent again); an expiry counts once until a mint succeeds.
-                let (name, url, user) = (profile.name.clone(), profile.url.to_string(), profile.user.clone());
+                // What only the user can fix is told once per event: each rejection is of another
+                // password (a rejected one is never sent again); an expiry counts once until a mint
+                // succeeds, so not when the slot was already held for one.
                 let expired_before = matches!(&hold, Hold::Until { failure, .. } if failure.code == 5);
-                match e {
-                    AuthError::Rejected { .. } => self.notifier.notify(Event::Rejected { profile: name, url, user }),
-                    AuthError::Expired { .. } if !expired_before => {
-                        self.notifier.notify(Event::Expired { profile: name, url, user });
+                let (hold, event) = match e {
+                    AuthError::Rejected { .. } => {
+                        (Hold::Rejected { fingerprint: print, failure: failure.clone() }, Some(Kind::Rejected))
                     }
-                    _ => {}
-                }
-                s.hold = match e {
-                    AuthError::Rejected { .. } => Hold::Rejected { fingerprint: print, failure: failure.clone() },
-                    AuthError::Expired { .. } => {
-                        Hold::Until { until: now.after(EXPIRED_HOLD), failure: failure.clone() }
-                    }
-                    AuthError::RateLimited { retry_after, .. } => Hold::Until {
-                        until: now.after(retry_after.unwrap_or(DEFAULT_RATE_LIMIT)),
-                        failure: failure.clone(),
-                    },
+                    AuthError::Expired { .. } => (
+                        Hold::Until { until: now.after(EXPIRED_HOLD), failure: failure.clone() },
+                        (!expired_before).then_some(Kind::Expired),
+                    ),
+                    AuthError::RateLimited { retry_after, .. } => (
+                        Hold::Until {
+                            until: now.after(retry_after.unwrap_or(DEFAULT_RATE_LIMIT)),
+                            failure: failure.clone(),
+                        },
+                        None,
+                    ),
                     _ => {
                         s.failures += 1;
-                        Hold::Until { until: now.after(backoff(s.failures)), failure: failure.clone() }
+                        (Hold::Until { until: now.after(backoff(s.failures)), failure: failure.clone() }, None)
                     }
                 };
+                s.hold = hold;
+                drop(s);
+                if let Some(kind) = event {
+                    self.notifier.notify(Event::new(kind, &profile));
+                }
                 Err(failure)
             }
         }
@@ -470,7 +474,7 @@ mod tests {
         /// How many events of each kind were reported: (rejected, expired).
         fn events(&self) -> (usize, usize) {
             let events = self.events.0.lock().expect("lock");
-            let rejected = events.iter().filter(|e| matches!(e, Event::Rejected { .. })).count();
+            let rejected = events.iter().filter(|e| e.kind == Kind::Rejected).count();
             (rejected, events.len() - rejected)
         }
         fn succeed(&self) {

@@ -9,28 +9,44 @@
 
 use std::sync::mpsc;
 
-/// Something the user must act on.
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// 401: the stored password was refused.
+    Rejected,
+    /// 403: the trial or subscription has ended.
+    Expired,
+}
+
+/// Something the user must act on, for one profile.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    Rejected { profile: String, url: String, user: String },
-    Expired { profile: String, url: String, user: String },
+pub struct Event {
+    pub kind: Kind,
+    pub profile: String,
+    pub url: String,
+    pub user: String,
 }
 
 impl Event {
+    pub fn new(kind: Kind, profile: &crate::config::Profile) -> Event {
+        Event { kind, profile: profile.name.clone(), url: profile.url.to_string(), user: profile.user.clone() }
+    }
+
     pub fn summary(&self) -> &'static str {
-        match self {
-            Event::Rejected { .. } => "Kubex rejected the stored password",
-            Event::Expired { .. } => "Kubex subscription expired",
+        match self.kind {
+            Kind::Rejected => "Kubex rejected the stored password",
+            Kind::Expired => "Kubex subscription expired",
         }
     }
 
     pub fn body(&self) -> String {
-        match self {
-            Event::Rejected { profile, url, user } => format!(
+        let Event { profile, url, user, .. } = self;
+        match self.kind {
+            Kind::Rejected => format!(
                 "{url} refused the password of {user} (profile {profile}); kubex-cred will not send it again. \
                  Run `kubex-cred login --profile {profile}` with the current password."
             ),
-            Event::Expired { profile, url, user } => format!(
+            Kind::Expired => format!(
                 "The trial or subscription of {user} at {url} (profile {profile}) has expired. Renew it, then run \
                  `kubex-cred login --profile {profile}`."
             ),
@@ -54,7 +70,7 @@ impl Notifier for Silent {
 /// The desktop's notifications, sent from a thread of their own.
 #[derive(Debug)]
 pub struct Desktop {
-    queue: std::sync::Mutex<mpsc::Sender<Event>>,
+    queue: mpsc::Sender<Event>,
 }
 
 impl Desktop {
@@ -78,14 +94,13 @@ impl Desktop {
             tracing::warn!("no desktop notifications: cannot start their thread: {e}");
             return std::sync::Arc::new(Silent);
         }
-        std::sync::Arc::new(Desktop { queue: std::sync::Mutex::new(tx) })
+        std::sync::Arc::new(Desktop { queue: tx })
     }
 }
 
 impl Notifier for Desktop {
     fn notify(&self, event: Event) {
-        let queue = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let _ = queue.send(event);
+        let _ = self.queue.send(event);
     }
 }
 
