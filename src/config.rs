@@ -207,13 +207,30 @@ pub fn load(path: &Path) -> Result<ConfigFile> {
 pub fn save(path: &Path, config: &ConfigFile) -> Result<()> {
     let failed =
         |e: &dyn fmt::Display| Error::Other(anyhow::anyhow!("cannot write config file {}: {e}", path.display()));
-    let dir = path.parent().ok_or_else(|| failed(&"no parent directory"))?;
-    create_private_dir(dir).map_err(|e| failed(&e))?;
+    create_private_dir(dir_of(path)).map_err(|e| failed(&e))?;
     let text = toml::to_string_pretty(config).map_err(|e| failed(&e))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| failed(&e))?;
-    tmp.write_all(text.as_bytes()).map_err(|e| failed(&e))?;
-    tmp.as_file().sync_all().map_err(|e| failed(&e))?;
-    tmp.persist(path).map_err(|e| failed(&e.error))?;
+    write_atomic(path, text.as_bytes(), 0o600).map_err(|e| failed(&e))
+}
+
+/// The directory a file is written in (`.` for a bare file name).
+pub fn dir_of(path: &Path) -> &Path {
+    path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."))
+}
+
+/// Writes a file whole or not at all: a temporary file beside it (mode 0600 from the start, then
+/// `mode`), synced, then renamed over `path`. The directory must exist.
+pub fn write_atomic(path: &Path, content: &[u8], mode: u32) -> std::io::Result<()> {
+    let mut tmp = tempfile::Builder::new().prefix(".kubex-cred-").tempfile_in(dir_of(path))?;
+    tmp.write_all(content)?;
+    #[cfg(unix)]
+    if mode != 0o600 {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(mode))?;
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }
 

@@ -58,10 +58,13 @@ pub struct SinkSpec {
 /// A `--sink` must name a profile that resolves and a file in an existing directory: said at once
 /// by the command, not logged over and over by a daemon in the background.
 fn check_sinks(sinks: &[SinkSpec]) -> Result<()> {
+    if sinks.is_empty() {
+        return Ok(());
+    }
+    let file = config::load(&config::config_path()?)?;
     for sink in sinks {
-        let file = config::load(&config::config_path()?)?;
         file.resolve(&config::Overrides { profile: sink.profile.clone(), ..config::Overrides::default() })?;
-        let dir = sink.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = config::dir_of(&sink.path);
         if !dir.is_dir() {
             return Err(crate::error::usage(format!(
                 "cannot keep --sink {}: the directory {} does not exist; create it first",

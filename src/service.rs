@@ -314,20 +314,11 @@ pub fn apply(steps: &[Step], dry_run: bool) -> Result<String> {
     Ok(report)
 }
 
-/// Writes a file whole or not at all (a temporary file beside it, then a rename), mode 0644.
+/// Writes a unit or agent file (creating its directory), mode 0644, whole or not at all.
 fn write_file(path: &Path, content: &str) -> Result<()> {
-    let failed = |e: &dyn std::fmt::Display| Error::Other(anyhow::anyhow!("cannot write {}: {e}", path.display()));
-    let dir = path.parent().ok_or_else(|| failed(&"no parent directory"))?;
-    std::fs::create_dir_all(dir).map_err(|e| failed(&e))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| failed(&e))?;
-    std::io::Write::write_all(&mut tmp, content.as_bytes()).map_err(|e| failed(&e))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644)).map_err(|e| failed(&e))?;
-    }
-    tmp.persist(path).map_err(|e| failed(&e.error))?;
-    Ok(())
+    std::fs::create_dir_all(crate::config::dir_of(path))
+        .and_then(|()| crate::config::write_atomic(path, content.as_bytes(), 0o644))
+        .map_err(|e| Error::Other(anyhow::anyhow!("cannot write {}: {e}", path.display())))
 }
 
 /// What is installed and whether it runs, one line each.

@@ -8,7 +8,6 @@
 //! the daemon never serves either). A reader sees a valid token or no file.
 
 use std::future::Future;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -19,18 +18,10 @@ use crate::token::{Stamp, Token};
 /// How long to wait before asking again after a failure.
 const RETRY: Duration = Duration::from_secs(1);
 
-/// Writes `content` to `path` whole or not at all, mode 0600 (the temporary file's own mode).
+/// Writes a token file: whole or not at all, mode 0600.
 pub fn write_atomic(path: &Path, content: &[u8]) -> Result<()> {
-    let failed = |e: &dyn std::fmt::Display| Error::Other(anyhow::anyhow!("cannot write {}: {e}", path.display()));
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new().prefix(".kubex-cred-").tempfile_in(dir).map_err(|e| failed(&e))?;
-    tmp.write_all(content).map_err(|e| failed(&e))?;
-    tmp.as_file().sync_all().map_err(|e| failed(&e))?;
-    tmp.persist(path).map_err(|e| failed(&e.error))?;
-    Ok(())
+    crate::config::write_atomic(path, content, 0o600)
+        .map_err(|e| Error::Other(anyhow::anyhow!("cannot write {}: {e}", path.display())))
 }
 
 fn remove(path: &Path) {
