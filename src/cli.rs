@@ -351,15 +351,10 @@ fn login(args: LoginArgs) -> Result<()> {
             profile.name
         );
     }
-    let (password, store) = if profile.source.stores() {
-        let password =
-            if args.password_stdin { read_password_line(std::io::stdin().lock())? } else { prompt_password(&profile)? };
-        // Opened before anything is sent, so an unavailable store fails without using the password.
-        let store: Box<dyn SecretStore> = match profile.source {
-            PasswordSource::Keyutils => Box::new(OsKeychain::keyutils()?),
-            _ => Box::new(OsKeychain::open()?),
-        };
-        (password, Some(store))
+    // Opened before the password is asked for or sent, so an unavailable store loses nothing.
+    let store = profile.source.store()?;
+    let password = if store.is_some() {
+        if args.password_stdin { read_password_line(std::io::stdin().lock())? } else { prompt_password(&profile)? }
     } else {
         if args.password_stdin {
             return Err(usage(format!(
@@ -367,7 +362,7 @@ fn login(args: LoginArgs) -> Result<()> {
                 profile.source
             )));
         }
-        (sources()?.read(&profile)?, None)
+        sources()?.read(&profile)?
     };
     let token = mint(&profile, &password)?;
     if let Some(store) = store {
@@ -439,11 +434,7 @@ fn check_password(bytes: &[u8]) -> Result<SecretString> {
 fn logout(profile: Option<String>) -> Result<()> {
     let file = config::load(&config::config_path()?)?;
     let profile = file.resolve(&env_overrides(Overrides { profile, ..Overrides::default() }))?;
-    let store = match &profile.source {
-        PasswordSource::Keychain => Some(OsKeychain::open()?),
-        PasswordSource::Keyutils => Some(OsKeychain::keyutils()?),
-        _ => None,
-    };
+    let store = profile.source.store()?;
     if let Some(store) = &store {
         store.delete(&profile.account())?;
     }

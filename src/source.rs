@@ -68,9 +68,14 @@ impl fmt::Display for PasswordSource {
 }
 
 impl PasswordSource {
-    /// Whether `login` stores the password there (otherwise it only reads it from there).
-    pub fn stores(&self) -> bool {
-        matches!(self, PasswordSource::Keychain | PasswordSource::Keyutils)
+    /// The store `login` keeps the password in and `logout` removes it from; `None` for the
+    /// sources kubex-cred only reads.
+    pub fn store(&self) -> std::result::Result<Option<OsKeychain>, crate::keychain::KeychainError> {
+        match self {
+            PasswordSource::Keychain => OsKeychain::open().map(Some),
+            PasswordSource::Keyutils => OsKeychain::keyutils().map(Some),
+            _ => Ok(None),
+        }
     }
 }
 
