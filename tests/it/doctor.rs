@@ -72,10 +72,8 @@ fn doctor_fails_on_a_stopped_kubex_a_missing_keyring_and_a_loose_socket_director
 fn doctor_checks_the_tls_chain_with_the_profiles_ca() {
     let sb = Sandbox::new();
     let emu = Emulator::start_tls(Options::default(), &[("apiUser", "pw")]);
-    let ca = sb.home().join("ca.pem");
-    std::fs::write(&ca, emu.ca_pem().expect("TLS emulator")).expect("write CA");
-    let ca = ca.to_str().expect("utf8");
-    sb.run(&["login", "--url", &emu.origin(), "--user", "apiUser", "--password-stdin", "--ca-cert", ca], b"pw\n")
+    let ca = sb.ca_file(&emu);
+    sb.run(&["login", "--url", &emu.origin(), "--user", "apiUser", "--password-stdin", "--ca-cert", &ca], b"pw\n")
         .code(0);
     let out = sb.run(&["doctor"], b"").code(0).stdout;
     assert!(line(&out, "kubex").contains("TLS chain verified"), "{out}");

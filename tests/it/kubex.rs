@@ -188,9 +188,8 @@ fn tls_needs_the_ca_and_sends_nothing_without_it() {
     assert!(emu.received().is_empty(), "the server received a request without a trusted certificate");
     assert!(!sb.config_file().exists());
 
-    let ca = sb.home().join("corp-ca.pem");
-    std::fs::write(&ca, emu.ca_pem().expect("TLS emulator")).expect("write CA");
-    login(&["--ca-cert", ca.to_str().expect("utf8")]).code(0);
+    let ca = sb.ca_file(&emu);
+    login(&["--ca-cert", &ca]).code(0);
     let config = std::fs::read_to_string(sb.config_file()).expect("config");
     assert!(config.contains("ca_cert"), "{config}");
     assert!(emu.accepts(&sb.run(&["get", "--no-daemon"], b"").code(0).token()));
@@ -201,9 +200,8 @@ fn tls_needs_the_ca_and_sends_nothing_without_it() {
 fn kubex_ca_cert_in_the_environment_is_used() {
     let sb = Sandbox::new();
     let emu = Emulator::start_tls(Options::default(), &[("apiUser", "pw")]);
-    let ca = sb.home().join("ca.pem");
-    std::fs::write(&ca, emu.ca_pem().expect("TLS emulator")).expect("write CA");
-    let env = [("KUBEX_CA_CERT", ca.to_str().expect("utf8"))];
+    let ca = sb.ca_file(&emu);
+    let env = [("KUBEX_CA_CERT", ca.as_str())];
     sb.run_env(&["login", "--url", &emu.origin(), "--user", "apiUser", "--password-stdin"], b"pw\n", &env).code(0);
     assert!(emu.accepts(&sb.run_env(&["get", "--no-daemon"], b"", &env).code(0).token()));
 }
@@ -213,13 +211,11 @@ fn https_proxy_is_honoured() {
     let sb = Sandbox::new();
     let emu = Emulator::start_tls(Options::default(), &[("apiUser", "pw")]);
     let proxy = crate::support::ConnectProxy::start();
-    let ca = sb.home().join("ca.pem");
-    std::fs::write(&ca, emu.ca_pem().expect("TLS emulator")).expect("write CA");
+    let ca = sb.ca_file(&emu);
     let proxy_url = proxy.url();
     let env = [("HTTPS_PROXY", proxy_url.as_str())];
     let origin = emu.origin();
-    let args =
-        ["login", "--url", &origin, "--user", "apiUser", "--password-stdin", "--ca-cert", ca.to_str().expect("utf8")];
+    let args = ["login", "--url", &origin, "--user", "apiUser", "--password-stdin", "--ca-cert", &ca];
     sb.run_env(&args, b"pw\n", &env).code(0);
     assert_eq!(proxy.connects(), vec![format!("127.0.0.1:{}", emu.port())], "the request went through the proxy");
     assert_eq!(emu.authorize_calls(), 1);

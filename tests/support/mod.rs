@@ -148,6 +148,13 @@ impl Sandbox {
         )
     }
 
+    /// Writes the TLS emulator's CA certificate to `HOME/ca.pem` and returns that path.
+    pub fn ca_file(&self, emu: &Emulator) -> String {
+        let ca = self.home().join("ca.pem");
+        std::fs::write(&ca, emu.ca_pem().expect("a TLS emulator")).expect("write the CA file");
+        ca.to_str().expect("a UTF-8 path").to_owned()
+    }
+
     /// What `secret-tool search service kubex-cred` prints (the real Secret Service's view).
     pub fn keychain_items(&self) -> String {
         let out =
