@@ -14,8 +14,8 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kubex_cred::config::Overrides;
-use kubex_cred::ipc::{Body, Op, Paths};
+use kubex_cred::client::Paths;
+use kubex_cred::protocol::{Body, Op, Overrides};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

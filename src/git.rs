@@ -2,8 +2,9 @@
 
 use std::io::{BufRead, Write};
 
-use crate::config::{ConfigFile, Overrides, Profile};
-use crate::error::{Error, Result, usage};
+use crate::config::{ConfigFile, Profile};
+use crate::error::{Error, Result};
+use crate::protocol::Overrides;
 
 /// The longest attribute line git allows.
 pub const MAX_LINE: usize = 65535;
@@ -35,7 +36,7 @@ pub fn read_attributes(input: impl BufRead) -> Result<Attributes> {
     loop {
         let mut line = Vec::new();
         input.set_limit(MAX_LINE as u64 + 2);
-        input.read_until(b'\n', &mut line).map_err(|e| usage(format!("cannot read git's request: {e}")))?;
+        input.read_until(b'\n', &mut line).map_err(|e| Error::usage(format!("cannot read git's request: {e}")))?;
         let complete = line.ends_with(b"\n");
         if complete {
             line.pop();
@@ -44,16 +45,16 @@ pub fn read_attributes(input: impl BufRead) -> Result<Attributes> {
             line.pop();
         }
         if line.len() > MAX_LINE {
-            return Err(usage(format!("git's request has a line longer than {MAX_LINE} bytes")));
+            return Err(Error::usage(format!("git's request has a line longer than {MAX_LINE} bytes")));
         }
         if line.is_empty() {
             return Ok(attrs);
         }
-        let line = String::from_utf8(line).map_err(|_| usage("git's request is not UTF-8 text"))?;
+        let line = String::from_utf8(line).map_err(|_| Error::usage("git's request is not UTF-8 text"))?;
         if line.contains(['\0', '\r']) {
-            return Err(usage("git's request has a NUL or CR inside a value"));
+            return Err(Error::usage("git's request has a NUL or CR inside a value"));
         }
-        let (key, value) = line.split_once('=').ok_or_else(|| usage("git's request has a line without '='"))?;
+        let (key, value) = line.split_once('=').ok_or_else(|| Error::usage("git's request has a line without '='"))?;
         let value = value.to_owned();
         match key {
             "protocol" => attrs.protocol = Some(value),
@@ -75,7 +76,7 @@ pub fn read_attributes(input: impl BufRead) -> Result<Attributes> {
 
 /// `url=` sets protocol, host (with port), path and username, as git does.
 fn apply_url(attrs: &mut Attributes, text: &str) -> Result<()> {
-    let url = url::Url::parse(text).map_err(|e| usage(format!("git's request has an invalid url: {e}")))?;
+    let url = url::Url::parse(text).map_err(|e| Error::usage(format!("git's request has an invalid url: {e}")))?;
     attrs.protocol = Some(url.scheme().to_owned());
     attrs.host = url.host_str().map(|h| match url.port() {
         Some(port) => format!("{h}:{port}"),
@@ -100,11 +101,7 @@ fn git_host(p: &Profile) -> String {
 /// and the path when git sends one. `None`: not ours, say nothing.
 pub fn matching_profile(attrs: &Attributes, file: &ConfigFile, env: &Overrides) -> Option<Profile> {
     let (protocol, host) = (attrs.protocol.as_deref()?, attrs.host.as_deref()?);
-    let mut candidates: Vec<Profile> = file
-        .profiles
-        .keys()
-        .filter_map(|name| file.resolve(&Overrides { profile: Some(name.clone()), ..Overrides::default() }).ok())
-        .collect();
+    let mut candidates: Vec<Profile> = file.profiles().collect();
     if env.url.is_some() {
         candidates.extend(file.resolve(env).ok());
     }
@@ -142,10 +139,17 @@ pub fn erased_token(attrs: &Attributes) -> Option<&str> {
     attrs.credential.as_deref().or(attrs.password.as_deref())
 }
 
+/// `password_expiry_utc` a little before the token's end: at 90% of what is left, at least a
+/// second ahead of `now_ms`.
+pub fn expiry_utc(expires_ms: i64, now_ms: i64) -> i64 {
+    let left = (expires_ms - now_ms).max(0);
+    (now_ms + left * 9 / 10) / 1000 + 1
+}
+
 /// A value safe to put on one attribute line.
 pub fn check_value(value: &str) -> Result<()> {
     if value.contains(['\0', '\r', '\n']) {
-        return Err(Error::Other(anyhow::anyhow!("refusing to send git a value with CR, LF or NUL")));
+        return Err(Error::unexpected("refusing to send git a value with CR, LF or NUL"));
     }
     Ok(())
 }

@@ -1,21 +1,15 @@
-//! kubex-cred: Kubex API tokens from a password kept in the OS keychain.
+//! kubex-cred: Kubex API tokens from a password kept in the OS keychain. ARCHITECTURE.md is the map:
+//! which module owns what, and which may import which (tests/architecture.rs holds it to that).
 
-pub mod broker;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod daemon;
-pub mod doctor;
 pub mod error;
+pub mod fs;
 pub mod git;
-pub mod ipc;
-pub mod keychain;
 pub mod kubex;
 pub mod logging;
-pub mod notify;
-pub mod service;
-pub mod sink;
-pub mod source;
+pub mod protocol;
+pub mod store;
 pub mod token;
-
-pub use error::{Error, Result};

@@ -2,7 +2,7 @@
 #![no_main]
 
 use kubex_cred::config::ConfigFile;
-use kubex_cred::ipc::{Decoded, Op, decode_request};
+use kubex_cred::protocol::{Decoded, Op, decode_request};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

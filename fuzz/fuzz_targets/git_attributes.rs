@@ -3,7 +3,8 @@
 
 use std::sync::OnceLock;
 
-use kubex_cred::config::{ConfigFile, Overrides};
+use kubex_cred::config::ConfigFile;
+use kubex_cred::protocol::Overrides;
 use libfuzzer_sys::fuzz_target;
 
 fn config() -> &'static ConfigFile {

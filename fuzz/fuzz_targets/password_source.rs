@@ -3,7 +3,7 @@
 //! splits into a non-empty argv whose words never come back with an unescaped quote state.
 #![no_main]
 
-use kubex_cred::source::{PasswordSource, split_command};
+use kubex_cred::config::{PasswordSource, split_command};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -8,5 +8,5 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     };
-    kubex_cred::error::finish(kubex_cred::cli::git_credential(&operation))
+    kubex_cred::error::finish(kubex_cred::cli::front::git::run(&operation))
 }

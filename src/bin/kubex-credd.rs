@@ -1,7 +1,7 @@
 //! `kubex-credd`: the daemon, and the commands that need the network or the keychain (`login`,
-//! `logout`, `get --no-daemon`). `kubex-cred` hands those over to it.
+//! `logout`, `get --no-daemon`, `doctor`, `service`). `kubex-cred` hands those over to it.
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    kubex_cred::error::finish(kubex_cred::cli::run())
+    kubex_cred::error::finish(kubex_cred::cli::credd::run())
 }

@@ -402,9 +402,9 @@ fn abusive_clients_do_not_stop_the_daemon() {
     // Silent connections, held open: more than the daemon keeps waiting, so it closes the oldest.
     let silent: Vec<UnixStream> = (0..600).map(|_| UnixStream::connect(&socket).expect("connect")).collect();
     // A client that sends a request and leaves before the answer.
-    let request = kubex_cred::ipc::to_line(&kubex_cred::ipc::Request {
-        version: kubex_cred::ipc::version(),
-        op: kubex_cred::ipc::Op::Status,
+    let request = kubex_cred::protocol::to_line(&kubex_cred::protocol::Request {
+        version: kubex_cred::protocol::version(),
+        op: kubex_cred::protocol::Op::Status,
     });
     for _ in 0..20 {
         let mut s = UnixStream::connect(&socket).expect("connect");

@@ -1,19 +1,26 @@
-//! Profiles: the config file, then the environment, then the command line.
+//! Profiles: the config file, then the environment, then the command line; and the settings
+//! read from the environment (`KUBEX_CRED_TIMEOUT`).
+
+mod checks;
+mod source;
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::io::Write;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use reqwest::Url;
 use serde::{Deserialize, Serialize};
+use url::Url;
 
-use crate::error::{Error, Result, usage};
-use crate::source::PasswordSource;
+use crate::error::{Error, Result};
+use crate::protocol::{Overrides, ProfileStatus, WireProfile};
+
+pub use checks::base_url;
+pub use source::{PasswordSource, split_command};
 
 /// The profile used when none is named anywhere.
 pub const DEFAULT_PROFILE: &str = "default";
+/// The default bound on one Authorize exchange (`KUBEX_CRED_TIMEOUT`).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The config file as stored: it never holds a password or a token.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,7 +75,7 @@ impl Profile {
         if let PasswordSource::Env(var) = &self.source
             && !self.allow_env_password
         {
-            return Err(usage(format!(
+            return Err(Error::usage(format!(
                 "profile '{}' reads its password from environment variable {var}, which needs an explicit opt-in: \
                  `kubex-cred login --profile {} --password-source env:{var} --allow-env-password` \
                  (or allow_env_password = true in the profile)",
@@ -89,19 +96,24 @@ impl Profile {
     pub fn account(&self) -> String {
         format!("{}@{}", self.user, self.url)
     }
+
+    /// The profile's state before any token was asked for.
+    pub fn idle_status(&self) -> ProfileStatus {
+        ProfileStatus {
+            profile: self.name.clone(),
+            url: self.url.to_string(),
+            user: self.user.clone(),
+            password_source: self.source.to_string(),
+            sink: self.sink.clone(),
+            ..ProfileStatus::default()
+        }
+    }
 }
 
-/// What the command line and the environment say, before the file is consulted.
-#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Overrides {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub profile: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_cert: Option<PathBuf>,
+impl From<&Profile> for WireProfile {
+    fn from(p: &Profile) -> Self {
+        WireProfile { name: p.name.clone(), url: p.url.to_string(), user: p.user.clone(), ca_cert: p.ca_cert.clone() }
+    }
 }
 
 impl From<&Profile> for Overrides {
@@ -116,16 +128,24 @@ impl From<&Profile> for Overrides {
     }
 }
 
-impl Overrides {
-    /// Fills what the flags left open from `KUBEX_PROFILE`, `KUBEX_URL`, `KUBEX_USER`, `KUBEX_CA_CERT`.
-    pub fn with_env(mut self, env: impl Fn(&str) -> Option<String>) -> Self {
-        let var = |name| env(name).filter(|v: &String| !v.is_empty());
-        self.profile = self.profile.or_else(|| var("KUBEX_PROFILE"));
-        self.url = self.url.or_else(|| var("KUBEX_URL"));
-        self.user = self.user.or_else(|| var("KUBEX_USER"));
-        self.ca_cert = self.ca_cert.or_else(|| var("KUBEX_CA_CERT").map(PathBuf::from));
-        self
-    }
+/// Fills what the flags left open from `KUBEX_PROFILE`, `KUBEX_URL`, `KUBEX_USER`, `KUBEX_CA_CERT`.
+pub fn with_env(mut flags: Overrides, env: impl Fn(&str) -> Option<String>) -> Overrides {
+    let var = |name| env(name).filter(|v: &String| !v.is_empty());
+    flags.profile = flags.profile.or_else(|| var("KUBEX_PROFILE"));
+    flags.url = flags.url.or_else(|| var("KUBEX_URL"));
+    flags.user = flags.user.or_else(|| var("KUBEX_USER"));
+    flags.ca_cert = flags.ca_cert.or_else(|| var("KUBEX_CA_CERT").map(PathBuf::from));
+    flags
+}
+
+/// The flags, completed from this process's environment.
+pub fn overrides(flags: Overrides) -> Overrides {
+    with_env(flags, |name| std::env::var(name).ok())
+}
+
+/// Which profile a `--profile` flag (or its absence) names, completed from the environment.
+pub fn named(profile: Option<String>) -> Overrides {
+    overrides(Overrides { profile, ..Overrides::default() })
 }
 
 impl ConfigFile {
@@ -137,25 +157,32 @@ impl ConfigFile {
     /// Resolves the profile in force; a profile that is neither stored nor given is "not logged in".
     pub fn resolve(&self, overrides: &Overrides) -> Result<Profile> {
         let name = self.profile_name(overrides);
-        check_profile_name(&name)?;
+        checks::check_profile_name(&name)?;
         let entry = self.profiles.get(&name);
         let url = overrides.url.clone().or_else(|| entry.map(|e| e.url.clone()));
         let user = overrides.user.clone().or_else(|| entry.map(|e| e.user.clone()));
         let (Some(url), Some(user)) = (url, user) else {
-            return Err(Error::NotLoggedIn(format!(
+            return Err(Error::not_logged_in(format!(
                 "no profile '{name}' is configured: run `kubex-cred login --profile {name} --url URL --user NAME`"
             )));
         };
         let ca_cert = overrides.ca_cert.clone().or_else(|| entry.and_then(|e| e.ca_cert.clone()));
         let source = match entry.and_then(|e| e.password_source.as_deref()) {
-            Some(text) => text.parse().map_err(|e| usage(format!("profile '{name}': password_source: {e}")))?,
+            Some(text) => text.parse().map_err(|e| Error::usage(format!("profile '{name}': password_source: {e}")))?,
             None => PasswordSource::Keychain,
         };
-        let mut profile = Profile::new(name, base_url(&url)?, check_user(&user)?, ca_cert);
+        let mut profile = Profile::new(name, base_url(&url)?, checks::check_user(&user)?, ca_cert);
         profile.source = source;
         profile.allow_env_password = entry.is_some_and(|e| e.allow_env_password);
         profile.sink = entry.and_then(|e| e.sink.clone());
         Ok(profile)
+    }
+
+    /// Every stored profile that resolves, by name.
+    pub fn profiles(&self) -> impl Iterator<Item = Profile> + '_ {
+        self.profiles
+            .keys()
+            .filter_map(|name| self.resolve(&Overrides { profile: Some(name.clone()), ..Overrides::default() }).ok())
     }
 
     /// Records a profile that has just proven its password; the first one becomes the default.
@@ -181,170 +208,67 @@ impl ConfigFile {
 /// Where the config file lives: `$XDG_CONFIG_HOME/kubex-cred/config.toml` on Linux.
 pub fn config_path() -> Result<PathBuf> {
     let dirs = directories::ProjectDirs::from("", "", "kubex-cred")
-        .ok_or_else(|| usage("cannot find the config directory: set HOME (or XDG_CONFIG_HOME)"))?;
+        .ok_or_else(|| Error::usage("cannot find the config directory: set HOME (or XDG_CONFIG_HOME)"))?;
     Ok(dirs.config_dir().join("config.toml"))
 }
 
-/// Reads the config file; a missing file is an empty config, a broken one an error naming it.
+/// The user's config file: where it is, and what it says.
+pub fn open() -> Result<(PathBuf, ConfigFile)> {
+    let path = config_path()?;
+    let file = load(&path)?;
+    Ok((path, file))
+}
+
+/// The profile a `--profile` flag (or its absence) and the environment name, in the user's config.
+pub fn resolve(profile: Option<String>) -> Result<Profile> {
+    open()?.1.resolve(&named(profile))
+}
+
+/// Reads a config file; a missing file is an empty config, a broken one an error naming it.
 pub fn load(path: &Path) -> Result<ConfigFile> {
     let text = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ConfigFile::default()),
         Err(e) => {
-            return Err(usage(format!("cannot read config file {}: {e}", path.display())));
+            return Err(Error::usage(format!("cannot read config file {}: {e}", path.display())));
         }
     };
     let text = String::from_utf8(text).map_err(|_| {
-        usage(format!("cannot read config file {}: it is not UTF-8 text; fix or remove it", path.display()))
+        Error::usage(format!("cannot read config file {}: it is not UTF-8 text; fix or remove it", path.display()))
     })?;
     toml::from_str(&text).map_err(|e| {
         let why = e.message().replace('\n', " ");
-        usage(format!("cannot read config file {}: {why}; fix or remove it", path.display()))
+        Error::usage(format!("cannot read config file {}: {why}; fix or remove it", path.display()))
     })
 }
 
 /// Writes the config file whole or not at all: a temporary file in the same directory, then a rename.
 pub fn save(path: &Path, config: &ConfigFile) -> Result<()> {
     let failed =
-        |e: &dyn fmt::Display| Error::Other(anyhow::anyhow!("cannot write config file {}: {e}", path.display()));
-    create_private_dir(dir_of(path)).map_err(|e| failed(&e))?;
+        |e: &dyn std::fmt::Display| Error::unexpected(format!("cannot write config file {}: {e}", path.display()));
+    crate::fs::create_private_dir(crate::fs::dir_of(path)).map_err(|e| failed(&e))?;
     let text = toml::to_string_pretty(config).map_err(|e| failed(&e))?;
-    write_atomic(path, text.as_bytes(), 0o600).map_err(|e| failed(&e))
+    crate::fs::write_atomic(path, text.as_bytes(), 0o600).map_err(|e| failed(&e))
 }
 
-/// The directory a file is written in (`.` for a bare file name).
-pub fn dir_of(path: &Path) -> &Path {
-    path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."))
+/// Reads a duration as people write it: `30s`, `5m`, `1h`.
+pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 30s, 5m, 1h)"))
 }
 
-/// Writes a file whole or not at all: a temporary file beside it (mode 0600 from the start, then
-/// `mode`), synced, then renamed over `path`. The directory must exist.
-pub fn write_atomic(path: &Path, content: &[u8], mode: u32) -> std::io::Result<()> {
-    let mut tmp = tempfile::Builder::new().prefix(".kubex-cred-").tempfile_in(dir_of(path))?;
-    tmp.write_all(content)?;
-    #[cfg(unix)]
-    if mode != 0o600 {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(mode))?;
-    }
-    #[cfg(not(unix))]
-    let _ = mode;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
-}
-
-/// Creates a directory (and its parents) readable only by the user.
-pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
-}
-
-/// Checks a Kubex URL and gives it its API base path: `https://host[:port]` gets `/api/v2`.
-pub fn base_url(text: &str) -> Result<Url> {
-    let bad = |why: &str| {
-        usage(format!(
-            "invalid Kubex URL '{text}': {why}; expected https://HOST[:PORT] or a full API base such as https://HOST/api/v2"
-        ))
-    };
-    let mut url = Url::parse(text.trim()).map_err(|e| bad(&e.to_string()))?;
-    match url.scheme() {
-        "https" => {}
-        "http" if is_loopback(&url) => {}
-        "http" => {
-            return Err(usage(format!(
-                "refusing plain http to '{text}': the password would cross the network unencrypted; use https (http is allowed only to a loopback address)"
-            )));
+/// The bound on one Authorize exchange: `KUBEX_CRED_TIMEOUT`, else 10 s.
+pub fn timeout() -> Result<Duration> {
+    match std::env::var("KUBEX_CRED_TIMEOUT") {
+        Ok(text) if !text.is_empty() => {
+            parse_duration(&text).map_err(|e| Error::usage(format!("invalid KUBEX_CRED_TIMEOUT '{text}': {e}")))
         }
-        other => return Err(bad(&format!("the scheme '{other}' is not https"))),
+        _ => Ok(DEFAULT_TIMEOUT),
     }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(bad("it has no host"));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(bad("it must not carry a user name or password"));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(bad("it must not have a query or fragment"));
-    }
-    let path = url.path().trim_end_matches('/');
-    let path = path.strip_suffix("/authorize").unwrap_or(path).to_owned();
-    url.set_path(if path.is_empty() { "/api/v2" } else { &path });
-    Ok(url)
-}
-
-fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
-        None => false,
-    }
-}
-
-fn check_profile_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(usage(format!(
-            "invalid profile name '{}': use up to 64 letters, digits, '-', '_' or '.'",
-            name.escape_debug()
-        )))
-    }
-}
-
-fn check_user(user: &str) -> Result<String> {
-    if user.is_empty() || user.chars().any(char::is_control) {
-        return Err(usage(format!(
-            "invalid Kubex user name '{}': it must be non-empty and free of control characters",
-            user.escape_debug()
-        )));
-    }
-    Ok(user.to_owned())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn base(text: &str) -> String {
-        base_url(text).map(|u| u.to_string()).unwrap_or_else(|e| format!("error: {e}"))
-    }
-
-    #[test]
-    fn bare_host_gets_api_v2() {
-        assert_eq!(base("https://acme.kubex.ai"), "https://acme.kubex.ai/api/v2");
-        assert_eq!(base("https://acme.kubex.ai/"), "https://acme.kubex.ai/api/v2");
-        assert_eq!(base("https://acme.kubex.ai:8443"), "https://acme.kubex.ai:8443/api/v2");
-    }
-
-    #[test]
-    fn a_path_is_kept() {
-        assert_eq!(base("https://old.example.com/CIRBA/api/v2/"), "https://old.example.com/CIRBA/api/v2");
-        assert_eq!(base("https://h:30000/api/v2/authorize"), "https://h:30000/api/v2");
-    }
-
-    #[test]
-    fn plain_http_only_to_loopback() {
-        assert_eq!(base("http://127.0.0.1:8080"), "http://127.0.0.1:8080/api/v2");
-        assert_eq!(base("http://[::1]:8080/api/v2"), "http://[::1]:8080/api/v2");
-        assert_eq!(base("http://localhost:1"), "http://localhost:1/api/v2");
-        assert!(base("http://acme.kubex.ai").contains("refusing plain http"));
-        assert!(base("http://10.0.0.1").contains("refusing plain http"));
-    }
-
-    #[test]
-    fn odd_urls_are_refused() {
-        for text in ["ftp://h", "https://u:p@h", "https://h/?q=1", "not a url", "https://h/#x"] {
-            assert!(base(text).starts_with("error: invalid Kubex URL"), "{text}: {}", base(text));
-        }
-    }
 
     #[test]
     fn overrides_win_over_the_file() {
@@ -356,11 +280,11 @@ mod tests {
             "KUBEX_URL" => Some(String::new()),
             _ => None,
         };
-        let p = file.resolve(&Overrides::default().with_env(env)).expect("resolves");
+        let p = file.resolve(&with_env(Overrides::default(), env)).expect("resolves");
         assert_eq!((p.name.as_str(), p.user.as_str()), ("a", "envuser"));
         assert_eq!(p.url.as_str(), "https://a.example.com/api/v2");
         let flags = Overrides { user: Some("flag".into()), ..Overrides::default() };
-        assert_eq!(file.resolve(&flags.with_env(env)).expect("resolves").user, "flag");
+        assert_eq!(file.resolve(&with_env(flags, env)).expect("resolves").user, "flag");
     }
 
     #[test]

@@ -6,10 +6,10 @@ use std::time::{Duration, SystemTime};
 
 use secrecy::ExposeSecret;
 
-use crate::config::{self, Overrides, Profile};
-use crate::error::{Error, Result};
-use crate::ipc::{Body, Op, Paths};
-use crate::source::{PasswordSource, Passwords};
+use crate::client::{self, Paths};
+use crate::config::{self, PasswordSource, Profile};
+use crate::protocol::{Body, Op, Overrides};
+use crate::store::{self, Passwords, Sources};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
@@ -40,9 +40,9 @@ impl Report {
 /// A server clock further off than this gets a warning (kubex-cred itself copes with any offset).
 const CLOCK_WARN: Duration = Duration::from_secs(60);
 
-pub fn run(profile: Option<String>) -> Result<Report> {
+pub fn run(profile: Option<String>) -> Report {
     let mut report = Report::default();
-    let overrides = Overrides { profile, ..Overrides::default() }.with_env(|name| std::env::var(name).ok());
+    let overrides = config::named(profile);
     let resolved = check_config(&mut report, &overrides);
     if let Some(profile) = &resolved {
         check_source(&mut report, profile);
@@ -51,19 +51,12 @@ pub fn run(profile: Option<String>) -> Result<Report> {
     if let Some(profile) = &resolved {
         check_kubex(&mut report, profile);
     }
-    Ok(report)
+    report
 }
 
 fn check_config(report: &mut Report, overrides: &Overrides) -> Option<Profile> {
-    let path = match config::config_path() {
-        Ok(path) => path,
-        Err(e) => {
-            report.line(Level::Fail, "config", e);
-            return None;
-        }
-    };
-    let file = match config::load(&path) {
-        Ok(file) => file,
+    let (path, file) = match config::open() {
+        Ok(opened) => opened,
         Err(e) => {
             report.line(Level::Fail, "config", e);
             return None;
@@ -88,15 +81,15 @@ fn check_config(report: &mut Report, overrides: &Overrides) -> Option<Profile> {
 
 fn check_source(report: &mut Report, profile: &Profile) {
     let check = format!("password source ({})", profile.source);
-    let sources = match crate::cli::sources() {
-        Ok(sources) => sources,
+    let sources = match config::timeout() {
+        Ok(timeout) => Sources::new(timeout),
         Err(e) => return report.line(Level::Fail, &check, e),
     };
     match sources.read(profile) {
         Ok(password) => {
             let what = match &profile.source {
                 PasswordSource::Keychain => {
-                    format!("the keychain ({}) holds a password for {}", crate::keychain::BACKEND, profile.account())
+                    format!("the keychain ({}) holds a password for {}", store::BACKEND, profile.account())
                 }
                 PasswordSource::Keyutils => format!("the kernel keyring holds a password for {}", profile.account()),
                 PasswordSource::File(path) => format!("{} is private and holds a password", path.display()),
@@ -116,7 +109,7 @@ fn check_daemon(report: &mut Report) {
         Err(e) => return report.line(Level::Fail, "socket", e),
     };
     if paths.dir.exists() {
-        match crate::ipc::check_private(&paths.dir) {
+        match client::check_private(&paths.dir) {
             Ok(()) => report.line(Level::Ok, "socket", format!("{} is private (0700, yours)", paths.dir.display())),
             Err(e) => return report.line(Level::Fail, "socket", e),
         }
@@ -127,9 +120,9 @@ fn check_daemon(report: &mut Report) {
             format!("{} does not exist yet; the first get creates it", paths.dir.display()),
         );
     }
-    match crate::client::call(&Op::Status, false, Duration::from_secs(5)) {
+    match client::call(&Op::Status, false, Duration::from_secs(5)) {
         Ok(Some(Body::Status(status))) => match status.daemon {
-            Some(daemon) if daemon.version == crate::ipc::version() => {
+            Some(daemon) if daemon.version == crate::protocol::version() => {
                 report.line(
                     Level::Ok,
                     "daemon",
@@ -143,7 +136,7 @@ fn check_daemon(report: &mut Report) {
                     "pid {} runs version {}, this client is {}: the next get replaces it",
                     daemon.pid,
                     daemon.version,
-                    crate::ipc::version()
+                    crate::protocol::version()
                 ),
             ),
             None => report.line(Level::Ok, "daemon", "not running; the next get starts one"),
@@ -158,7 +151,7 @@ fn check_daemon(report: &mut Report) {
 }
 
 /// `…/api/v2` → `…/api/ping`; a base without `/v2` gets `/ping`.
-pub fn ping_url(profile: &Profile) -> reqwest::Url {
+pub fn ping_url(profile: &Profile) -> url::Url {
     let mut url = profile.url.clone();
     let path = url.path().trim_end_matches('/').to_owned();
     let base = path.strip_suffix("/v2").unwrap_or(&path);
@@ -168,15 +161,7 @@ pub fn ping_url(profile: &Profile) -> reqwest::Url {
 
 fn check_kubex(report: &mut Report, profile: &Profile) {
     let url = ping_url(profile);
-    let result = crate::cli::timeout().and_then(|timeout| {
-        let client = crate::kubex::Client::new(profile.ca_cert.as_deref(), timeout)?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Error::Other(anyhow::anyhow!("cannot start the async runtime: {e}")))?;
-        Ok(runtime.block_on(client.ping(&url))?)
-    });
-    let (status, date) = match result {
+    let (status, date) = match crate::kubex::ping_blocking(profile, &url) {
         Ok(answer) => answer,
         Err(e) => return report.line(Level::Fail, "kubex", e),
     };

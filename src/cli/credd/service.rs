@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 
 /// The systemd units as shipped; `ExecStart` is rewritten to the installed `kubex-credd`.
-pub const SYSTEMD_SOCKET: &str = include_str!("../packaging/systemd/kubex-cred.socket");
-pub const SYSTEMD_SERVICE: &str = include_str!("../packaging/systemd/kubex-cred.service");
+pub const SYSTEMD_SOCKET: &str = include_str!("../../../packaging/systemd/kubex-cred.socket");
+pub const SYSTEMD_SERVICE: &str = include_str!("../../../packaging/systemd/kubex-cred.service");
 const PACKAGED_EXEC_START: &str = "ExecStart=/usr/bin/kubex-credd daemon --foreground";
 /// Where the Debian package puts the user units and the daemon.
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
@@ -169,7 +169,7 @@ pub fn windows_uninstall() -> Vec<Step> {
 fn daemon_exe() -> Result<PathBuf> {
     let daemon = crate::client::core_exe()?;
     if !daemon.is_file() {
-        return Err(Error::Other(anyhow::anyhow!(
+        return Err(Error::unexpected(format!(
             "cannot install the service: {} does not exist; install kubex-cred and kubex-credd side by side",
             daemon.display()
         )));
@@ -179,8 +179,7 @@ fn daemon_exe() -> Result<PathBuf> {
 
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 fn home_dirs() -> Result<directories::BaseDirs> {
-    directories::BaseDirs::new()
-        .ok_or_else(|| Error::Other(anyhow::anyhow!("cannot find the home directory: set HOME")))
+    directories::BaseDirs::new().ok_or_else(|| Error::unexpected("cannot find the home directory: set HOME"))
 }
 
 #[cfg(target_os = "linux")]
@@ -241,7 +240,7 @@ pub fn check_manager() -> Result<()> {
     {
         let out = output(&["systemctl", "--user", "show-environment"])?;
         if !out.status.success() {
-            return Err(Error::Other(anyhow::anyhow!(
+            return Err(Error::unexpected(format!(
                 "no systemd user manager answers in this session ({}); without one the daemon still starts on \
                  demand (no service needed), or see docs/service.md",
                 first_line(&out.stderr)
@@ -256,7 +255,7 @@ fn output(argv: &[&str]) -> Result<std::process::Output> {
         .args(&argv[1..])
         .stdin(std::process::Stdio::null())
         .output()
-        .map_err(|e| Error::Other(anyhow::anyhow!("cannot run {}: {e}", argv[0])))
+        .map_err(|e| Error::unexpected(format!("cannot run {}: {e}", argv[0])))
 }
 
 fn first_line(bytes: &[u8]) -> String {
@@ -286,7 +285,7 @@ pub fn apply(steps: &[Step], dry_run: bool) -> Result<String> {
                     let _ = writeln!(report, "would remove {}", path.display());
                 } else {
                     std::fs::remove_file(path).map_err(|e| {
-                        Error::Other(anyhow::anyhow!("cannot remove {}: {e}; remove it by hand", path.display()))
+                        Error::unexpected(format!("cannot remove {}: {e}; remove it by hand", path.display()))
                     })?;
                     let _ = writeln!(report, "removed {}", path.display());
                 }
@@ -302,7 +301,7 @@ pub fn apply(steps: &[Step], dry_run: bool) -> Result<String> {
                 if out.status.success() {
                     let _ = writeln!(report, "ran: {line}");
                 } else if !may_fail {
-                    return Err(Error::Other(anyhow::anyhow!(
+                    return Err(Error::unexpected(format!(
                         "`{line}` failed ({}): {}; fix that and run the command again (it is safe to repeat)",
                         out.status,
                         first_line(&out.stderr)
@@ -316,9 +315,9 @@ pub fn apply(steps: &[Step], dry_run: bool) -> Result<String> {
 
 /// Writes a unit or agent file (creating its directory), mode 0644, whole or not at all.
 fn write_file(path: &Path, content: &str) -> Result<()> {
-    std::fs::create_dir_all(crate::config::dir_of(path))
-        .and_then(|()| crate::config::write_atomic(path, content.as_bytes(), 0o644))
-        .map_err(|e| Error::Other(anyhow::anyhow!("cannot write {}: {e}", path.display())))
+    std::fs::create_dir_all(crate::fs::dir_of(path))
+        .and_then(|()| crate::fs::write_atomic(path, content.as_bytes(), 0o644))
+        .map_err(|e| Error::unexpected(format!("cannot write {}: {e}", path.display())))
 }
 
 /// What is installed and whether it runs, one line each.
@@ -393,7 +392,7 @@ mod tests {
 
     #[test]
     fn the_shipped_launch_agent_is_the_one_install_writes() {
-        let shipped = include_str!("../packaging/launchd/ai.kubex.kubex-cred.plist");
+        let shipped = include_str!("../../../packaging/launchd/ai.kubex.kubex-cred.plist");
         assert_eq!(shipped, launchd_plist(Path::new("/usr/local/bin/kubex-credd")));
         let odd = launchd_plist(Path::new("/Users/a&b/<bin>/kubex-credd"));
         assert!(odd.contains("<string>/Users/a&amp;b/&lt;bin&gt;/kubex-credd</string>"));

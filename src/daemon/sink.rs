@@ -11,18 +11,12 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::broker::Failure;
-use crate::error::{Error, Result};
+use crate::error::Error;
+use crate::fs::write_private;
 use crate::token::{Stamp, Token};
 
 /// How long to wait before asking again after a failure.
 const RETRY: Duration = Duration::from_secs(1);
-
-/// Writes a token file: whole or not at all, mode 0600.
-pub fn write_atomic(path: &Path, content: &[u8]) -> Result<()> {
-    crate::config::write_atomic(path, content, 0o600)
-        .map_err(|e| Error::Other(anyhow::anyhow!("cannot write {}: {e}", path.display())))
-}
 
 fn remove(path: &Path) {
     match std::fs::remove_file(path) {
@@ -38,7 +32,7 @@ fn remove(path: &Path) {
 pub async fn keep<F, Fut>(path: PathBuf, get: F)
 where
     F: Fn(Duration) -> Fut,
-    Fut: Future<Output = std::result::Result<Token, Failure>>,
+    Fut: Future<Output = Result<Token, Error>>,
 {
     // What the file holds; `None` at first: a file left by an earlier run is not trusted.
     let mut written: Option<Token> = None;
@@ -53,12 +47,12 @@ where
                     match get(life * 6 / 10).await {
                         Ok(fresh) => token = fresh,
                         Err(failure) => {
-                            tracing::info!(sink = %path.display(), "no fresh token yet: {}", failure.message)
+                            tracing::info!(sink = %path.display(), "no fresh token yet: {failure}")
                         }
                     }
                 }
                 if written.as_ref().map(Token::jwt) != Some(token.jwt()) {
-                    match write_atomic(&path, token.jwt().as_bytes()) {
+                    match write_private(&path, token.jwt().as_bytes()) {
                         Ok(()) => {
                             tracing::info!(sink = %path.display(), "wrote a fresh token");
                             written = Some(token.clone());
@@ -72,7 +66,7 @@ where
                 }
             }
             Err(failure) => {
-                tracing::warn!(sink = %path.display(), "no token: {}", failure.message);
+                tracing::warn!(sink = %path.display(), "no token: {failure}");
                 if first {
                     remove(&path);
                 }

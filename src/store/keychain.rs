@@ -1,13 +1,12 @@
-//! A small trait in front of the OS keychain: the platform store, and an in-memory one for unit tests.
+//! The OS keychain through keyring-core: the platform's store (Secret Service, macOS Keychain,
+//! Windows Credential Manager) or the Linux kernel keyring, and its lazy opener.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use keyring_core::{CredentialStore, Entry};
 use secrecy::{ExposeSecret, SecretString};
 
-/// The keychain service every entry is filed under.
-pub const SERVICE: &str = "kubex-cred";
+use super::{KeychainError, SecretStore};
 
 /// What the OS keychain is on this platform, for messages.
 #[cfg(target_os = "linux")]
@@ -18,34 +17,6 @@ pub const BACKEND: &str = "macOS Keychain";
 pub const BACKEND: &str = "Windows Credential Manager";
 #[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
 pub const BACKEND: &str = "no supported keychain";
-
-/// Why the keychain could not answer.
-#[derive(Debug, thiserror::Error)]
-pub enum KeychainError {
-    /// No password is stored for this account: exit 3.
-    #[error("no password stored in the keychain for {account}: run `kubex-cred login`")]
-    NotFound { account: String },
-    /// Locked, absent, or failing: exit 8.
-    #[error("keychain unavailable: {why}; {hint}")]
-    Unavailable { why: String, hint: &'static str },
-}
-
-impl KeychainError {
-    pub fn code(&self) -> u8 {
-        match self {
-            KeychainError::NotFound { .. } => 3,
-            KeychainError::Unavailable { .. } => 8,
-        }
-    }
-}
-
-/// Where passwords live. Calls block: keep them off async worker threads.
-pub trait SecretStore: Send + Sync {
-    fn get(&self, account: &str) -> Result<SecretString, KeychainError>;
-    fn set(&self, account: &str, password: &SecretString) -> Result<(), KeychainError>;
-    /// Removes the entry; removing an absent entry succeeds.
-    fn delete(&self, account: &str) -> Result<(), KeychainError>;
-}
 
 /// A keyring-core store: the platform's keychain, or (Linux) the kernel keyring.
 pub struct OsKeychain {
@@ -105,7 +76,7 @@ impl OsKeychain {
     }
 
     fn entry(&self, account: &str) -> Result<Entry, KeychainError> {
-        Entry::new_in_store(&self.store, SERVICE, account).map_err(|e| self.unavailable(&e))
+        Entry::new_in_store(&self.store, super::SERVICE, account).map_err(|e| self.unavailable(&e))
     }
 
     fn unavailable(&self, e: &keyring_core::Error) -> KeychainError {
@@ -147,46 +118,38 @@ impl SecretStore for OsKeychain {
     }
 }
 
-/// An in-memory store for unit tests.
+/// Opens the OS keychain on first use, and again after it went away (a restarted session bus).
 #[derive(Debug, Default)]
-pub struct MemoryStore {
-    entries: Mutex<HashMap<String, SecretString>>,
+pub struct LazyKeychain {
+    inner: Mutex<Option<Arc<OsKeychain>>>,
 }
 
-impl MemoryStore {
-    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, SecretString>> {
-        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+impl LazyKeychain {
+    fn get_or_open(&self) -> Result<Arc<OsKeychain>, KeychainError> {
+        let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(k) = inner.as_ref() {
+            return Ok(k.clone());
+        }
+        let k = Arc::new(OsKeychain::open()?);
+        *inner = Some(k.clone());
+        Ok(k)
     }
 }
 
-impl SecretStore for MemoryStore {
+impl SecretStore for LazyKeychain {
     fn get(&self, account: &str) -> Result<SecretString, KeychainError> {
-        self.entries().get(account).cloned().ok_or_else(|| KeychainError::NotFound { account: account.to_owned() })
+        let result = self.get_or_open()?.get(account);
+        if matches!(result, Err(KeychainError::Unavailable { .. })) {
+            *self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        }
+        result
     }
 
     fn set(&self, account: &str, password: &SecretString) -> Result<(), KeychainError> {
-        self.entries().insert(account.to_owned(), password.clone());
-        Ok(())
+        self.get_or_open()?.set(account, password)
     }
 
     fn delete(&self, account: &str) -> Result<(), KeychainError> {
-        self.entries().remove(account);
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn memory_store_sets_gets_and_deletes_idempotently() {
-        let store = MemoryStore::default();
-        assert_eq!(store.get("a").expect_err("empty").code(), 3);
-        store.set("a", &SecretString::from("pw")).expect("set");
-        assert_eq!(store.get("a").expect("stored").expose_secret(), "pw");
-        store.delete("a").expect("delete");
-        store.delete("a").expect("delete again");
-        assert_eq!(store.get("a").expect_err("gone").code(), 3);
+        self.get_or_open()?.delete(account)
     }
 }

@@ -1,20 +1,15 @@
-//! The Authorize client: the request, strict reading of the answer, and status-to-error mapping.
+//! What an Authorize answer means: a token, or a typed failure with the contract's exit code.
 
-use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use reqwest::{StatusCode, Url, header};
-use secrecy::{ExposeSecret, SecretString};
+use reqwest::{StatusCode, header};
 use serde::Deserialize;
-use zeroize::Zeroizing;
 
-use crate::error::{Error, usage};
+use crate::error::{Error, Exit};
 use crate::token::{Sent, Token};
 
-/// The largest Authorize answer read; a real one is about 400 bytes.
-pub const MAX_RESPONSE: usize = 64 * 1024;
-/// The default bound on a whole Authorize exchange.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The wait after a 429 that did not say how long.
+pub const DEFAULT_RATE_LIMIT: Duration = Duration::from_secs(60);
 
 /// What an Authorize call came to, when it did not come to a token.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -31,8 +26,9 @@ pub enum AuthError {
         "Kubex at {url} refused user '{user}': the trial or subscription has expired (403); ask your Kubex administrator to renew it"
     )]
     Expired { url: String, user: String },
-    #[error("Kubex at {url} is rate limiting logins (429); {}", retry_hint(*.retry_after))]
-    RateLimited { url: String, retry_after: Option<Duration> },
+    /// The wait is what Kubex asked for, else [`DEFAULT_RATE_LIMIT`]; `Error` says it.
+    #[error("Kubex at {url} is rate limiting logins (429)")]
+    RateLimited { url: String, retry_after: Duration },
     #[error("Kubex at {url} failed (HTTP {status}); try again later")]
     Server { url: String, status: u16 },
     #[error(
@@ -45,169 +41,26 @@ pub enum AuthError {
     Malformed { url: String, why: String },
 }
 
-fn retry_hint(after: Option<Duration>) -> String {
-    match after {
-        Some(d) => format!("try again in {} s", d.as_secs().max(1)),
-        None => "try again in a minute".to_owned(),
-    }
-}
-
 impl AuthError {
-    /// The exit code of the contract: 4 rejected, 5 expired, 6 rate limited, 7 the rest.
-    pub fn code(&self) -> u8 {
+    /// The contract's exit code: 4 rejected, 5 expired, 6 rate limited, 7 the rest.
+    pub fn kind(&self) -> Exit {
         match self {
-            AuthError::Rejected { .. } => 4,
-            AuthError::Expired { .. } => 5,
-            AuthError::RateLimited { .. } => 6,
-            _ => 7,
+            AuthError::Rejected { .. } => Exit::Rejected,
+            AuthError::Expired { .. } => Exit::Expired,
+            AuthError::RateLimited { .. } => Exit::RateLimited,
+            _ => Exit::Unreachable,
         }
     }
 }
 
-/// An HTTP client set up for one Kubex instance.
-#[derive(Debug, Clone)]
-pub struct Client {
-    http: reqwest::Client,
-    timeout: Duration,
-}
-
-impl Client {
-    /// Builds the client: system roots plus an optional CA bundle, bounded time, no redirects.
-    pub fn new(ca_cert: Option<&Path>, timeout: Duration) -> Result<Client, Error> {
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .timeout(timeout)
-            .user_agent(concat!("kubex-cred/", env!("CARGO_PKG_VERSION")));
-        if let Some(path) = ca_cert {
-            for cert in load_ca_bundle(path)? {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        let http = builder
-            .build()
-            .map_err(|e| Error::Other(anyhow::anyhow!("cannot set up the HTTPS client: {}", chain(&e))))?;
-        Ok(Client { http, timeout })
-    }
-
-    /// Mints a token: `POST {base}/authorize` with the user name and password.
-    /// `GET /api/ping` (unauthenticated liveness): the status and the server's `Date`, if any.
-    pub async fn ping(&self, url: &Url) -> Result<(u16, Option<std::time::SystemTime>), AuthError> {
-        let shown = url.to_string();
-        let exchange = async {
-            let response = self.http.get(url.clone()).send().await?;
-            let status = response.status().as_u16();
-            let date = response
-                .headers()
-                .get(header::DATE)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| httpdate::parse_http_date(v).ok());
-            let _ = read_capped(response).await;
-            Ok::<_, Fail>((status, date))
-        };
-        match tokio::time::timeout(self.timeout, exchange).await {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(Fail::Http(e))) => Err(self.transport_error(&shown, &e)),
-            Ok(Err(Fail::TooBig)) => Err(AuthError::Malformed { url: shown, why: "the answer is too large".into() }),
-            Err(_) => Err(AuthError::Unreachable {
-                url: shown,
-                why: format!("no answer within {}", humantime::format_duration(self.timeout)),
-            }),
+impl From<AuthError> for Error {
+    fn from(e: AuthError) -> Error {
+        let error = Error::new(e.kind(), e.to_string());
+        match e {
+            AuthError::RateLimited { retry_after, .. } => error.retry_in(retry_after),
+            _ => error,
         }
     }
-
-    pub async fn authorize(&self, url: &Url, user: &str, password: &SecretString) -> Result<Token, AuthError> {
-        let shown = url.to_string();
-        let body = Zeroizing::new(
-            serde_json::to_vec(&serde_json::json!({ "userName": user, "pwd": password.expose_secret() }))
-                .map_err(|e| AuthError::Malformed { url: shown.clone(), why: e.to_string() })?,
-        );
-        tracing::debug!(url = %shown, user, "authorize request");
-        let sent = Sent::now();
-        let request = self
-            .http
-            .post(url.clone())
-            .header(header::CONTENT_TYPE, "application/json")
-            .header(header::ACCEPT, "application/json")
-            .body(body.to_vec());
-        let exchange = async {
-            let response = request.send().await?;
-            let status = response.status();
-            let headers = response.headers().clone();
-            let body = read_capped(response).await?;
-            Ok::<_, Fail>((status, headers, body))
-        };
-        let (status, headers, body) = match tokio::time::timeout(self.timeout, exchange).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(Fail::Http(e))) => return Err(self.transport_error(&shown, &e)),
-            Ok(Err(Fail::TooBig)) => {
-                return Err(AuthError::Malformed {
-                    url: shown,
-                    why: format!("the answer is larger than {} KiB", MAX_RESPONSE / 1024),
-                });
-            }
-            Err(_) => {
-                return Err(AuthError::Unreachable {
-                    url: shown,
-                    why: format!("no answer within {}", humantime::format_duration(self.timeout)),
-                });
-            }
-        };
-        tracing::debug!(url = %shown, status = status.as_u16(), bytes = body.len(), "authorize answer");
-        interpret(&shown, user, status, &headers, &body, sent)
-    }
-
-    fn transport_error(&self, url: &str, e: &reqwest::Error) -> AuthError {
-        let why = if e.is_timeout() {
-            format!("no answer within {}", humantime::format_duration(self.timeout))
-        } else {
-            chain(e)
-        };
-        AuthError::Unreachable { url: url.to_owned(), why }
-    }
-}
-
-enum Fail {
-    Http(reqwest::Error),
-    TooBig,
-}
-
-impl From<reqwest::Error> for Fail {
-    fn from(e: reqwest::Error) -> Self {
-        Fail::Http(e)
-    }
-}
-
-async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, Fail> {
-    if response.content_length().is_some_and(|n| n > MAX_RESPONSE as u64) {
-        return Err(Fail::TooBig);
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        if body.len() + chunk.len() > MAX_RESPONSE {
-            return Err(Fail::TooBig);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-/// The error and its causes on one line, without repeating the URL reqwest puts in front.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut cur = e.source();
-    while let Some(err) = cur {
-        let text = err.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        cur = err.source();
-    }
-    if parts.is_empty() {
-        parts.push(e.to_string());
-    }
-    parts.join(": ").replace(['\n', '\r'], " ")
 }
 
 #[derive(Deserialize)]
@@ -273,7 +126,10 @@ pub fn interpret(
         400 => Err(AuthError::BadRequest { url: url.to_owned(), message: message() }),
         401 => Err(AuthError::Rejected { url: url.to_owned(), user: user.to_owned() }),
         403 => Err(AuthError::Expired { url: url.to_owned(), user: user.to_owned() }),
-        429 => Err(AuthError::RateLimited { url: url.to_owned(), retry_after: retry_after(headers, &message(), date) }),
+        429 => Err(AuthError::RateLimited {
+            url: url.to_owned(),
+            retry_after: retry_after(headers, &message(), date).unwrap_or(DEFAULT_RATE_LIMIT),
+        }),
         500..=599 => Err(AuthError::Server { url: url.to_owned(), status: status.as_u16() }),
         other => Err(malformed(format!(
             "unexpected HTTP {other}; check the URL's path (current instances use /api/v2, older ones /CIRBA/api/v2)"
@@ -297,15 +153,6 @@ pub fn retry_after(headers: &header::HeaderMap, message: &str, server_now: Optio
     let rest = &lower[lower.find("retry after")? + "retry after".len()..];
     let digits: String = rest.trim_start_matches([':', ' ']).chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok().map(Duration::from_secs)
-}
-
-fn load_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, Error> {
-    let bytes = std::fs::read(path).map_err(|e| usage(format!("cannot read CA bundle {}: {e}", path.display())))?;
-    match reqwest::Certificate::from_pem_bundle(&bytes) {
-        Ok(certs) if !certs.is_empty() => Ok(certs),
-        Ok(_) => Err(usage(format!("cannot use CA bundle {}: it holds no PEM certificate", path.display()))),
-        Err(e) => Err(usage(format!("cannot use CA bundle {}: {}", path.display(), chain(&e)))),
-    }
 }
 
 #[cfg(test)]
@@ -342,7 +189,7 @@ mod tests {
         let none = header::HeaderMap::new();
         let code = |status: u16, body: &str| {
             let s = StatusCode::from_u16(status).expect("status");
-            interpret("u", "user", s, &none, body.as_bytes(), Sent::now()).expect_err("failure").code()
+            interpret("u", "user", s, &none, body.as_bytes(), Sent::now()).expect_err("failure").kind().code()
         };
         assert_eq!(code(400, r#"{"message":"Unauthorized","status":400}"#), 7);
         assert_eq!(code(401, r#"{"message":"Unauthorized","status":401}"#), 4);

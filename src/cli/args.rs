@@ -1,0 +1,161 @@
+//! The command tree, shared by both dispatchers so that help, completions and man pages describe
+//! every command whichever binary parses it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{PasswordSource, parse_duration};
+
+#[derive(Debug, Parser)]
+#[command(name = "kubex-cred", version, about = "Kubex API tokens from a password kept in the OS keychain")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Prove a password by minting a token, then keep it in the OS keychain.
+    Login(LoginArgs),
+    /// Remove the profile's password from the keychain (the profile stays in the config).
+    Logout {
+        #[arg(long)]
+        profile: Option<String>,
+    },
+    /// Print a token valid for at least --min-ttl.
+    Get(GetArgs),
+    /// Show the daemon and each profile's token state (never a token).
+    Status {
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop the daemon.
+    Stop,
+    /// Check the setup, one line per check (ok, warn, fail) with the fix; exit 1 if any fails.
+    Doctor {
+        #[arg(long)]
+        profile: Option<String>,
+    },
+    /// Run the per-user daemon that caches tokens (started on demand by `get`).
+    Daemon(DaemonArgs),
+    /// Run the daemon as a background service of the session: systemd user units (Linux), a
+    /// LaunchAgent (macOS), a logon task (Windows).
+    Service {
+        #[command(subcommand)]
+        action: ServiceAction,
+    },
+    /// Print a shell completion script: `kubex-cred completions bash > /etc/bash_completion.d/kubex-cred`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) of kubex-cred, or of one of its commands.
+    #[command(hide = true)]
+    Manpage {
+        /// A command, e.g. `get`; none for the main page.
+        command: Option<String>,
+    },
+    /// git's credential helper (what `git-credential-kubex` runs): get, store, erase, capability.
+    GitCredential {
+        /// The operation git asks for.
+        operation: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceAction {
+    /// Write and enable the service for this platform (safe to repeat).
+    Install {
+        /// Print what would be written and run, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Disable and remove the service (safe to repeat).
+    Uninstall {
+        /// Print what would be removed and run, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Show what is installed and whether it runs.
+    Status,
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Stay in the foreground (for service managers and debugging).
+    #[arg(long)]
+    pub foreground: bool,
+    /// Exit after this long without requests; 0 never.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1h")]
+    pub idle_timeout: Duration,
+    /// Started by a launcher: detach and report readiness on stdout.
+    #[arg(long, hide = true)]
+    pub detached: bool,
+    /// Keep FILE holding the current token (mode 0600, replaced atomically, never expired).
+    #[arg(long, value_name = "FILE")]
+    pub sink: Option<PathBuf>,
+    /// The profile whose token --sink keeps [default: KUBEX_PROFILE, else the default profile].
+    #[arg(long, requires = "sink")]
+    pub profile: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// Profile to create or update [default: KUBEX_PROFILE, else the default profile, else `default`].
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Kubex address: https://HOST[:PORT] (gets /api/v2) or a full API base such as https://HOST/CIRBA/api/v2.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Kubex user name.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Read the password as one line from stdin instead of asking on the terminal.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// PEM bundle of extra CA certificates for on-premises instances and TLS-inspecting proxies.
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Where the password lives: keychain (default), keyutils, file:PATH, command:CMD or env:VAR.
+    /// Recorded in the profile; login reads file/command/env sources instead of asking.
+    #[arg(long, value_name = "SOURCE")]
+    pub password_source: Option<PasswordSource>,
+    /// Allow an env:VAR password source (other processes of the user can read the environment).
+    #[arg(long)]
+    pub allow_env_password: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// What to print.
+    #[arg(long, value_enum, default_value_t = Format::Token)]
+    pub format: Format,
+    /// The token must stay valid at least this long (e.g. 30s, 5m).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub min_ttl: Option<Duration>,
+    /// Mint in this process instead of asking the daemon.
+    #[arg(long)]
+    pub no_daemon: bool,
+    /// Write the credential to FILE (mode 0600, replaced atomically) instead of stdout; exit 0
+    /// only once it is written. For init containers.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// How `get` prints the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// The JWT and a newline.
+    Token,
+    /// `Authorization: Bearer <jwt>`.
+    Header,
+    /// One JSON object with token, expires (epoch ms), profile, url, user.
+    Json,
+    /// `export KUBEX_TOKEN=<jwt>`.
+    Env,
+}

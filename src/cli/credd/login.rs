@@ -1,0 +1,170 @@
+//! `login` and `logout`: a password is proven by minting a token before it is stored, and read
+//! without echo from the terminal or as one line from stdin.
+
+use std::io::{BufRead, IsTerminal};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use zeroize::Zeroizing;
+
+use crate::cli::args::LoginArgs;
+use crate::client;
+use crate::config::{self, PasswordSource, Profile};
+use crate::error::{Error, Exit, Result};
+use crate::kubex;
+use crate::protocol::{Op, Overrides};
+use crate::store::{self, Passwords, SecretStore, Sources};
+
+/// The longest password line read from stdin.
+const MAX_PASSWORD: usize = 4096;
+
+pub fn login(args: LoginArgs) -> Result<()> {
+    let (path, mut file) = config::open()?;
+    let flags = Overrides { profile: args.profile, url: args.url, user: args.user, ca_cert: args.ca_cert };
+    let overrides = config::overrides(flags);
+    let mut profile = file.resolve(&overrides).map_err(|e| match e.kind() {
+        Exit::NotLoggedIn => Error::usage(format!(
+            "login to the new profile '{}' needs --url and --user (or KUBEX_URL and KUBEX_USER)",
+            file.profile_name(&overrides)
+        )),
+        _ => e,
+    })?;
+    if let Some(source) = args.password_source {
+        profile.source = source;
+        profile.allow_env_password = args.allow_env_password;
+    } else if args.allow_env_password {
+        profile.allow_env_password = true;
+    }
+    profile.check_source()?;
+    if let PasswordSource::Env(var) = &profile.source {
+        eprintln!(
+            "kubex-cred: warning: profile '{}' reads its password from environment variable {var}; other processes \
+             of this user can read it (/proc/PID/environ): prefer file: or command: where you can",
+            profile.name
+        );
+    }
+    // Opened before the password is asked for or sent, so an unavailable store loses nothing.
+    let store = store::writable(&profile.source)?;
+    let password = if store.is_some() {
+        if args.password_stdin { read_password_line(std::io::stdin().lock())? } else { prompt_password(&profile)? }
+    } else {
+        if args.password_stdin {
+            return Err(Error::usage(format!(
+                "--password-stdin does not go with --password-source {}: login reads the password from there",
+                profile.source
+            )));
+        }
+        Sources::new(config::timeout()?).read(&profile)?
+    };
+    let token = kubex::mint_blocking(&profile, &password)?;
+    if let Some(store) = store {
+        store.set(&profile.account(), &password)?;
+    }
+    file.upsert(&profile);
+    config::save(&path, &file)?;
+    // A running daemon drops the old token and any rejection of the old password.
+    client::tell(&Op::Forget { account: profile.account() });
+    eprintln!(
+        "kubex-cred: logged in as '{}' at {} (profile '{}'); tokens live {}",
+        profile.user,
+        profile.url,
+        profile.name,
+        humantime::format_duration(Duration::from_secs(token.lifetime().as_secs() + 1))
+    );
+    Ok(())
+}
+
+fn prompt_password(profile: &Profile) -> Result<SecretString> {
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::usage("no terminal to ask for the password on: pipe it in with --password-stdin"));
+    }
+    let prompt = format!("Kubex password for '{}' at {}: ", profile.user, profile.url);
+    let password = Zeroizing::new(
+        rpassword::prompt_password(prompt)
+            .map_err(|e| Error::usage(format!("cannot read the password from the terminal: {e}")))?,
+    );
+    check_password(password.as_bytes())
+}
+
+/// Reads one line (without its line ending) as the password.
+pub fn read_password_line(input: impl BufRead) -> Result<SecretString> {
+    let mut line = Zeroizing::new(Vec::new());
+    input
+        .take(MAX_PASSWORD as u64 + 2)
+        .read_until(b'\n', &mut line)
+        .map_err(|e| Error::usage(format!("cannot read the password from stdin: {e}")))?;
+    if line.len() > MAX_PASSWORD + 1 && !line.ends_with(b"\n") {
+        return Err(Error::usage(format!("the password on stdin is longer than {MAX_PASSWORD} bytes")));
+    }
+    let mut end = line.len();
+    if line[..end].ends_with(b"\n") {
+        end -= 1;
+    }
+    if line[..end].ends_with(b"\r") {
+        end -= 1;
+    }
+    check_password(&line[..end])
+}
+
+fn check_password(bytes: &[u8]) -> Result<SecretString> {
+    if bytes.is_empty() {
+        return Err(Error::usage("the password is empty: nothing was sent or stored"));
+    }
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| Error::usage("the password is not valid UTF-8 text: nothing was sent or stored"))?;
+    if text.contains('\0') {
+        return Err(Error::usage("the password contains a NUL byte: nothing was sent or stored"));
+    }
+    Ok(SecretString::from(text.to_owned()))
+}
+
+pub fn logout(profile: Option<String>) -> Result<()> {
+    let profile = config::resolve(profile)?;
+    let store = store::writable(&profile.source)?;
+    if let Some(store) = &store {
+        store.delete(&profile.account())?;
+    }
+    // A running daemon drops the profile's token and any rejection it remembers.
+    client::tell(&Op::Forget { account: profile.account() });
+    // Names, URL and source only: a source is a path, command or variable name, never a password.
+    if store.is_some() {
+        eprintln!(
+            "kubex-cred: removed the password of '{}' at {} from the {}",
+            profile.user, profile.url, profile.source
+        );
+    } else {
+        eprintln!(
+            "kubex-cred: profile '{}' reads its password from {}, which kubex-cred never writes: nothing to remove \
+             (the daemon dropped its token)",
+            profile.name, profile.source
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(input: &[u8]) -> std::result::Result<String, String> {
+        use secrecy::ExposeSecret;
+        read_password_line(input).map(|p| p.expose_secret().to_owned()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn password_line_loses_only_its_line_ending() {
+        assert_eq!(read(b"p\"w\\d\xc3\xa9 \n").as_deref(), Ok("p\"w\\d\u{e9} "));
+        assert_eq!(read(b"crlf\r\n").as_deref(), Ok("crlf"));
+        assert_eq!(read(b"no newline").as_deref(), Ok("no newline"));
+        assert_eq!(read(b"first\nsecond\n").as_deref(), Ok("first"));
+    }
+
+    #[test]
+    fn bad_passwords_are_refused() {
+        assert!(read(b"").expect_err("empty").contains("empty"));
+        assert!(read(b"\n").expect_err("empty").contains("empty"));
+        assert!(read(b"\xff\xfe\n").expect_err("binary").contains("UTF-8"));
+        assert!(read(b"a\0b\n").expect_err("nul").contains("NUL"));
+        assert!(read(&vec![b'x'; MAX_PASSWORD + 10]).expect_err("long").contains("longer"));
+    }
+}

@@ -1,0 +1,116 @@
+//! What `kubex-credd` runs: every command, including those that need the network, the keychain or
+//! the daemon itself (`login`, `logout`, `get --no-daemon`, `daemon`, `doctor`, `service`), which
+//! `kubex-cred` hands over to it.
+
+mod doctor;
+mod login;
+pub mod service;
+
+use std::time::Duration;
+
+use super::args::{Cli, Command, DaemonArgs, GetArgs, ServiceAction};
+use super::{front, output};
+use crate::config;
+use crate::error::{Error, Exit, Result};
+use crate::kubex;
+use crate::store::{Passwords, Sources};
+use crate::token::Stamp;
+use clap::{CommandFactory, Parser};
+
+/// `kubex-credd`: every command, in this process.
+pub fn run() -> Result<()> {
+    crate::daemon::platform::harden_process();
+    let cli = Cli::parse();
+    crate::logging::init();
+    match cli.command {
+        Command::Login(args) => login::login(args),
+        Command::Logout { profile } => login::logout(profile),
+        Command::Get(args) if args.no_daemon => get_no_daemon(args),
+        Command::Service { action } => service(action),
+        Command::Doctor { profile } => {
+            let report = doctor::run(profile);
+            output::stdout(report.text.as_bytes())?;
+            if report.failed {
+                return Err(Error::new(Exit::Unexpected, "a check failed: see the fix on its line"));
+            }
+            Ok(())
+        }
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "kubex-cred", &mut script);
+            output::stdout(&script)
+        }
+        Command::Manpage { command } => manpage(command.as_deref()),
+        Command::Daemon(args) => daemon(args),
+        command => front::run_here(command).unwrap_or_else(|| Err(Error::unexpected("unhandled command"))),
+    }
+}
+
+fn daemon(args: DaemonArgs) -> Result<()> {
+    let sinks = args
+        .sink
+        .map(|path| crate::daemon::SinkSpec {
+            profile: config::named(args.profile).profile,
+            path: std::path::absolute(&path).unwrap_or(path),
+        })
+        .into_iter()
+        .collect();
+    crate::daemon::run(&crate::daemon::Options {
+        foreground: args.foreground,
+        idle_timeout: args.idle_timeout,
+        detached: args.detached,
+        sinks,
+    })
+}
+
+fn service(action: ServiceAction) -> Result<()> {
+    let (steps, dry_run) = match action {
+        ServiceAction::Install { dry_run } => (service::install_plan()?, dry_run),
+        ServiceAction::Uninstall { dry_run } => (service::uninstall_plan()?, dry_run),
+        ServiceAction::Status => return output::stdout(service::status()?.as_bytes()),
+    };
+    if !dry_run {
+        service::check_manager()?;
+    }
+    output::stdout(service::apply(&steps, dry_run)?.as_bytes())
+}
+
+/// The man page of kubex-cred or of one command, from the clap definitions like the completions,
+/// so neither drifts from the CLI.
+fn manpage(name: Option<&str>) -> Result<()> {
+    let root = Cli::command();
+    let command = match name {
+        None => root,
+        Some(name) => {
+            let sub = root
+                .find_subcommand(name)
+                .cloned()
+                .ok_or_else(|| Error::usage(format!("no command '{name}': see `kubex-cred --help`")))?;
+            sub.display_name(format!("kubex-cred-{name}"))
+        }
+    };
+    let mut page = Vec::new();
+    clap_mangen::Man::new(command)
+        .render(&mut page)
+        .map_err(|e| Error::unexpected(format!("cannot render the man page: {e}")))?;
+    output::stdout(&page)
+}
+
+/// `get --no-daemon`: reads the password and mints in this process.
+fn get_no_daemon(args: GetArgs) -> Result<()> {
+    let profile = config::resolve(args.profile)?;
+    let min_ttl = args.min_ttl.unwrap_or_default();
+    let password = Sources::new(config::timeout()?).read(&profile)?;
+    let token = kubex::mint_blocking(&profile, &password)?;
+    drop(password);
+    let left = token.remaining(Stamp::now());
+    if left < min_ttl {
+        return Err(Error::usage(format!(
+            "--min-ttl {} cannot be met: Kubex at {} issues tokens that live {}",
+            humantime::format_duration(min_ttl),
+            profile.url,
+            humantime::format_duration(Duration::from_secs(left.as_secs()))
+        )));
+    }
+    output::deliver(args.output.as_deref(), args.format, &(&profile).into(), token.jwt(), token.expires_local_ms())
+}

@@ -1,0 +1,56 @@
+//! What git runs for `credential.helper=kubex` (`git-credential-kubex get|store|erase|capability`):
+//! reads git's request on stdin, answers only for hosts of a configured profile, asks the daemon.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use zeroize::Zeroizing;
+
+use super::{ask, refused};
+use crate::cli::output;
+use crate::config;
+use crate::error::{Error, Exit, Result};
+use crate::git;
+use crate::protocol::{Body, Op, Overrides};
+
+/// git's credential helper: answers only for hosts of a configured profile.
+pub fn run(operation: &str) -> Result<()> {
+    match operation {
+        "capability" => return output::stdout(b"version 0\ncapability authtype\n"),
+        "get" | "erase" => {}
+        // `store` has nothing to do (tokens are minted, not stored); unknown operations are ignored.
+        _ => return Ok(()),
+    }
+    let attrs = git::read_attributes(std::io::stdin().lock())?;
+    let (path, file) = config::open()?;
+    let Some(profile) = git::matching_profile(&attrs, &file, &config::overrides(Overrides::default())) else {
+        return Ok(());
+    };
+    if operation == "erase" {
+        if let Some(token) = git::erased_token(&attrs) {
+            ask(&Op::Erase { account: profile.account(), token: token.to_owned() }, false)?;
+        }
+        return Ok(());
+    }
+    let op = Op::Get { config: path, profile: (&profile).into(), min_ttl_ms: 0 };
+    match ask(&op, true)? {
+        Some(Body::Token { token, expires_ms, .. }) => {
+            let token = Zeroizing::new(token);
+            git::check_value(&token)?;
+            let now_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+                .unwrap_or(0);
+            let expiry = git::expiry_utc(expires_ms, now_ms);
+            git::write_get(&mut std::io::stdout().lock(), &attrs, &profile.user, &token, expiry)
+                .map_err(|e| Error::unexpected(format!("cannot answer git: {e}")))
+        }
+        other => {
+            let error = refused(other);
+            // Rejected or expired: stop git from prompting for a password that cannot help.
+            if matches!(error.kind(), Exit::Rejected | Exit::Expired) {
+                output::stdout(b"quit=1\n")?;
+            }
+            Err(error)
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! What `kubex-cred` runs: the commands that only talk to the daemon (`get`, `status`, `stop`,
+//! git's helper), in this process; the others are handed to `kubex-credd`. Keeping the network and
+//! keychain code out of here keeps `get`, the hot path of every shell substitution, as cheap to
+//! start as git's own helpers.
+
+pub mod git;
+mod status;
+
+use std::time::Duration;
+
+use clap::Parser;
+use zeroize::Zeroizing;
+
+use super::args::{Cli, Command, GetArgs};
+use super::output;
+use crate::client::{self, Paths};
+use crate::config;
+use crate::error::{Error, Exit, Result};
+use crate::protocol::{Body, Op};
+
+/// `kubex-cred`: parses the command line, then runs it here or in `kubex-credd`.
+pub fn run() -> Result<()> {
+    run_here(Cli::parse().command).unwrap_or_else(hand_over)
+}
+
+/// The commands both dispatchers run here; `None` for the others.
+pub fn run_here(command: Command) -> Option<Result<()>> {
+    Some(match command {
+        Command::Get(args) if !args.no_daemon => get(args),
+        Command::Status { json } => status::run(json),
+        Command::Stop => stop(),
+        Command::GitCredential { operation } => git::run(&operation),
+        _ => return None,
+    })
+}
+
+/// Runs the same command line in `kubex-credd`, in this process where the platform allows.
+fn hand_over() -> Result<()> {
+    let core = client::core_exe()?;
+    let mut command = std::process::Command::new(&core);
+    command.args(std::env::args_os().skip(1));
+    let failed =
+        |e: std::io::Error| Error::unexpected(format!("cannot run {}: {e}; reinstall kubex-cred", core.display()));
+    #[cfg(unix)]
+    {
+        Err(failed(std::os::unix::process::CommandExt::exec(&mut command)))
+    }
+    #[cfg(not(unix))]
+    {
+        let status = command.status().map_err(failed)?;
+        std::process::exit(status.code().unwrap_or(1))
+    }
+}
+
+/// `get` through the daemon. The daemon reads the config (and caches it): the client never parses
+/// it on this hot path.
+fn get(args: GetArgs) -> Result<()> {
+    let profile = config::named(args.profile);
+    let min_ttl_ms = u64::try_from(args.min_ttl.unwrap_or_default().as_millis()).unwrap_or(u64::MAX);
+    let op = Op::Get { config: config::config_path()?, profile, min_ttl_ms };
+    match ask(&op, true)? {
+        Some(Body::Token { token, expires_ms, profile }) => {
+            let token = Zeroizing::new(token);
+            output::deliver(args.output.as_deref(), args.format, &profile, &token, expires_ms)
+        }
+        other => Err(refused(other)),
+    }
+}
+
+fn stop() -> Result<()> {
+    match ask(&Op::Stop, false)? {
+        Some(Body::Done) => {
+            client::wait_for_exit(&Paths::new()?, Duration::from_secs(5))?;
+            eprintln!("kubex-cred: daemon stopped");
+            Ok(())
+        }
+        None => {
+            eprintln!("kubex-cred: no daemon is running");
+            Ok(())
+        }
+        other => Err(refused(other)),
+    }
+}
+
+/// Asks the daemon, waiting for one Authorize exchange and a margin; with `autostart`, starts one.
+pub(super) fn ask(op: &Op, autostart: bool) -> Result<Option<Body>> {
+    client::call(op, autostart, config::timeout()? + Duration::from_secs(5))
+}
+
+/// The error for an answer that is not the one asked for: the daemon's own failure, rendered by
+/// it once, or an answer this client does not expect.
+pub(super) fn refused(body: Option<Body>) -> Error {
+    match body {
+        Some(Body::Error { code, message }) => Error::new(Exit::from_code(code), message),
+        other => {
+            // Named by kind only: an answer can hold a token.
+            let what = match other {
+                None => "none",
+                Some(Body::Token { .. }) => "a token",
+                Some(Body::Status(_)) => "a status",
+                Some(Body::Done) => "done",
+                Some(Body::VersionMismatch | Body::Error { .. }) => "a version mismatch",
+            };
+            Error::daemon(format!("the daemon gave an unexpected answer ({what}); run `kubex-cred stop` and try again"))
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! What mints a token in the daemon: the Kubex client, one per CA bundle; a fake in unit tests.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+use crate::config::Profile;
+use crate::kubex::{AuthError, Client};
+use crate::token::Token;
+
+pub type MintFuture<'a> = Pin<Box<dyn Future<Output = Result<Token, AuthError>> + Send + 'a>>;
+
+/// Mints a token for a profile with a password.
+pub trait Minter: Send + Sync {
+    fn mint<'a>(&'a self, profile: &'a Profile, password: &'a SecretString) -> MintFuture<'a>;
+}
+
+/// Mints with one HTTP client per CA bundle.
+#[derive(Debug)]
+pub struct KubexMinter {
+    clients: Mutex<HashMap<Option<PathBuf>, Client>>,
+    timeout: Duration,
+}
+
+impl KubexMinter {
+    pub fn new(timeout: Duration) -> KubexMinter {
+        KubexMinter { clients: Mutex::new(HashMap::new()), timeout }
+    }
+
+    fn client(&self, ca: Option<&Path>) -> Result<Client, AuthError> {
+        let mut clients = self.clients.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(c) = clients.get(&ca.map(Path::to_path_buf)) {
+            return Ok(c.clone());
+        }
+        let client = Client::new(ca, self.timeout)
+            .map_err(|e| AuthError::Unreachable { url: "(client setup)".into(), why: e.to_string() })?;
+        clients.insert(ca.map(Path::to_path_buf), client.clone());
+        Ok(client)
+    }
+}
+
+impl Minter for KubexMinter {
+    fn mint<'a>(&'a self, profile: &'a Profile, password: &'a SecretString) -> MintFuture<'a> {
+        Box::pin(async move {
+            let client = self.client(profile.ca_cert.as_deref())?;
+            client.authorize(&profile.authorize_url(), &profile.user, password).await
+        })
+    }
+}

@@ -1,0 +1,255 @@
+//! The broker's rules as pure functions of a slot's state, an outcome and `now`: when a token is
+//! served, when one is minted, and what a failed mint leaves behind (the hold, and the event the
+//! user must hear about). No runtime, no I/O: the async code in `broker` only waits and moves data.
+//!
+//! A token is served while more than 10% of its life is left; in the last 25% a request still
+//! gets it at once and starts one background refresh. A failed mint sets a hold on the slot: a
+//! rejected password is not sent again until the source holds another one (or `login` runs);
+//! 403 waits 10 minutes, 429 waits as told, everything else backs off from 1 s to 5 min.
+
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+
+use super::notify::Kind;
+use crate::error::{Error, Exit};
+use crate::kubex::AuthError;
+use crate::protocol::State;
+use crate::token::{Stamp, Token};
+
+/// How long a 403 (subscription expired) keeps the slot from asking again.
+pub const EXPIRED_HOLD: Duration = Duration::from_secs(600);
+/// The first and the longest backoff after a transient failure.
+pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// What identifies a password Kubex rejected, without keeping it.
+pub type Fingerprint = [u8; 32];
+
+/// Why a slot is not asking Kubex right now.
+#[derive(Debug, Clone, Default)]
+pub enum Hold {
+    #[default]
+    None,
+    /// Kubex said 401 to the password with this fingerprint.
+    Rejected { fingerprint: Fingerprint, error: Error },
+    /// Wait until `until` (403, 429, backoff).
+    Until { until: Stamp, error: Error },
+}
+
+/// What a request gets from a slot without waiting.
+#[derive(Debug)]
+pub enum Decision {
+    Serve { token: Token, refresh: bool },
+    Fail(Error),
+    Mint,
+}
+
+/// Valid for at least `min_ttl`, and not in the last 10% of its life.
+pub fn servable(token: &Token, now: Stamp, min_ttl: Duration) -> bool {
+    let left = token.remaining(now);
+    left > Duration::ZERO && left >= min_ttl && left >= token.lifetime() / 10
+}
+
+/// Serve the cached token (and whether to start a background refresh), fail from the hold, or mint.
+pub fn decide(token: Option<&Token>, hold: &Hold, refreshing: bool, now: Stamp, min_ttl: Duration) -> Decision {
+    if let Some(token) = token.filter(|t| servable(t, now, min_ttl)) {
+        let in_window = token.remaining(now) < token.lifetime() / 4;
+        let held = match hold {
+            Hold::None => false,
+            Hold::Rejected { .. } => true,
+            Hold::Until { until, .. } => now < *until,
+        };
+        return Decision::Serve { token: token.clone(), refresh: in_window && !refreshing && !held };
+    }
+    match hold {
+        Hold::Until { until, error } if now < *until => {
+            Decision::Fail(error.clone().retry_in(until.saturating_sub(now)))
+        }
+        _ => Decision::Mint,
+    }
+}
+
+/// The failure to answer instead of sending a password Kubex already rejected; `None`: send it.
+pub fn rejected_again(hold: &Hold, password: Fingerprint) -> Option<Error> {
+    match hold {
+        Hold::Rejected { fingerprint, error } if *fingerprint == password => Some(error.clone()),
+        _ => None,
+    }
+}
+
+/// What a failed mint leaves on the slot.
+#[derive(Debug)]
+pub struct AfterFailure {
+    pub hold: Hold,
+    /// Transient failures in a row, for the backoff.
+    pub failures: u32,
+    /// What only the user can fix, told once per event.
+    pub event: Option<Kind>,
+}
+
+/// The hold after a failed mint of the password `sent`, given the hold before it. Each rejection
+/// is an event (a rejected password is never sent again, so the next one is another password); an
+/// expiry is one until a mint succeeds, so not when the slot was already held for one. `jitter`
+/// in `[0, 1)` spreads the backoffs of many clients.
+pub fn after_failure(
+    previous: &Hold,
+    failures: u32,
+    e: &AuthError,
+    sent: Fingerprint,
+    now: Stamp,
+    jitter: f64,
+) -> AfterFailure {
+    let error = Error::from(e.clone());
+    let expired_before = matches!(previous, Hold::Until { error, .. } if error.kind() == Exit::Expired);
+    let until = |wait| Hold::Until { until: now.after(wait), error: error.clone() };
+    match e {
+        AuthError::Rejected { .. } => AfterFailure {
+            hold: Hold::Rejected { fingerprint: sent, error: error.clone() },
+            failures,
+            event: Some(Kind::Rejected),
+        },
+        AuthError::Expired { .. } => {
+            AfterFailure { hold: until(EXPIRED_HOLD), failures, event: (!expired_before).then_some(Kind::Expired) }
+        }
+        AuthError::RateLimited { retry_after, .. } => AfterFailure { hold: until(*retry_after), failures, event: None },
+        _ => AfterFailure { hold: until(backoff(failures + 1, jitter)), failures: failures + 1, event: None },
+    }
+}
+
+/// How `status` shows a slot: its state, the seconds until the next attempt, and the last error.
+pub fn state(token: Option<&Token>, hold: &Hold, refreshing: bool, now: Stamp) -> (State, Option<u64>, Option<String>) {
+    match hold {
+        Hold::Rejected { error, .. } => (State::Rejected, None, Some(error.to_string())),
+        Hold::Until { until, error } if now < *until => {
+            let state = match error.kind() {
+                Exit::Expired => State::SubscriptionExpired,
+                Exit::RateLimited => State::RateLimited,
+                _ => State::BackingOff,
+            };
+            (state, Some(until.saturating_sub(now).as_secs().max(1)), Some(error.to_string()))
+        }
+        _ => {
+            let state = match (token.filter(|t| servable(t, now, Duration::ZERO)), refreshing) {
+                (Some(_), true) => State::Refreshing,
+                (Some(_), false) => State::Valid,
+                (None, _) if token.is_some() => State::Expired,
+                (None, _) => State::None,
+            };
+            (state, None, None)
+        }
+    }
+}
+
+pub fn fingerprint(password: &SecretString) -> Fingerprint {
+    Sha256::digest(password.expose_secret().as_bytes()).into()
+}
+
+/// Exponential backoff with jitter: about 1 s, 2 s, 4 s … up to 5 min.
+pub fn backoff(failures: u32, jitter: f64) -> Duration {
+    let base = BACKOFF_MIN.saturating_mul(1u32 << failures.saturating_sub(1).min(16)).min(BACKOFF_MAX);
+    base.mul_f64(0.75 + jitter.clamp(0.0, 1.0) * 0.5).clamp(BACKOFF_MIN, BACKOFF_MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::Sent;
+
+    fn at(secs: u64) -> Stamp {
+        Stamp::from_duration(Duration::from_secs(secs))
+    }
+
+    /// A token minted at `at(0)` that lives 100 s.
+    fn token() -> Token {
+        use base64::Engine;
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let jwt = format!("{}.{}.{}", b64(r#"{"alg":"HS512"}"#), b64(r#"{"iat":1000,"exp":1101}"#), b64("sig"));
+        let sent = Sent { at: at(0), wall: std::time::SystemTime::now() };
+        Token::from_authorize(jwt, 1_101_000, None, sent).expect("valid token")
+    }
+
+    fn url() -> String {
+        "https://acme.example.com/api/v2/authorize".into()
+    }
+
+    #[test]
+    fn a_token_is_served_then_refreshed_once_then_never_in_its_last_tenth() {
+        let t = token();
+        let serve = |now, refreshing| decide(Some(&t), &Hold::None, refreshing, at(now), Duration::ZERO);
+        assert!(matches!(serve(60, false), Decision::Serve { refresh: false, .. }), "40% left");
+        assert!(matches!(serve(80, false), Decision::Serve { refresh: true, .. }), "20% left");
+        assert!(matches!(serve(80, true), Decision::Serve { refresh: false, .. }), "one refresh at a time");
+        assert!(matches!(serve(91, false), Decision::Mint), "9% left is never served");
+        let long = decide(Some(&t), &Hold::None, false, at(30), Duration::from_secs(80));
+        assert!(matches!(long, Decision::Mint), "a min_ttl the token cannot meet mints");
+    }
+
+    #[test]
+    fn a_rejected_password_holds_until_another_one_is_read() {
+        let rejected = AuthError::Rejected { url: url(), user: "u".into() };
+        let after = after_failure(&Hold::None, 0, &rejected, [1; 32], at(5), 0.5);
+        assert_eq!(after.event, Some(Kind::Rejected));
+        assert!(matches!(decide(None, &after.hold, false, at(3600), Duration::ZERO), Decision::Mint));
+        let again = rejected_again(&after.hold, [1; 32]).expect("the same password is not sent");
+        assert_eq!(again.kind(), Exit::Rejected);
+        assert!(rejected_again(&after.hold, [2; 32]).is_none(), "another password is sent");
+        assert_eq!(state(None, &after.hold, false, at(3600)).0, State::Rejected);
+    }
+
+    #[test]
+    fn an_expiry_is_one_event_until_a_mint_succeeds() {
+        let expired = AuthError::Expired { url: url(), user: "u".into() };
+        let first = after_failure(&Hold::None, 0, &expired, [1; 32], at(0), 0.5);
+        assert_eq!(first.event, Some(Kind::Expired));
+        let Decision::Fail(e) = decide(None, &first.hold, false, at(599), Duration::ZERO) else { panic!("held") };
+        assert_eq!((e.kind(), e.to_string().ends_with("asks Kubex again in 1 s")), (Exit::Expired, true), "{e}");
+        assert!(matches!(decide(None, &first.hold, false, at(600), Duration::ZERO), Decision::Mint));
+        let second = after_failure(&first.hold, 0, &expired, [1; 32], at(600), 0.5);
+        assert_eq!(second.event, None);
+        assert_eq!(
+            state(None, &second.hold, false, at(601)),
+            (State::SubscriptionExpired, Some(599), Some(expired.to_string()))
+        );
+    }
+
+    #[test]
+    fn a_rate_limit_waits_as_told() {
+        let limited = AuthError::RateLimited { url: url(), retry_after: Duration::from_secs(40) };
+        let after = after_failure(&Hold::None, 3, &limited, [1; 32], at(0), 0.5);
+        assert_eq!((after.failures, after.event), (3, None));
+        let Decision::Fail(e) = decide(None, &after.hold, false, at(39), Duration::ZERO) else { panic!("held") };
+        assert!(e.to_string().ends_with("(429); try again in 1 s"), "{e}");
+        assert_eq!(state(None, &after.hold, false, at(10)).0, State::RateLimited);
+        assert!(matches!(decide(None, &after.hold, false, at(40), Duration::ZERO), Decision::Mint));
+    }
+
+    #[test]
+    fn transient_failures_back_off_while_a_valid_token_is_served() {
+        let down = AuthError::Server { url: url(), status: 503 };
+        let first = after_failure(&Hold::None, 0, &down, [1; 32], at(80), 0.5);
+        assert_eq!(first.failures, 1);
+        let t = token();
+        assert!(
+            matches!(
+                decide(Some(&t), &first.hold, false, at(80), Duration::ZERO),
+                Decision::Serve { refresh: false, .. }
+            ),
+            "served through the outage, no refresh during the backoff"
+        );
+        let third = after_failure(&first.hold, 2, &down, [1; 32], at(80), 0.5);
+        let Hold::Until { until, .. } = third.hold else { panic!("held") };
+        assert_eq!((third.failures, until.saturating_sub(at(80))), (3, Duration::from_secs(4)));
+        assert_eq!(state(None, &third.hold, false, at(81)).0, State::BackingOff);
+    }
+
+    #[test]
+    fn backoff_grows_from_one_second_to_five_minutes() {
+        for jitter in [0.0, 0.5, 0.999] {
+            assert!(backoff(1, jitter) <= Duration::from_millis(1250) && backoff(1, jitter) >= BACKOFF_MIN);
+            assert!(backoff(3, jitter) >= Duration::from_secs(3) && backoff(3, jitter) <= Duration::from_secs(5));
+            assert!(backoff(30, jitter) <= BACKOFF_MAX && backoff(30, jitter) >= Duration::from_secs(225));
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! The daemon's server: accept, check the peer, read one bounded request, dispatch, answer; the
+//! idle exit, signals, and the check that the socket path is still its own.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use interprocess::local_socket::tokio::{Listener, Stream};
+use interprocess::local_socket::traits::tokio::Listener as _;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Notify;
+
+use super::SinkSpec;
+use super::broker::Broker;
+use super::configs::ConfigCache;
+use super::platform;
+use crate::client::Paths;
+use crate::config::{self, Profile};
+use crate::error::{Error, Result};
+use crate::protocol::{self, Body, DaemonInfo, Op, ProfileStatus, Response};
+use crate::token::Stamp;
+
+/// How long a connection may take to send its request, and the daemon to write its answer.
+const IO_DEADLINE: Duration = Duration::from_secs(5);
+/// Connections still waiting for their request line; past this the oldest is closed, so a flood
+/// of silent connections cannot keep real clients (which write at once) from being served.
+pub const MAX_WAITING: usize = 512;
+/// The longest request read (a real one is well under 1 KiB). With the cap on waiting connections,
+/// request buffers stay under 512 × 16 KiB = 8 MiB.
+pub const MAX_REQUEST: usize = 16 * 1024;
+/// How often the daemon checks that the socket path is still its own.
+const SOCKET_CHECK: Duration = Duration::from_secs(2);
+
+/// A failure as the daemon answers it: its exit code and its line, rendered here once.
+fn answer_error(e: &Error) -> Body {
+    Body::Error { code: e.code(), message: e.to_string() }
+}
+
+pub struct Daemon {
+    paths: Paths,
+    broker: Arc<Broker>,
+    started: tokio::time::Instant,
+    idle_timeout: Duration,
+    last_request: Mutex<tokio::time::Instant>,
+    stop: Notify,
+    configs: ConfigCache,
+    waiting: Waiting,
+    #[cfg_attr(not(unix), allow(dead_code))]
+    uid: u32,
+}
+
+/// Connections accepted whose request has not arrived yet, oldest first.
+#[derive(Debug, Default)]
+struct Waiting {
+    inner: Mutex<(u64, std::collections::VecDeque<(u64, tokio::task::AbortHandle)>)>,
+}
+
+impl Waiting {
+    fn next_id(&self) -> u64 {
+        let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        inner.0 += 1;
+        inner.0
+    }
+
+    /// Registers a connection; past the cap, closes the one that has waited longest.
+    fn push(&self, id: u64, task: tokio::task::AbortHandle) {
+        let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        inner.1.push_back((id, task));
+        if inner.1.len() > MAX_WAITING
+            && let Some((_, oldest)) = inner.1.pop_front()
+        {
+            oldest.abort();
+        }
+    }
+
+    fn remove(&self, id: u64) {
+        let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(i) = inner.1.iter().position(|(other, _)| *other == id) {
+            inner.1.remove(i);
+        }
+    }
+}
+
+impl Daemon {
+    pub fn new(paths: Paths, idle_timeout: Duration) -> Result<Daemon> {
+        let timeout = config::timeout()?;
+        let passwords = Arc::new(crate::store::Sources::new(timeout));
+        let minter = Arc::new(super::minter::KubexMinter::new(timeout));
+        Ok(Daemon {
+            paths,
+            broker: Broker::new(passwords, minter, super::notify::Desktop::start(), Stamp::now),
+            started: tokio::time::Instant::now(),
+            idle_timeout,
+            last_request: Mutex::new(tokio::time::Instant::now()),
+            stop: Notify::new(),
+            configs: ConfigCache::default(),
+            waiting: Waiting::default(),
+            uid: platform::current_uid(),
+        })
+    }
+
+    /// Keeps a token file for a profile, resolved from the config file at each refresh.
+    pub fn spawn_sink(self: Arc<Self>, sink: SinkSpec) {
+        tracing::info!(sink = %sink.path.display(), profile = ?sink.profile, "keeping a token file");
+        let overrides = protocol::Overrides { profile: sink.profile.clone(), ..protocol::Overrides::default() };
+        tokio::spawn(super::sink::keep(sink.path.clone(), move |min_ttl| {
+            let daemon = self.clone();
+            let overrides = overrides.clone();
+            async move {
+                let profile = config::open().and_then(|(_, file)| file.resolve(&overrides))?;
+                daemon.broker.get(&profile, min_ttl).await
+            }
+        }));
+    }
+
+    pub async fn run(self: Arc<Self>, mut listener: Listener) {
+        let ours = platform::file_id(&self.paths.socket);
+        let mut check = tokio::time::interval(SOCKET_CHECK);
+        let signals = platform::Signals::new();
+        let mut signals = match signals {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("cannot install signal handlers: {e}");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(stream) => {
+                        let daemon = self.clone();
+                        let id = self.waiting.next_id();
+                        // The runtime is single-threaded: the task cannot start before it is registered.
+                        let task = tokio::spawn(async move { daemon.handle(stream, id).await });
+                        self.waiting.push(id, task.abort_handle());
+                    }
+                    Err(e) => {
+                        // Out of file descriptors or similar: pause instead of spinning.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                () = self.idle() => {
+                    tracing::info!("idle for {}, exiting", humantime::format_duration(self.idle_timeout));
+                    break;
+                }
+                _ = check.tick() => {
+                    if platform::file_id(&self.paths.socket) != ours {
+                        // Someone else's socket (or none) is at our path now: leave it alone.
+                        tracing::warn!("the socket path was taken over; exiting without touching it");
+                        listener.do_not_reclaim_name_on_drop();
+                        break;
+                    }
+                }
+                () = self.stop.notified() => {
+                    tracing::info!("stop requested");
+                    break;
+                }
+                event = signals.next() => match event {
+                    platform::Signal::Reload => {
+                        // Config files are re-read when they change; SIGHUP forces it.
+                        self.configs.clear();
+                        tracing::info!("configuration reloaded");
+                    }
+                    platform::Signal::Terminate => {
+                        tracing::info!("terminated by signal");
+                        break;
+                    }
+                },
+            }
+        }
+        drop(listener);
+    }
+
+    /// Resolves when no request came for the idle timeout; never when it is zero.
+    async fn idle(&self) {
+        if self.idle_timeout.is_zero() {
+            return std::future::pending().await;
+        }
+        loop {
+            let deadline =
+                *self.last_request.lock().unwrap_or_else(std::sync::PoisonError::into_inner) + self.idle_timeout;
+            if tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+
+    async fn handle(self: Arc<Self>, stream: Stream, id: u64) {
+        if !self.peer_is_us(&stream) {
+            self.waiting.remove(id);
+            return;
+        }
+        *self.last_request.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = tokio::time::Instant::now();
+        let mut line = Vec::new();
+        let mut reader = tokio::io::BufReader::with_capacity(1024, &stream).take(MAX_REQUEST as u64 + 1);
+        let read = tokio::time::timeout(IO_DEADLINE, reader.read_until(b'\n', &mut line)).await;
+        self.waiting.remove(id);
+        let body = match read {
+            Err(_) => return,
+            Ok(Err(_)) | Ok(Ok(0)) => return,
+            Ok(Ok(_)) if !line.ends_with(b"\n") => answer_error(&Error::usage("request too long or incomplete")),
+            Ok(Ok(_)) => match protocol::decode_request(&line) {
+                protocol::Decoded::Request(op) => self.dispatch(op).await,
+                protocol::Decoded::OtherVersion { stop: true } => self.dispatch(Op::Stop).await,
+                protocol::Decoded::OtherVersion { stop: false } => Body::VersionMismatch,
+                protocol::Decoded::Malformed(why) => answer_error(&Error::usage(format!("malformed request: {why}"))),
+            },
+        };
+        let response = protocol::to_line(&Response { version: protocol::version(), body });
+        let _ = tokio::time::timeout(IO_DEADLINE, (&stream).write_all(&response)).await;
+    }
+
+    #[cfg(unix)]
+    fn peer_is_us(&self, stream: &Stream) -> bool {
+        use interprocess::local_socket::traits::StreamCommon;
+        match stream.peer_creds() {
+            Ok(creds) if creds.euid() == Some(self.uid) => true,
+            Ok(creds) => {
+                tracing::warn!(peer_uid = ?creds.euid(), peer_pid = ?creds.pid(), "refused a connection from another user");
+                false
+            }
+            Err(e) => {
+                tracing::warn!("refused a connection whose peer is unknown: {e}");
+                false
+            }
+        }
+    }
+
+    #[cfg(not(unix))]
+    fn peer_is_us(&self, _stream: &Stream) -> bool {
+        // The named pipe's ACL admits only this user (see the hardening notes).
+        true
+    }
+
+    async fn dispatch(&self, op: Op) -> Body {
+        match op {
+            Op::Get { config, profile, min_ttl_ms } => {
+                let profile = match self.configs.get(&config).and_then(|file| file.resolve(&profile)) {
+                    Ok(p) => p,
+                    Err(e) => return answer_error(&e),
+                };
+                match self.broker.get(&profile, Duration::from_millis(min_ttl_ms)).await {
+                    Ok(token) => Body::Token {
+                        token: token.jwt().to_owned(),
+                        expires_ms: token.expires_local_ms(),
+                        profile: (&profile).into(),
+                    },
+                    Err(e) => answer_error(&e),
+                }
+            }
+            Op::Erase { account, token } => {
+                if self.broker.erase(&account, &token) {
+                    tracing::info!("a consumer refused the cached token; it was dropped");
+                }
+                Body::Done
+            }
+            Op::Forget { account } => {
+                self.broker.forget(&account);
+                Body::Done
+            }
+            Op::Status => Body::Status(self.status()),
+            Op::Stop => {
+                self.stop.notify_one();
+                Body::Done
+            }
+        }
+    }
+
+    fn status(&self) -> protocol::Status {
+        let slots = self.broker.status();
+        let config = config::config_path().and_then(|path| self.configs.get(&path)).unwrap_or_else(|e| {
+            tracing::warn!("cannot load the config: {e}");
+            Arc::default()
+        });
+        let same = |s: &ProfileStatus, p: &Profile| s.url == p.url.as_str() && s.user == p.user;
+        let configured: Vec<Profile> = config.profiles().collect();
+        // Every configured profile, with its account's slot if it has one; then slots of other accounts.
+        let mut profiles: Vec<ProfileStatus> = configured
+            .iter()
+            .map(|p| match slots.iter().find(|s| same(s, p)) {
+                Some(slot) => ProfileStatus {
+                    profile: p.name.clone(),
+                    password_source: p.source.to_string(),
+                    sink: p.sink.clone(),
+                    ..slot.clone()
+                },
+                None => p.idle_status(),
+            })
+            .collect();
+        profiles.extend(slots.iter().filter(|s| !configured.iter().any(|p| same(s, p))).cloned());
+        protocol::Status {
+            daemon: Some(DaemonInfo {
+                pid: std::process::id(),
+                version: protocol::version(),
+                socket: self.paths.socket.clone(),
+                uptime_s: self.started.elapsed().as_secs(),
+                idle_timeout_s: self.idle_timeout.as_secs(),
+            }),
+            profiles,
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! Files kubex-cred writes: private directories, lock files, and whole-or-nothing replacement.
+
+use std::io::Write;
+use std::path::Path;
+
+/// The directory a file is written in (`.` for a bare file name).
+pub fn dir_of(path: &Path) -> &Path {
+    path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."))
+}
+
+/// Creates a directory (and its parents) readable only by the user, in one step: a mode set
+/// afterwards would leave a moment in which others could enter.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Writes a file whole or not at all: a temporary file beside it (mode 0600 from the start, then
+/// `mode`), synced, then renamed over `path`. The directory must exist.
+pub fn write_atomic(path: &Path, content: &[u8], mode: u32) -> std::io::Result<()> {
+    let mut tmp = tempfile::Builder::new().prefix(".kubex-cred-").tempfile_in(dir_of(path))?;
+    tmp.write_all(content)?;
+    #[cfg(unix)]
+    if mode != 0o600 {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(mode))?;
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Writes a file only the user may read (a token file), whole or not at all.
+pub fn write_private(path: &Path, content: &[u8]) -> crate::error::Result<()> {
+    write_atomic(path, content, 0o600)
+        .map_err(|e| crate::error::Error::unexpected(format!("cannot write {}: {e}", path.display())))
+}
+
+/// Opens a file only the user may read, creating it: a lock file (`append` false) or a log (true).
+pub fn open_private(path: &Path, append: bool) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true);
+    if append {
+        options.append(true);
+    } else {
+        options.truncate(false).write(true);
+    }
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}

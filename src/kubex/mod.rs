@@ -1,0 +1,195 @@
+//! The Authorize client: one HTTPS client per CA bundle, bounded in time and size, no redirects.
+//! What an answer means is `answer`'s job.
+
+mod answer;
+
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::{Url, header};
+use secrecy::{ExposeSecret, SecretString};
+use zeroize::Zeroizing;
+
+use crate::config::Profile;
+use crate::error::{Error, Result};
+use crate::token::{Sent, Token};
+
+pub use answer::{AuthError, DEFAULT_RATE_LIMIT, interpret, retry_after};
+
+/// The largest Authorize answer read; a real one is about 400 bytes.
+pub const MAX_RESPONSE: usize = 64 * 1024;
+
+/// Mints one token for a profile in this process, on a runtime of its own (`login`, `--no-daemon`).
+pub fn mint_blocking(profile: &Profile, password: &SecretString) -> Result<Token> {
+    let client = Client::new(profile.ca_cert.as_deref(), crate::config::timeout()?)?;
+    block_on(client.authorize(&profile.authorize_url(), &profile.user, password))?.map_err(Error::from)
+}
+
+/// `GET url` for `doctor`: the status and the server's `Date`.
+pub fn ping_blocking(profile: &Profile, url: &Url) -> Result<(u16, Option<std::time::SystemTime>)> {
+    let client = Client::new(profile.ca_cert.as_deref(), crate::config::timeout()?)?;
+    block_on(client.ping(url))?.map_err(Error::from)
+}
+
+fn block_on<F: Future>(future: F) -> Result<F::Output> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::unexpected(format!("cannot start the async runtime: {e}")))?;
+    Ok(runtime.block_on(future))
+}
+
+/// An HTTP client set up for one Kubex instance.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    timeout: Duration,
+}
+
+impl Client {
+    /// Builds the client: system roots plus an optional CA bundle, bounded time, no redirects.
+    pub fn new(ca_cert: Option<&Path>, timeout: Duration) -> Result<Client> {
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .timeout(timeout)
+            .user_agent(concat!("kubex-cred/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = ca_cert {
+            for cert in load_ca_bundle(path)? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http =
+            builder.build().map_err(|e| Error::unexpected(format!("cannot set up the HTTPS client: {}", chain(&e))))?;
+        Ok(Client { http, timeout })
+    }
+
+    /// `GET /api/ping` (unauthenticated liveness): the status and the server's `Date`, if any.
+    pub async fn ping(&self, url: &Url) -> Result<(u16, Option<std::time::SystemTime>), AuthError> {
+        let shown = url.to_string();
+        let exchange = async {
+            let response = self.http.get(url.clone()).send().await?;
+            let status = response.status().as_u16();
+            let date = response
+                .headers()
+                .get(header::DATE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| httpdate::parse_http_date(v).ok());
+            let _ = read_capped(response).await;
+            Ok::<_, Fail>((status, date))
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(Fail::Http(e))) => Err(self.transport_error(&shown, &e)),
+            Ok(Err(Fail::TooBig)) => Err(AuthError::Malformed { url: shown, why: "the answer is too large".into() }),
+            Err(_) => Err(AuthError::Unreachable {
+                url: shown,
+                why: format!("no answer within {}", humantime::format_duration(self.timeout)),
+            }),
+        }
+    }
+
+    /// Mints a token: `POST {base}/authorize` with the user name and password.
+    pub async fn authorize(&self, url: &Url, user: &str, password: &SecretString) -> Result<Token, AuthError> {
+        let shown = url.to_string();
+        let body = Zeroizing::new(
+            serde_json::to_vec(&serde_json::json!({ "userName": user, "pwd": password.expose_secret() }))
+                .map_err(|e| AuthError::Malformed { url: shown.clone(), why: e.to_string() })?,
+        );
+        tracing::debug!(url = %shown, user, "authorize request");
+        let sent = Sent::now();
+        let request = self
+            .http
+            .post(url.clone())
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::ACCEPT, "application/json")
+            .body(body.to_vec());
+        let exchange = async {
+            let response = request.send().await?;
+            let status = response.status();
+            let headers = response.headers().clone();
+            let body = read_capped(response).await?;
+            Ok::<_, Fail>((status, headers, body))
+        };
+        let (status, headers, body) = match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(Fail::Http(e))) => return Err(self.transport_error(&shown, &e)),
+            Ok(Err(Fail::TooBig)) => {
+                return Err(AuthError::Malformed {
+                    url: shown,
+                    why: format!("the answer is larger than {} KiB", MAX_RESPONSE / 1024),
+                });
+            }
+            Err(_) => {
+                return Err(AuthError::Unreachable {
+                    url: shown,
+                    why: format!("no answer within {}", humantime::format_duration(self.timeout)),
+                });
+            }
+        };
+        tracing::debug!(url = %shown, status = status.as_u16(), bytes = body.len(), "authorize answer");
+        interpret(&shown, user, status, &headers, &body, sent)
+    }
+
+    fn transport_error(&self, url: &str, e: &reqwest::Error) -> AuthError {
+        let why = if e.is_timeout() {
+            format!("no answer within {}", humantime::format_duration(self.timeout))
+        } else {
+            chain(e)
+        };
+        AuthError::Unreachable { url: url.to_owned(), why }
+    }
+}
+
+enum Fail {
+    Http(reqwest::Error),
+    TooBig,
+}
+
+impl From<reqwest::Error> for Fail {
+    fn from(e: reqwest::Error) -> Self {
+        Fail::Http(e)
+    }
+}
+
+async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, Fail> {
+    if response.content_length().is_some_and(|n| n > MAX_RESPONSE as u64) {
+        return Err(Fail::TooBig);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > MAX_RESPONSE {
+            return Err(Fail::TooBig);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The error and its causes on one line, without repeating the URL reqwest puts in front.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur = e.source();
+    while let Some(err) = cur {
+        let text = err.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = err.source();
+    }
+    if parts.is_empty() {
+        parts.push(e.to_string());
+    }
+    parts.join(": ").replace(['\n', '\r'], " ")
+}
+
+fn load_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>> {
+    let bytes =
+        std::fs::read(path).map_err(|e| Error::usage(format!("cannot read CA bundle {}: {e}", path.display())))?;
+    match reqwest::Certificate::from_pem_bundle(&bytes) {
+        Ok(certs) if !certs.is_empty() => Ok(certs),
+        Ok(_) => Err(Error::usage(format!("cannot use CA bundle {}: it holds no PEM certificate", path.display()))),
+        Err(e) => Err(Error::usage(format!("cannot use CA bundle {}: {}", path.display(), chain(&e)))),
+    }
+}

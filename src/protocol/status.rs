@@ -1,0 +1,101 @@
+//! `kubex-cred status --json`: the daemon and each profile's token state, never a secret.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The daemon's state; `daemon` is `None` when no daemon is running.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Status {
+    pub daemon: Option<DaemonInfo>,
+    pub profiles: Vec<ProfileStatus>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DaemonInfo {
+    pub pid: u32,
+    pub version: String,
+    pub socket: PathBuf,
+    pub uptime_s: u64,
+    pub idle_timeout_s: u64,
+}
+
+/// Where a profile's token stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// No token asked for yet.
+    #[default]
+    None,
+    Valid,
+    /// Valid, and a background refresh is running.
+    Refreshing,
+    Expired,
+    /// Kubex refused the password (401); it is not sent again until it changes.
+    Rejected,
+    SubscriptionExpired,
+    RateLimited,
+    BackingOff,
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            State::None => "none",
+            State::Valid => "valid",
+            State::Refreshing => "refreshing",
+            State::Expired => "expired",
+            State::Rejected => "rejected",
+            State::SubscriptionExpired => "subscription expired",
+            State::RateLimited => "rate limited",
+            State::BackingOff => "backing off",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ProfileStatus {
+    pub profile: String,
+    pub url: String,
+    pub user: String,
+    pub state: State,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining_s: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_in_s: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    pub mints: u64,
+    /// Where the password comes from (`keychain`, `file:PATH`, ...); empty from an older daemon.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub password_source: String,
+    /// The token file the daemon keeps for this profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sink: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_keep_their_wire_names() {
+        let names = [
+            (State::None, "none"),
+            (State::Valid, "valid"),
+            (State::Refreshing, "refreshing"),
+            (State::Expired, "expired"),
+            (State::Rejected, "rejected"),
+            (State::SubscriptionExpired, "subscription_expired"),
+            (State::RateLimited, "rate_limited"),
+            (State::BackingOff, "backing_off"),
+        ];
+        for (state, wire) in names {
+            assert_eq!(serde_json::to_string(&state).expect("serialises"), format!("\"{wire}\""));
+            assert_eq!(state.to_string(), wire.replace('_', " "));
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! Where passwords live: the [`SecretStore`] trait over the OS keychain and the kernel keyring,
+//! the [`Passwords`] every source reads through, and the keychain's typed error.
+
+mod keychain;
+mod sources;
+
+use secrecy::SecretString;
+
+use crate::config::{PasswordSource, Profile};
+use crate::error::{Error, Exit, Result};
+
+pub use keychain::{BACKEND, OsKeychain};
+pub use sources::{Sources, read_file, run_command};
+
+/// The keychain service every entry is filed under.
+pub const SERVICE: &str = "kubex-cred";
+
+/// Why the keychain could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum KeychainError {
+    /// No password is stored for this account: exit 3.
+    #[error("no password stored in the keychain for {account}: run `kubex-cred login`")]
+    NotFound { account: String },
+    /// Locked, absent, or failing: exit 8.
+    #[error("keychain unavailable: {why}; {hint}")]
+    Unavailable { why: String, hint: &'static str },
+}
+
+impl From<KeychainError> for Error {
+    fn from(e: KeychainError) -> Error {
+        let kind = match e {
+            KeychainError::NotFound { .. } => Exit::NotLoggedIn,
+            KeychainError::Unavailable { .. } => Exit::Keychain,
+        };
+        Error::new(kind, e.to_string())
+    }
+}
+
+/// Where passwords are kept. Calls block: keep them off async worker threads.
+pub trait SecretStore: Send + Sync {
+    fn get(&self, account: &str) -> Result<SecretString, KeychainError>;
+    fn set(&self, account: &str, password: &SecretString) -> Result<(), KeychainError>;
+    /// Removes the entry; removing an absent entry succeeds.
+    fn delete(&self, account: &str) -> Result<(), KeychainError>;
+}
+
+/// Reads passwords for profiles, whatever their source; the daemon's and the CLI's. Calls block.
+pub trait Passwords: Send + Sync {
+    fn read(&self, profile: &Profile) -> Result<SecretString>;
+}
+
+/// The store `login` keeps the password in and `logout` removes it from, opened now so that an
+/// unavailable one fails before anything is sent; `None` for the sources kubex-cred only reads.
+pub fn writable(source: &PasswordSource) -> Result<Option<OsKeychain>, KeychainError> {
+    match source {
+        PasswordSource::Keychain => OsKeychain::open().map(Some),
+        PasswordSource::Keyutils => OsKeychain::keyutils().map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// An in-memory store and password source for unit tests.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    entries: std::sync::Mutex<std::collections::HashMap<String, SecretString>>,
+}
+
+#[cfg(test)]
+impl MemoryStore {
+    fn entries(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, SecretString>> {
+        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+impl SecretStore for MemoryStore {
+    fn get(&self, account: &str) -> Result<SecretString, KeychainError> {
+        self.entries().get(account).cloned().ok_or_else(|| KeychainError::NotFound { account: account.to_owned() })
+    }
+
+    fn set(&self, account: &str, password: &SecretString) -> Result<(), KeychainError> {
+        self.entries().insert(account.to_owned(), password.clone());
+        Ok(())
+    }
+
+    fn delete(&self, account: &str) -> Result<(), KeychainError> {
+        self.entries().remove(account);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+impl Passwords for MemoryStore {
+    fn read(&self, profile: &Profile) -> Result<SecretString> {
+        Ok(self.get(&profile.account())?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    #[test]
+    fn memory_store_sets_gets_and_deletes_idempotently() {
+        let store = MemoryStore::default();
+        assert_eq!(Error::from(store.get("a").expect_err("empty")).kind(), Exit::NotLoggedIn);
+        store.set("a", &SecretString::from("pw")).expect("set");
+        assert_eq!(store.get("a").expect("stored").expose_secret(), "pw");
+        store.delete("a").expect("delete");
+        store.delete("a").expect("delete again");
+        assert!(matches!(store.get("a"), Err(KeychainError::NotFound { .. })));
+    }
+}
