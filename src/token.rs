@@ -32,6 +32,7 @@ impl Stamp {
     }
 
     /// A stamp at an arbitrary offset, for tests that pass time in.
+    #[cfg(test)]
     pub fn from_duration(d: Duration) -> Stamp {
         Stamp(d)
     }
