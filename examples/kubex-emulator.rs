@@ -3,7 +3,7 @@
 //! `cargo run --example kubex-emulator -- --port 8080 --user apiUser:apiPassword --lifetime 5m`
 #![allow(clippy::print_stdout)]
 
-#[path = "../tests/support/emulator.rs"]
+#[path = "../tests/support/emulator/mod.rs"]
 mod emulator;
 
 use std::time::Duration;

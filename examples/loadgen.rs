@@ -5,7 +5,7 @@
 //! `loadgen hold --connections 1000`: the daemon's RSS idle and with that many connections open.
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
-#[path = "../tests/support/emulator.rs"]
+#[path = "../tests/support/emulator/mod.rs"]
 mod emulator;
 
 use std::collections::HashSet;

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-pub use emulator::{ConnectProxy, Emulator, Fault, Options};
+pub use emulator::proxy::ConnectProxy;
+pub use emulator::{Emulator, Fault, Options};
 
 /// The path of a binary this package builds.
 pub fn bin(name: &str) -> PathBuf {
