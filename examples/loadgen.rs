@@ -61,7 +61,7 @@ fn load(emu: &emulator::Emulator, get: &Op, clients: usize, seconds: u64) {
                 let (mut latencies, mut errors, mut last) = (Vec::new(), 0u64, String::new());
                 while Instant::now() < until {
                     let t = Instant::now();
-                    match kubex_cred::client::call(&get, false, Duration::from_secs(10)) {
+                    match kubex_cred::client::call(&get, false, Duration::from_secs(10)).map(|r| r.map(|r| r.body)) {
                         Ok(Some(Body::Token { token, .. })) => {
                             latencies.push(t.elapsed());
                             if token != last {
@@ -102,7 +102,7 @@ fn load(emu: &emulator::Emulator, get: &Op, clients: usize, seconds: u64) {
 
 fn hold(bin: &str, connections: usize) {
     let status = kubex_cred::client::call(&Op::Status, false, Duration::from_secs(10)).unwrap();
-    let Some(Body::Status(status)) = status else { panic!("no daemon") };
+    let Some(Body::Status(status)) = status.map(|r| r.body) else { panic!("no daemon") };
     let pid = status.daemon.unwrap().pid;
     let idle = rss_kib(pid);
     let socket = Paths::new().unwrap().socket;

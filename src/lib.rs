@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod error;
 pub mod fs;
 pub mod git;
+pub mod holds;
 pub mod kubex;
 pub mod logging;
 pub mod protocol;

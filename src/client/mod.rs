@@ -30,9 +30,12 @@ fn watchdog(limit: Duration) {
     });
 }
 
-/// Sends one request and waits at most `timeout` for the answer; with `autostart`, starts a daemon
-/// when none is running. `None`: no daemon runs (and none was to be started).
-pub fn call(op: &Op, autostart: bool, timeout: Duration) -> Result<Option<Body>> {
+/// Sends one request and waits at most `timeout` for the answer. With `autostart` (a `get`), starts
+/// a daemon when none is running and replaces one older than this client; without it (`status`,
+/// `stop`, ...) nothing is started or replaced, and an older daemon's `VersionMismatch` is the
+/// answer. A newer daemon is never replaced: it serves this client or refuses it (exit 9). `None`:
+/// no daemon runs (and none was to be started).
+pub fn call(op: &Op, autostart: bool, timeout: Duration) -> Result<Option<Response>> {
     let paths = Paths::new()?;
     let request = protocol::to_line(&Request { version: protocol::version(), op: op.clone() });
     let mut started = false;
@@ -40,17 +43,19 @@ pub fn call(op: &Op, autostart: bool, timeout: Duration) -> Result<Option<Body>>
     loop {
         match connect(&paths) {
             Ok(stream) => match exchange(stream, &request, timeout) {
-                Ok(Body::VersionMismatch) if !replaced => {
+                Ok(Response { body: Body::VersionMismatch, version }) if !is_older(&version) => {
+                    return Err(Error::daemon(format!(
+                        "a newer kubex-cred daemon is running (version {version}, this is {}); use that \
+                         installation or stop it (`kubex-cred stop`)",
+                        protocol::version()
+                    )));
+                }
+                Ok(Response { body: Body::VersionMismatch, .. }) if autostart && !replaced => {
                     replaced = true;
                     launch::replace_daemon(&paths)?;
                     started = true;
                 }
-                Ok(Body::VersionMismatch) => {
-                    return Err(Error::daemon(
-                        "the daemon speaks another version of the protocol; run `kubex-cred stop`",
-                    ));
-                }
-                Ok(body) => return Ok(Some(body)),
+                Ok(response) => return Ok(Some(response)),
                 // A daemon killed a moment ago can still accept, then reset: start a new one.
                 Err(e) if is_gone(&e) && autostart && !started => {
                     watchdog(timeout);
@@ -80,6 +85,11 @@ pub fn call(op: &Op, autostart: bool, timeout: Duration) -> Result<Option<Body>>
             }
         }
     }
+}
+
+/// Whether a daemon of `version` is older than this client (an unreadable version is).
+pub fn is_older(version: &str) -> bool {
+    protocol::Version::parse(version).is_none_or(|theirs| theirs < protocol::Version::ours())
 }
 
 /// Tells a running daemon something, if one runs; never starts one.
@@ -152,7 +162,7 @@ fn exchange_error(e: &std::io::Error, timeout: Duration) -> Error {
 }
 
 /// One request, one answer line.
-pub(crate) fn exchange(mut stream: Stream, request: &[u8], timeout: Duration) -> std::io::Result<Body> {
+pub(crate) fn exchange(mut stream: Stream, request: &[u8], timeout: Duration) -> std::io::Result<Response> {
     stream.set_recv_timeout(Some(timeout))?;
     stream.set_send_timeout(Some(timeout))?;
     stream.write_all(request)?;
@@ -161,7 +171,5 @@ pub(crate) fn exchange(mut stream: Stream, request: &[u8], timeout: Duration) ->
     if !line.ends_with(b"\n") {
         return Err(ErrorKind::UnexpectedEof.into());
     }
-    let response: Response =
-        serde_json::from_slice(&line).map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e))?;
-    Ok(response.body)
+    serde_json::from_slice(&line).map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e))
 }

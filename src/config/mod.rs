@@ -97,6 +97,12 @@ impl Profile {
         format!("{}@{}", self.user, self.url)
     }
 
+    /// What the daemon keeps a token slot by: the account and the password source, so two
+    /// profiles of one account with different sources never share a password, a hold or a token.
+    pub fn slot(&self) -> String {
+        format!("{} {}", self.account(), self.source)
+    }
+
     /// The profile's state before any token was asked for.
     pub fn idle_status(&self) -> ProfileStatus {
         ProfileStatus {

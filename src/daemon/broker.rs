@@ -1,15 +1,17 @@
-//! Per-profile token slots: the cache, one mint at a time for all who wait, the background
-//! refresh, and applying the policy (`policy`) to each outcome. Only this file waits.
+//! Token slots, one per profile's account and password source: the cache, one mint at a time for
+//! all who wait, the background refresh, and applying the policy (`policy`) to each outcome,
+//! together with the holds other processes left in the holds file. Only this file waits.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use super::minter::Minter;
 use super::notify::{Event, Notifier};
 use super::policy::{self, Decision, Hold};
 use crate::config::Profile;
 use crate::error::Error;
+use crate::holds::Holds;
 use crate::protocol::ProfileStatus;
 use crate::store::Passwords;
 use crate::token::{Stamp, Token};
@@ -22,6 +24,8 @@ struct SlotState {
     failures: u32,
     refreshing: bool,
     mints: u64,
+    /// The lifetime of the last token minted, here or (from the holds file) by another process.
+    lifetime: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -37,13 +41,29 @@ impl Slot {
     }
 }
 
-/// The daemon's token slots, one per account (user at instance).
+/// The token slots, by [`Profile::slot`]: one per account (user at instance) and password source,
+/// so two profiles of one account never share a password, a hold or a token.
 pub struct Broker {
     slots: Mutex<HashMap<String, Arc<Slot>>>,
     passwords: Arc<dyn Passwords>,
     minter: Arc<dyn Minter>,
     notifier: Arc<dyn Notifier>,
-    clock: fn() -> Stamp,
+    holds: Holds,
+    clocks: Clocks,
+}
+
+/// The broker's clocks: the suspend-counting one for token lives, the wall clock for the holds
+/// file (its waits survive a reboot). Tests pass their own.
+#[derive(Debug, Clone, Copy)]
+pub struct Clocks {
+    pub now: fn() -> Stamp,
+    pub wall: fn() -> SystemTime,
+}
+
+impl Clocks {
+    pub fn system() -> Clocks {
+        Clocks { now: Stamp::now, wall: SystemTime::now }
+    }
 }
 
 impl std::fmt::Debug for Broker {
@@ -57,9 +77,10 @@ impl Broker {
         passwords: Arc<dyn Passwords>,
         minter: Arc<dyn Minter>,
         notifier: Arc<dyn Notifier>,
-        clock: fn() -> Stamp,
+        holds: Holds,
+        clocks: Clocks,
     ) -> Arc<Broker> {
-        Arc::new(Broker { slots: Mutex::new(HashMap::new()), passwords, minter, notifier, clock })
+        Arc::new(Broker { slots: Mutex::new(HashMap::new()), passwords, minter, notifier, holds, clocks })
     }
 
     fn slots(&self) -> MutexGuard<'_, HashMap<String, Arc<Slot>>> {
@@ -68,7 +89,7 @@ impl Broker {
 
     fn slot(&self, profile: &Profile) -> Arc<Slot> {
         let mut slots = self.slots();
-        let slot = slots.entry(profile.account()).or_insert_with(|| {
+        let slot = slots.entry(profile.slot()).or_insert_with(|| {
             Arc::new(Slot {
                 state: Mutex::new(SlotState {
                     profile: profile.clone(),
@@ -77,6 +98,7 @@ impl Broker {
                     failures: 0,
                     refreshing: false,
                     mints: 0,
+                    lifetime: None,
                 }),
                 mint_lock: tokio::sync::Mutex::new(()),
             })
@@ -99,24 +121,41 @@ impl Broker {
         if let Some(answer) = self.answer(&slot, min_ttl) {
             return answer;
         }
+        if let Some(error) = policy::unmeetable(min_ttl, self.lifetime(&slot, min_ttl).await, &profile.url) {
+            return Err(error);
+        }
         let token = self.mint_once(&slot).await?;
-        let left = token.remaining((self.clock)());
+        let left = token.remaining((self.clocks.now)());
         if left < min_ttl {
-            return Err(Error::usage(format!(
-                "--min-ttl {} cannot be met: Kubex at {} issues tokens that live {}",
-                humantime::format_duration(min_ttl),
-                profile.url,
-                humantime::format_duration(Duration::from_secs(left.as_secs()))
-            )));
+            return Err(policy::min_ttl_error(min_ttl, &profile.url, left));
         }
         Ok(token)
+    }
+
+    /// The lifetime of the slot's tokens, if known here or from the holds file (only looked up
+    /// for a `min_ttl`, so that one no token can meet is refused without a mint).
+    async fn lifetime(&self, slot: &Slot, min_ttl: Duration) -> Option<Duration> {
+        let (known, account) = {
+            let s = slot.state();
+            (s.lifetime, s.profile.account())
+        };
+        if known.is_some() || min_ttl.is_zero() {
+            return known;
+        }
+        let holds = self.holds.clone();
+        let filed = blocking(move || holds.lifetime(&account)).await.unwrap_or_else(|e| {
+            tracing::warn!("{e}");
+            None
+        });
+        slot.state().lifetime = filed;
+        filed
     }
 
     /// Serves from the slot or fails from its hold; `None` means a mint is needed.
     fn answer(self: &Arc<Self>, slot: &Arc<Slot>, min_ttl: Duration) -> Option<Result<Token, Error>> {
         let decision = {
             let mut s = slot.state();
-            let decision = policy::decide(s.token.as_ref(), &s.hold, s.refreshing, (self.clock)(), min_ttl);
+            let decision = policy::decide(s.token.as_ref(), &s.hold, s.refreshing, (self.clocks.now)(), min_ttl);
             if let Decision::Serve { refresh: true, .. } = decision {
                 s.refreshing = true;
             }
@@ -144,7 +183,8 @@ impl Broker {
         });
     }
 
-    /// One Authorize call, unless the source still holds the password Kubex rejected.
+    /// One Authorize call, unless the password read is one Kubex rejected or the account must
+    /// wait, here or (the holds file, checked right before the call) in any other process.
     async fn mint_once(&self, slot: &Slot) -> Result<Token, Error> {
         let (profile, hold) = {
             let s = slot.state();
@@ -152,61 +192,96 @@ impl Broker {
         };
         let passwords = self.passwords.clone();
         let reading = profile.clone();
-        let password = tokio::task::spawn_blocking(move || passwords.read(&reading))
-            .await
-            .map_err(|e| Error::unexpected(format!("the password source task failed: {e}")))??;
+        let password = blocking(move || passwords.read(&reading)).await?;
         let print = policy::fingerprint(&password);
         if let Some(error) = policy::rejected_again(&hold, print) {
             return Err(error);
         }
+        let (account, source) = (profile.account(), profile.source.to_string());
+        let holds = self.holds.clone();
+        let (checking, checked) = (account.clone(), password.clone());
+        let wall = (self.clocks.wall)();
+        match blocking(move || holds.check(&checking, &checked, wall)).await {
+            Ok(Some(held)) => {
+                let (hold, error) = policy::from_file(held, print, (self.clocks.now)());
+                tracing::info!(profile = %profile.name, "not sent: {error}");
+                slot.state().hold = hold;
+                return Err(error);
+            }
+            Ok(None) => {}
+            // The state directory is not writable or readable: the holds of this process still apply.
+            Err(e) => tracing::warn!("{e}"),
+        }
         tracing::debug!(profile = %profile.name, "minting a token");
         let result = self.minter.mint(&profile, &password).await;
-        drop(password);
-        let now = (self.clock)();
-        let mut s = slot.state();
-        match result {
-            Ok(token) => {
-                s.token = Some(token.clone());
-                s.hold = Hold::None;
-                s.failures = 0;
-                s.mints += 1;
-                Ok(token)
-            }
-            Err(e) => {
-                let error = Error::from(e.clone());
-                tracing::info!(profile = %profile.name, code = error.code(), "mint failed: {error}");
-                let after = policy::after_failure(&s.hold, s.failures, &e, print, now, fastrand::f64());
-                s.hold = after.hold;
-                s.failures = after.failures;
-                drop(s);
-                if let Some(kind) = after.event {
-                    self.notifier.notify(Event::new(kind, &profile));
+        let now = (self.clocks.now)();
+        let (outcome, to_file, event) = {
+            let mut s = slot.state();
+            match result {
+                Ok(token) => {
+                    s.token = Some(token.clone());
+                    s.hold = Hold::None;
+                    s.failures = 0;
+                    s.mints += 1;
+                    s.lifetime = Some(token.lifetime());
+                    (Ok(token), None, None)
                 }
-                Err(error)
+                Err(e) => {
+                    let error = Error::from(e.clone());
+                    tracing::info!(profile = %profile.name, code = error.code(), "mint failed: {error}");
+                    let after = policy::after_failure(&s.hold, s.failures, &e, print, now, fastrand::f64());
+                    s.hold = after.hold;
+                    s.failures = after.failures;
+                    (Err(error), policy::to_file(&e), after.event)
+                }
             }
+        };
+        if let Some(kind) = event {
+            self.notifier.notify(Event::new(kind, &profile));
         }
+        let (holds, wall) = (self.holds.clone(), (self.clocks.wall)());
+        let filed = match (&outcome, to_file) {
+            (Ok(token), _) => {
+                let lifetime = token.lifetime();
+                blocking(move || holds.succeeded(&account, &source, None, lifetime)).await
+            }
+            (Err(_), Some(held)) => blocking(move || holds.record(&account, &source, &password, &held, wall)).await,
+            (Err(_), None) => Ok(()),
+        };
+        if let Err(e) = filed {
+            tracing::warn!("{e}");
+        }
+        outcome
     }
 
-    /// Drops an account's slot: its token and any hold (after `login` or `logout`).
-    pub fn forget(&self, account: &str) -> bool {
-        self.slots().remove(account).is_some()
+    /// Drops the slot of an account's password source, or of all its sources: its token and any
+    /// hold (after `login` or `logout`).
+    pub fn forget(&self, account: &str, source: Option<&str>) -> bool {
+        let mut slots = self.slots();
+        let before = slots.len();
+        slots.retain(|_, slot| {
+            let s = slot.state();
+            s.profile.account() != account || source.is_some_and(|source| s.profile.source.to_string() != source)
+        });
+        slots.len() != before
     }
 
-    /// Drops a cached token if it is this one (a consumer said the server refused it).
+    /// Drops a cached token of the account if it is this one (a consumer said the server refused it).
     pub fn erase(&self, account: &str, jwt: &str) -> bool {
-        let slot = self.slots().get(account).cloned();
-        let Some(slot) = slot else { return false };
-        let mut s = slot.state();
-        if s.token.as_ref().is_some_and(|t| t.jwt() == jwt) {
-            s.token = None;
-            return true;
-        }
-        false
+        let slots: Vec<Arc<Slot>> = self.slots().values().cloned().collect();
+        slots.iter().any(|slot| {
+            let mut s = slot.state();
+            let current = s.profile.account() == account && s.token.as_ref().is_some_and(|t| t.jwt() == jwt);
+            if current {
+                s.token = None;
+            }
+            current
+        })
     }
 
     /// Every slot's state, never a token.
     pub fn status(&self) -> Vec<ProfileStatus> {
-        let now = (self.clock)();
+        let now = (self.clocks.now)();
         let mut list: Vec<ProfileStatus> = self
             .slots()
             .values()
@@ -230,6 +305,11 @@ impl Broker {
     }
 }
 
+/// Runs blocking work (a password source, the holds file) off the async threads.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T, Error> + Send + 'static) -> Result<T, Error> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| Error::unexpected(format!("a blocking task failed: {e}")))?
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -250,6 +330,10 @@ mod tests {
 
     fn now() -> Stamp {
         Stamp::from_duration(Duration::from_millis(NOW_MS.with(|n| n.load(Ordering::SeqCst))))
+    }
+
+    fn wall() -> SystemTime {
+        std::time::UNIX_EPOCH + Duration::from_millis(NOW_MS.with(|n| n.load(Ordering::SeqCst)))
     }
 
     fn advance(d: Duration) {
@@ -301,6 +385,7 @@ mod tests {
         store: Arc<MemoryStore>,
         events: Arc<Recorder>,
         profile: Profile,
+        _state: tempfile::TempDir,
     }
 
     fn fixture(delay: Duration) -> Fixture {
@@ -310,8 +395,10 @@ mod tests {
         store.set(&profile.account(), &SecretString::from("pw")).expect("set");
         let kubex = Arc::new(FakeKubex { calls: AtomicU32::new(0), answer: Mutex::new(Ok(())), delay });
         let events = Arc::new(Recorder::default());
-        let broker = Broker::new(store.clone(), kubex.clone(), events.clone(), now);
-        Fixture { broker, kubex, store, events, profile }
+        let state = tempfile::tempdir().expect("state dir");
+        let holds = Holds::in_dir(state.path().to_path_buf());
+        let broker = Broker::new(store.clone(), kubex.clone(), events.clone(), holds, Clocks { now, wall });
+        Fixture { broker, kubex, store, events, profile, _state: state }
     }
 
     impl Fixture {
@@ -425,7 +512,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn rate_limit_waits_as_told_with_one_request_per_wait() {
         let f = fixture(Duration::ZERO);
-        f.fail_with(AuthError::RateLimited { url: url(), retry_after: Duration::from_secs(40) });
+        f.fail_with(AuthError::RateLimited { url: url(), retry_after: Duration::from_secs(40), capped: None });
         let err = f.get().await.expect_err("429");
         assert_eq!(err.code(), 6);
         advance(Duration::from_secs(39));
@@ -497,7 +584,7 @@ mod tests {
         assert!(f.broker.erase(&f.profile.account(), &first));
         let second = f.get().await.expect("token").jwt().to_owned();
         assert_ne!(first, second);
-        assert!(f.broker.forget(&f.profile.account()));
+        assert!(f.broker.forget(&f.profile.account(), None));
         assert_eq!(f.broker.status().len(), 0);
     }
 }

@@ -6,7 +6,7 @@ mod configs;
 mod minter;
 mod notify;
 pub mod platform;
-mod policy;
+pub mod policy;
 mod server;
 mod sink;
 
@@ -20,10 +20,36 @@ use interprocess::local_socket::traits::tokio::Listener as _;
 use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
 
 use crate::client::Paths;
-use crate::config;
+use crate::config::{self, Profile};
 use crate::error::{Error, Result};
+use crate::holds::Holds;
 use crate::protocol::Overrides;
+use crate::store::Sources;
+use crate::token::Token;
+use broker::{Broker, Clocks};
 use server::Daemon;
+
+/// `get --no-daemon`: one token minted in this process by the daemon's own broker, policy and
+/// holds file, so a password rejected or a wait asked for in any process holds here too.
+pub fn get_once(profile: &Profile, min_ttl: Duration) -> Result<Token> {
+    let timeout = config::timeout()?;
+    let broker = Broker::new(
+        Arc::new(Sources::new(timeout)),
+        Arc::new(minter::KubexMinter::new(timeout)),
+        Arc::new(notify::Silent),
+        Holds::open()?,
+        Clocks::system(),
+    );
+    runtime()?.block_on(broker.get(profile, min_ttl))
+}
+
+/// The daemon's single-threaded runtime (blocking work goes to its blocking pool).
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::daemon(format!("cannot start the async runtime: {e}")))
+}
 
 /// How the daemon runs.
 #[derive(Debug, Clone)]
@@ -161,10 +187,7 @@ fn serve_inner(options: &Options) -> Result<()> {
             }
         }
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::daemon(format!("cannot start the async runtime: {e}")))?;
+    let runtime = runtime()?;
     runtime.block_on(async {
         let mut listener = match inherited {
             Some(listener) => platform::adopt(listener)?,

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::notify::Kind;
 use crate::error::{Error, Exit};
+use crate::holds::Held;
 use crate::kubex::AuthError;
 use crate::protocol::State;
 use crate::token::{Stamp, Token};
@@ -77,6 +78,38 @@ pub fn rejected_again(hold: &Hold, password: Fingerprint) -> Option<Error> {
         Hold::Rejected { fingerprint, error } if *fingerprint == password => Some(error.clone()),
         _ => None,
     }
+}
+
+/// A hold another process recorded (the holds file), as this slot's hold and the failure to answer.
+pub fn from_file(held: Held, sent: Fingerprint, now: Stamp) -> (Hold, Error) {
+    match held {
+        Held::Rejected(error) => (Hold::Rejected { fingerprint: sent, error: error.clone() }, error),
+        Held::Wait(error, left) => (Hold::Until { until: now.after(left), error: error.clone() }, error.retry_in(left)),
+    }
+}
+
+/// What a failure leaves for other processes (the holds file): a rejection for good, a 403 or
+/// 429 wait until its time runs out; nothing for the failures a backoff handles.
+pub fn to_file(e: &AuthError) -> Option<Held> {
+    match e {
+        AuthError::Rejected { .. } => Some(Held::Rejected(Error::from(e.clone()))),
+        AuthError::Expired { .. } => Some(Held::Wait(Error::from(e.clone()), EXPIRED_HOLD)),
+        AuthError::RateLimited { retry_after, .. } => Some(Held::Wait(Error::from(e.clone()), *retry_after)),
+        _ => None,
+    }
+}
+
+/// A `--min-ttl` that tokens living `lifetime` cannot meet: answered without a mint.
+pub fn unmeetable(min_ttl: Duration, lifetime: Option<Duration>, url: &url::Url) -> Option<Error> {
+    lifetime.filter(|life| min_ttl > *life).map(|life| min_ttl_error(min_ttl, url, life))
+}
+
+pub fn min_ttl_error(min_ttl: Duration, url: &url::Url, lives: Duration) -> Error {
+    Error::usage(format!(
+        "--min-ttl {} cannot be met: Kubex at {url} issues tokens that live {}",
+        humantime::format_duration(min_ttl),
+        humantime::format_duration(Duration::from_secs(lives.as_secs()))
+    ))
 }
 
 /// What a failed mint leaves on the slot.
@@ -216,7 +249,7 @@ mod tests {
 
     #[test]
     fn a_rate_limit_waits_as_told() {
-        let limited = AuthError::RateLimited { url: url(), retry_after: Duration::from_secs(40) };
+        let limited = AuthError::RateLimited { url: url(), retry_after: Duration::from_secs(40), capped: None };
         let after = after_failure(&Hold::None, 3, &limited, [1; 32], at(0), 0.5);
         assert_eq!((after.failures, after.event), (3, None));
         let Decision::Fail(e) = decide(None, &after.hold, false, at(39), Duration::ZERO) else { panic!("held") };
@@ -242,6 +275,32 @@ mod tests {
         let Hold::Until { until, .. } = third.hold else { panic!("held") };
         assert_eq!((third.failures, until.saturating_sub(at(80))), (3, Duration::from_secs(4)));
         assert_eq!(state(None, &third.hold, false, at(81)).0, State::BackingOff);
+    }
+
+    #[test]
+    fn holds_on_file_become_the_slots_and_only_final_failures_are_filed() {
+        let rejected = AuthError::Rejected { url: url(), user: "u".into() };
+        let Some(Held::Rejected(e)) = to_file(&rejected) else { panic!("a 401 is filed") };
+        let (hold, answer) = from_file(Held::Rejected(e), [7; 32], at(0));
+        assert_eq!(answer.kind(), Exit::Rejected);
+        assert!(rejected_again(&hold, [7; 32]).is_some(), "this daemon now fails fast for that password");
+        let expired = AuthError::Expired { url: url(), user: "u".into() };
+        assert!(matches!(to_file(&expired), Some(Held::Wait(_, wait)) if wait == EXPIRED_HOLD));
+        let (hold, answer) = from_file(Held::Wait(Error::from(expired), Duration::from_secs(30)), [7; 32], at(0));
+        assert!(answer.to_string().ends_with("asks Kubex again in 30 s"), "{answer}");
+        assert!(matches!(decide(None, &hold, false, at(29), Duration::ZERO), Decision::Fail(_)));
+        assert!(to_file(&AuthError::Server { url: url(), status: 503 }).is_none(), "a backoff is this process's");
+    }
+
+    #[test]
+    fn a_min_ttl_longer_than_the_tokens_live_is_refused_once_the_lifetime_is_known() {
+        let base = url::Url::parse("https://acme.example.com/api/v2").expect("url");
+        let five = Some(Duration::from_secs(300));
+        assert!(unmeetable(Duration::from_secs(600), None, &base).is_none(), "unknown: a mint finds out");
+        assert!(unmeetable(Duration::from_secs(300), five, &base).is_none());
+        let e = unmeetable(Duration::from_secs(600), five, &base).expect("refused");
+        assert_eq!(e.kind(), Exit::Usage);
+        assert!(e.to_string().contains("--min-ttl 10m cannot be met") && e.to_string().ends_with("live 5m"), "{e}");
     }
 
     #[test]

@@ -10,14 +10,13 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 
 use super::SinkSpec;
-use super::broker::Broker;
+use super::broker::{Broker, Clocks};
 use super::configs::ConfigCache;
 use super::platform;
 use crate::client::Paths;
 use crate::config::{self, Profile};
 use crate::error::{Error, Result};
 use crate::protocol::{self, Body, DaemonInfo, Op, ProfileStatus, Response};
-use crate::token::Stamp;
 
 /// How long a connection may take to send its request, and the daemon to write its answer.
 const IO_DEADLINE: Duration = Duration::from_secs(5);
@@ -85,9 +84,10 @@ impl Daemon {
         let timeout = config::timeout()?;
         let passwords = Arc::new(crate::store::Sources::new(timeout));
         let minter = Arc::new(super::minter::KubexMinter::new(timeout));
+        let holds = crate::holds::Holds::open()?;
         Ok(Daemon {
             paths,
-            broker: Broker::new(passwords, minter, super::notify::Desktop::start(), Stamp::now),
+            broker: Broker::new(passwords, minter, super::notify::Desktop::start(), holds, Clocks::system()),
             started: tokio::time::Instant::now(),
             idle_timeout,
             last_request: Mutex::new(tokio::time::Instant::now()),
@@ -202,8 +202,15 @@ impl Daemon {
             Ok(Ok(_)) if !line.ends_with(b"\n") => answer_error(&Error::usage("request too long or incomplete")),
             Ok(Ok(_)) => match protocol::decode_request(&line) {
                 protocol::Decoded::Request(op) => self.dispatch(op).await,
-                protocol::Decoded::OtherVersion { stop: true } => self.dispatch(Op::Stop).await,
-                protocol::Decoded::OtherVersion { stop: false } => Body::VersionMismatch,
+                protocol::Decoded::Newer { stop: true } | protocol::Decoded::TooOld { stop: true } => {
+                    self.dispatch(Op::Stop).await
+                }
+                protocol::Decoded::Newer { stop: false } => Body::VersionMismatch,
+                protocol::Decoded::TooOld { stop: false } => answer_error(&Error::daemon(format!(
+                    "a newer kubex-cred daemon is running (version {}) that no longer speaks this client's \
+                     protocol; use that installation or stop it (`kubex-cred stop`)",
+                    protocol::version()
+                ))),
                 protocol::Decoded::Malformed(why) => answer_error(&Error::usage(format!("malformed request: {why}"))),
             },
         };
@@ -255,8 +262,8 @@ impl Daemon {
                 }
                 Body::Done
             }
-            Op::Forget { account } => {
-                self.broker.forget(&account);
+            Op::Forget { account, source } => {
+                self.broker.forget(&account, source.as_deref());
                 Body::Done
             }
             Op::Status => Body::Status(self.status()),
@@ -273,9 +280,11 @@ impl Daemon {
             tracing::warn!("cannot load the config: {e}");
             Arc::default()
         });
-        let same = |s: &ProfileStatus, p: &Profile| s.url == p.url.as_str() && s.user == p.user;
+        let same = |s: &ProfileStatus, p: &Profile| {
+            s.url == p.url.as_str() && s.user == p.user && s.password_source == p.source.to_string()
+        };
         let configured: Vec<Profile> = config.profiles().collect();
-        // Every configured profile, with its account's slot if it has one; then slots of other accounts.
+        // Every configured profile, with its slot (account and source) if it has one; then other slots.
         let mut profiles: Vec<ProfileStatus> = configured
             .iter()
             .map(|p| match slots.iter().find(|s| same(s, p)) {
@@ -290,6 +299,7 @@ impl Daemon {
             .collect();
         profiles.extend(slots.iter().filter(|s| !configured.iter().any(|p| same(s, p))).cloned());
         protocol::Status {
+            older_daemon: None,
             daemon: Some(DaemonInfo {
                 pid: std::process::id(),
                 version: protocol::version(),

@@ -10,6 +10,9 @@ use crate::token::{Sent, Token};
 
 /// The wait after a 429 that did not say how long.
 pub const DEFAULT_RATE_LIMIT: Duration = Duration::from_secs(60);
+/// A 429's wait is at least a second (`Retry-After: 0`, a date in the past) and at most an hour.
+pub const MIN_RATE_LIMIT: Duration = Duration::from_secs(1);
+pub const MAX_RATE_LIMIT: Duration = Duration::from_secs(3600);
 
 /// What an Authorize call came to, when it did not come to a token.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -26,9 +29,10 @@ pub enum AuthError {
         "Kubex at {url} refused user '{user}': the trial or subscription has expired (403); ask your Kubex administrator to renew it"
     )]
     Expired { url: String, user: String },
-    /// The wait is what Kubex asked for, else [`DEFAULT_RATE_LIMIT`]; `Error` says it.
-    #[error("Kubex at {url} is rate limiting logins (429)")]
-    RateLimited { url: String, retry_after: Duration },
+    /// The wait is what Kubex asked for, else [`DEFAULT_RATE_LIMIT`], within [`MIN_RATE_LIMIT`] and
+    /// [`MAX_RATE_LIMIT`] (`capped` holds a longer wait asked for); `Error` says how long.
+    #[error("Kubex at {url} is rate limiting logins (429){}", capped_note(*.capped))]
+    RateLimited { url: String, retry_after: Duration, capped: Option<Duration> },
     #[error("Kubex at {url} failed (HTTP {status}); try again later")]
     Server { url: String, status: u16 },
     #[error(
@@ -39,6 +43,17 @@ pub enum AuthError {
     Unreachable { url: String, why: String },
     #[error("Kubex at {url} sent an answer kubex-cred cannot use: {why}")]
     Malformed { url: String, why: String },
+}
+
+fn capped_note(capped: Option<Duration>) -> String {
+    match capped {
+        Some(asked) => format!(
+            " and asked for a wait of {} s, which kubex-cred shortens to {} s",
+            asked.as_secs(),
+            MAX_RATE_LIMIT.as_secs()
+        ),
+        None => String::new(),
+    }
 }
 
 impl AuthError {
@@ -126,10 +141,14 @@ pub fn interpret(
         400 => Err(AuthError::BadRequest { url: url.to_owned(), message: message() }),
         401 => Err(AuthError::Rejected { url: url.to_owned(), user: user.to_owned() }),
         403 => Err(AuthError::Expired { url: url.to_owned(), user: user.to_owned() }),
-        429 => Err(AuthError::RateLimited {
-            url: url.to_owned(),
-            retry_after: retry_after(headers, &message(), date).unwrap_or(DEFAULT_RATE_LIMIT),
-        }),
+        429 => {
+            let asked = retry_after(headers, &message(), date).unwrap_or(DEFAULT_RATE_LIMIT);
+            Err(AuthError::RateLimited {
+                url: url.to_owned(),
+                retry_after: asked.clamp(MIN_RATE_LIMIT, MAX_RATE_LIMIT),
+                capped: (asked > MAX_RATE_LIMIT).then_some(asked),
+            })
+        }
         500..=599 => Err(AuthError::Server { url: url.to_owned(), status: status.as_u16() }),
         other => Err(malformed(format!(
             "unexpected HTTP {other}; check the URL's path (current instances use /api/v2, older ones /CIRBA/api/v2)"
@@ -201,6 +220,34 @@ mod tests {
         assert_eq!(code(404, ""), 7);
         assert_eq!(code(200, "<html>captive</html>"), 7);
         assert_eq!(code(200, r#"{"apiToken":"a.b.c","expires":1542652705869,"status":200}"#), 7);
+    }
+
+    #[test]
+    fn a_429_waits_at_least_a_second_and_at_most_an_hour_and_says_so() {
+        let wait = |h: &header::HeaderMap, body: &str| match interpret(
+            "u",
+            "user",
+            StatusCode::TOO_MANY_REQUESTS,
+            h,
+            body.as_bytes(),
+            Sent::now(),
+        ) {
+            Err(e @ AuthError::RateLimited { retry_after, .. }) => (retry_after, e.to_string()),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(wait(&headers(&[(header::RETRY_AFTER, "0")]), "").0, MIN_RATE_LIMIT);
+        let past = headers(&[(header::RETRY_AFTER, "Wed, 21 Oct 2015 07:28:00 GMT")]);
+        assert_eq!(wait(&past, "").0, MIN_RATE_LIMIT, "a date in the past");
+        assert_eq!(wait(&header::HeaderMap::new(), "{}").0, DEFAULT_RATE_LIMIT);
+        let (long, text) = wait(&headers(&[(header::RETRY_AFTER, "86400")]), "");
+        assert_eq!(long, MAX_RATE_LIMIT);
+        assert!(text.ends_with("asked for a wait of 86400 s, which kubex-cred shortens to 3600 s"), "{text}");
+        let said = Error::from(AuthError::RateLimited {
+            url: "u".into(),
+            retry_after: long,
+            capped: Some(Duration::from_secs(86400)),
+        });
+        assert!(said.to_string().ends_with("shortens to 3600 s; try again in 3600 s"), "{said}");
     }
 
     #[test]

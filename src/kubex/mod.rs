@@ -19,10 +19,11 @@ pub use answer::{AuthError, DEFAULT_RATE_LIMIT, interpret, retry_after};
 /// The largest Authorize answer read; a real one is about 400 bytes.
 pub const MAX_RESPONSE: usize = 64 * 1024;
 
-/// Mints one token for a profile in this process, on a runtime of its own (`login`, `--no-daemon`).
-pub fn mint_blocking(profile: &Profile, password: &SecretString) -> Result<Token> {
+/// Mints one token for a profile in this process, on a runtime of its own (`login`): the outer
+/// error is the client's setup, the inner one what Kubex answered.
+pub fn mint_blocking(profile: &Profile, password: &SecretString) -> Result<Result<Token, AuthError>> {
     let client = Client::new(profile.ca_cert.as_deref(), crate::config::timeout()?)?;
-    block_on(client.authorize(&profile.authorize_url(), &profile.user, password))?.map_err(Error::from)
+    block_on(client.authorize(&profile.authorize_url(), &profile.user, password))
 }
 
 /// `GET url` for `doctor`: the status and the server's `Date`.

@@ -9,14 +9,42 @@ use serde::{Deserialize, Serialize};
 
 pub use status::{DaemonInfo, ProfileStatus, State, Status};
 
-/// Bumped whenever a request or response changes shape.
-pub const PROTOCOL: u32 = 1;
+/// Bumped whenever a request or response changes shape (2: `forget` names a password source).
+pub const PROTOCOL: u32 = 2;
+/// The oldest clients' protocol this daemon still serves: changes are additive.
+pub const MIN_PROTOCOL: u32 = 1;
 /// The largest request or response line.
 pub const MAX_LINE: usize = 64 * 1024;
 
 /// The version a client and daemon must share: package version and protocol.
 pub fn version() -> String {
     format!("{}/{PROTOCOL}", env!("CARGO_PKG_VERSION"))
+}
+
+/// A client's or daemon's version, `MAJOR.MINOR.PATCH/PROTOCOL`, ordered by package, then protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Version {
+    pub package: (u64, u64, u64),
+    pub protocol: u32,
+}
+
+impl Version {
+    pub fn ours() -> Version {
+        Version::parse(&version()).expect("our own version parses")
+    }
+
+    /// Reads `0.2.0/2` (a pre-release suffix such as `-rc1` counts as its release); `None` for
+    /// anything else.
+    pub fn parse(text: &str) -> Option<Version> {
+        let (package, protocol) = text.split_once('/')?;
+        let package = package.split(['-', '+']).next()?;
+        let mut parts = package.split('.').map(|n| n.parse::<u64>().ok());
+        let package = (parts.next()??, parts.next()??, parts.next()??);
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(Version { package, protocol: protocol.parse().ok()? })
+    }
 }
 
 /// One request.
@@ -36,8 +64,13 @@ pub enum Op {
     Get { config: PathBuf, profile: Overrides, min_ttl_ms: u64 },
     /// Drop the account's cached token if it is this one (git's `erase`).
     Erase { account: String, token: String },
-    /// Drop the slot of an account (after `login` or `logout`).
-    Forget { account: String },
+    /// Drop the slot of an account's password source (after `login` or `logout`); of all its
+    /// sources when `source` is absent (as clients before protocol 2 send it).
+    Forget {
+        account: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<String>,
+    },
     /// The daemon's state, never a secret.
     Status,
     /// Shut down.
@@ -90,7 +123,8 @@ pub enum Body {
         code: u8,
         message: String,
     },
-    /// The client speaks another version: it should replace the daemon.
+    /// The client is newer than this daemon: it should replace it (the response's `version` says
+    /// the daemon's own).
     VersionMismatch,
     Status(Status),
     Done,
@@ -99,9 +133,15 @@ pub enum Body {
 /// What a request line asks for, as the daemon reads it.
 #[derive(Debug)]
 pub enum Decoded {
+    /// A request to serve: from a client of this version, or an older one whose protocol this
+    /// daemon still speaks.
     Request(Op),
-    /// A client of another version; `stop` is still honoured.
-    OtherVersion {
+    /// A newer client (it replaces this daemon), or an unreadable version; `stop` is honoured.
+    Newer {
+        stop: bool,
+    },
+    /// A client older than the oldest protocol served; `stop` is honoured.
+    TooOld {
         stop: bool,
     },
     Malformed(String),
@@ -109,17 +149,28 @@ pub enum Decoded {
 
 /// Decodes one request line (with or without its newline); never panics on any input.
 pub fn decode_request(line: &[u8]) -> Decoded {
-    match serde_json::from_slice::<Request>(line) {
-        Ok(request) if request.version == version() => Decoded::Request(request.op),
-        Ok(request) => Decoded::OtherVersion { stop: matches!(request.op, Op::Stop) },
-        Err(e) => match serde_json::from_slice::<serde_json::Value>(line) {
-            // Any version's stop request is `{"op":"stop", ...}`.
-            Ok(v) if v.get("op").and_then(|o| o.as_str()) == Some("stop") => Decoded::OtherVersion { stop: true },
-            Ok(v) if v.get("version").and_then(|o| o.as_str()).is_some_and(|v| v != version()) => {
-                Decoded::OtherVersion { stop: false }
-            }
-            _ => Decoded::Malformed(e.to_string()),
+    let value: serde_json::Value = match serde_json::from_slice(line) {
+        Ok(value) => value,
+        Err(e) => return Decoded::Malformed(e.to_string()),
+    };
+    // Any version's stop request is `{"op":"stop", ...}`.
+    let stop = value.get("op").and_then(|o| o.as_str()) == Some("stop");
+    let theirs = value.get("version").and_then(|v| v.as_str());
+    let ours = version();
+    match theirs {
+        Some(v) if v == ours => {}
+        Some(v) => match Version::parse(v) {
+            Some(theirs) if theirs > Version::ours() => return Decoded::Newer { stop },
+            Some(theirs) if theirs.protocol < MIN_PROTOCOL => return Decoded::TooOld { stop },
+            Some(_) => {}
+            None => return Decoded::Newer { stop },
         },
+        None if stop => return Decoded::Newer { stop },
+        None => {}
+    }
+    match serde_json::from_value::<Request>(value) {
+        Ok(request) => Decoded::Request(request.op),
+        Err(e) => Decoded::Malformed(e.to_string()),
     }
 }
 
@@ -153,16 +204,41 @@ mod tests {
     }
 
     #[test]
-    fn any_versions_stop_is_understood_and_other_versions_are_told_so() {
-        assert!(matches!(decode_request(br#"{"op":"stop"}"#), Decoded::OtherVersion { stop: true }));
+    fn versions_order_by_package_then_protocol() {
+        let v = |t: &str| Version::parse(t).unwrap_or_else(|| panic!("{t}"));
+        assert!(v("0.10.0/1") > v("0.9.9/7"));
+        assert!(v("0.2.0/2") > v("0.2.0/1"));
+        assert_eq!(v("1.2.3-rc1/2"), v("1.2.3/2"));
+        for bad in ["", "1.2.3", "1.2/1", "1.2.3.4/1", "a.b.c/1", "1.2.3/x"] {
+            assert!(Version::parse(bad).is_none(), "{bad}");
+        }
+        assert!(Version::ours().protocol >= MIN_PROTOCOL);
+    }
+
+    #[test]
+    fn any_versions_stop_is_understood_and_newer_clients_are_told_so() {
+        assert!(matches!(decode_request(br#"{"op":"stop"}"#), Decoded::Newer { stop: true }));
         assert!(matches!(
             decode_request(br#"{"version":"9.9.9/7","op":"stop","extra":1}"#),
-            Decoded::OtherVersion { stop: true }
+            Decoded::Newer { stop: true }
         ));
         assert!(matches!(
             decode_request(br#"{"version":"9.9.9/7","op":"get","new_field":{}}"#),
-            Decoded::OtherVersion { stop: false }
+            Decoded::Newer { stop: false }
         ));
+        assert!(matches!(decode_request(br#"{"version":"garbage","op":"status"}"#), Decoded::Newer { stop: false }));
+    }
+
+    #[test]
+    fn an_older_client_is_served_when_its_protocol_is_still_spoken() {
+        let old_forget = br#"{"version":"0.0.1/1","op":"forget","account":"u@https://h/api/v2"}"#;
+        assert!(matches!(decode_request(old_forget), Decoded::Request(Op::Forget { source: None, .. })));
+        assert!(matches!(decode_request(br#"{"version":"0.0.1/0","op":"status"}"#), Decoded::TooOld { stop: false }));
+        assert!(matches!(decode_request(br#"{"version":"0.0.1/0","op":"stop"}"#), Decoded::TooOld { stop: true }));
+    }
+
+    #[test]
+    fn requests_of_this_version_are_decoded_and_junk_is_malformed() {
         let ours = format!(r#"{{"version":"{}","op":"status"}}"#, version());
         assert!(matches!(decode_request(ours.as_bytes()), Decoded::Request(Op::Status)));
         for junk in [&b""[..], b"{", b"null", b"\xff\xfe", br#"{"version":1}"#, br#"{"op":"get"}"#] {

@@ -5,10 +5,13 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-/// The daemon's state; `daemon` is `None` when no daemon is running.
+/// The daemon's state; `daemon` is `None` when no daemon is running, or when one older than the
+/// client runs (then `older_daemon` is its version: it answers a newer client nothing more).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Status {
     pub daemon: Option<DaemonInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub older_daemon: Option<String>,
     pub profiles: Vec<ProfileStatus>,
 }
 

@@ -8,7 +8,7 @@ use secrecy::ExposeSecret;
 
 use crate::client::{self, Paths};
 use crate::config::{self, PasswordSource, Profile};
-use crate::protocol::{Body, Op, Overrides};
+use crate::protocol::{Body, Op, Overrides, Response};
 use crate::store::{self, Passwords, Sources};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,30 +120,28 @@ fn check_daemon(report: &mut Report) {
             format!("{} does not exist yet; the first get creates it", paths.dir.display()),
         );
     }
+    let ours = crate::protocol::version();
     match client::call(&Op::Status, false, Duration::from_secs(5)) {
-        Ok(Some(Body::Status(status))) => match status.daemon {
-            Some(daemon) if daemon.version == crate::protocol::version() => {
-                report.line(
-                    Level::Ok,
-                    "daemon",
-                    format!("pid {}, version {} (same as this client)", daemon.pid, daemon.version),
-                );
+        Ok(Some(Response { body: Body::Status(status), .. })) => match status.daemon {
+            Some(daemon) if daemon.version == ours => {
+                report.line(Level::Ok, "daemon", format!("pid {}, version {} (same as this client)", daemon.pid, ours));
             }
+            // It served this client's request: a newer daemon that still speaks its protocol.
             Some(daemon) => report.line(
                 Level::Warn,
                 "daemon",
                 format!(
-                    "pid {} runs version {}, this client is {}: the next get replaces it",
-                    daemon.pid,
-                    daemon.version,
-                    crate::protocol::version()
+                    "pid {} runs version {}, newer than this client ({ours}), which uses it; update this installation",
+                    daemon.pid, daemon.version
                 ),
             ),
             None => report.line(Level::Ok, "daemon", "not running; the next get starts one"),
         },
-        Ok(Some(Body::VersionMismatch)) => {
-            report.line(Level::Warn, "daemon", "a daemon of another version runs: the next get replaces it");
-        }
+        Ok(Some(Response { body: Body::VersionMismatch, version })) => report.line(
+            Level::Warn,
+            "daemon",
+            format!("version {version} runs, older than this client ({ours}): the next get replaces it"),
+        ),
         Ok(None) => report.line(Level::Ok, "daemon", "not running; the next get starts one"),
         Ok(Some(_)) => report.line(Level::Warn, "daemon", "answered status with something else"),
         Err(e) => report.line(Level::Fail, "daemon", e),

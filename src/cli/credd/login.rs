@@ -2,7 +2,7 @@
 //! without echo from the terminal or as one line from stdin.
 
 use std::io::{BufRead, IsTerminal};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use secrecy::SecretString;
 use zeroize::Zeroizing;
@@ -10,10 +10,46 @@ use zeroize::Zeroizing;
 use crate::cli::args::LoginArgs;
 use crate::client;
 use crate::config::{self, PasswordSource, Profile};
+use crate::daemon::policy;
 use crate::error::{Error, Exit, Result};
+use crate::holds::{Held, Holds};
 use crate::kubex;
 use crate::protocol::{Op, Overrides};
 use crate::store::{self, Passwords, SecretStore, Sources};
+use crate::token::Token;
+
+/// Mints a token with the password, and files what that taught for every process (the holds file).
+/// A wait Kubex asked for (429, 403) holds for `login` too; a password it rejected does not, since
+/// `login` is how a user sends it again (after an administrator unlocked the account, say).
+fn prove(profile: &Profile, password: &SecretString) -> Result<Token> {
+    let (account, source) = (profile.account(), profile.source.to_string());
+    let holds = Holds::open()?;
+    let now = SystemTime::now();
+    // An unusable state directory only loses what other processes learnt: said, not fatal.
+    match holds.check(&account, password, now) {
+        Ok(Some(Held::Wait(error, left))) => return Err(error.retry_in(left)),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("{e}"),
+    }
+    match kubex::mint_blocking(profile, password)? {
+        Ok(token) => {
+            warn_unfiled(holds.succeeded(&account, &source, Some(password), token.lifetime()));
+            Ok(token)
+        }
+        Err(e) => {
+            if let Some(held) = policy::to_file(&e) {
+                warn_unfiled(holds.record(&account, &source, password, &held, now));
+            }
+            Err(Error::from(e))
+        }
+    }
+}
+
+fn warn_unfiled(filed: Result<()>) {
+    if let Err(e) = filed {
+        tracing::warn!("{e}");
+    }
+}
 
 /// The longest password line read from stdin.
 const MAX_PASSWORD: usize = 4096;
@@ -56,14 +92,14 @@ pub fn login(args: LoginArgs) -> Result<()> {
         }
         Sources::new(config::timeout()?).read(&profile)?
     };
-    let token = kubex::mint_blocking(&profile, &password)?;
+    let token = prove(&profile, &password)?;
     if let Some(store) = store {
         store.set(&profile.account(), &password)?;
     }
     file.upsert(&profile);
     config::save(&path, &file)?;
     // A running daemon drops the old token and any rejection of the old password.
-    client::tell(&Op::Forget { account: profile.account() });
+    client::tell(&Op::Forget { account: profile.account(), source: Some(profile.source.to_string()) });
     eprintln!(
         "kubex-cred: logged in as '{}' at {} (profile '{}'); tokens live {}",
         profile.user,
@@ -125,7 +161,7 @@ pub fn logout(profile: Option<String>) -> Result<()> {
         store.delete(&profile.account())?;
     }
     // A running daemon drops the profile's token and any rejection it remembers.
-    client::tell(&Op::Forget { account: profile.account() });
+    client::tell(&Op::Forget { account: profile.account(), source: Some(profile.source.to_string()) });
     // Names, URL and source only: a source is a path, command or variable name, never a password.
     if store.is_some() {
         eprintln!(

@@ -6,15 +6,10 @@ mod doctor;
 mod login;
 pub mod service;
 
-use std::time::Duration;
-
 use super::args::{Cli, Command, DaemonArgs, GetArgs, ServiceAction};
 use super::{front, output};
 use crate::config;
 use crate::error::{Error, Exit, Result};
-use crate::kubex;
-use crate::store::{Passwords, Sources};
-use crate::token::Stamp;
 use clap::{CommandFactory, Parser};
 
 /// `kubex-credd`: every command, in this process.
@@ -96,21 +91,9 @@ fn manpage(name: Option<&str>) -> Result<()> {
     output::stdout(&page)
 }
 
-/// `get --no-daemon`: reads the password and mints in this process.
+/// `get --no-daemon`: mints in this process, under the same policy and holds as the daemon.
 fn get_no_daemon(args: GetArgs) -> Result<()> {
     let profile = config::resolve(args.profile)?;
-    let min_ttl = args.min_ttl.unwrap_or_default();
-    let password = Sources::new(config::timeout()?).read(&profile)?;
-    let token = kubex::mint_blocking(&profile, &password)?;
-    drop(password);
-    let left = token.remaining(Stamp::now());
-    if left < min_ttl {
-        return Err(Error::usage(format!(
-            "--min-ttl {} cannot be met: Kubex at {} issues tokens that live {}",
-            humantime::format_duration(min_ttl),
-            profile.url,
-            humantime::format_duration(Duration::from_secs(left.as_secs()))
-        )));
-    }
+    let token = crate::daemon::get_once(&profile, args.min_ttl.unwrap_or_default())?;
     output::deliver(args.output.as_deref(), args.format, &(&profile).into(), token.jwt(), token.expires_local_ms())
 }

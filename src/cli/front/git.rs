@@ -10,7 +10,7 @@ use crate::cli::output;
 use crate::config;
 use crate::error::{Error, Exit, Result};
 use crate::git;
-use crate::protocol::{Body, Op, Overrides};
+use crate::protocol::{Body, Op, Overrides, Response};
 
 /// git's credential helper: answers only for hosts of a configured profile.
 pub fn run(operation: &str) -> Result<()> {
@@ -33,7 +33,7 @@ pub fn run(operation: &str) -> Result<()> {
     }
     let op = Op::Get { config: path, profile: (&profile).into(), min_ttl_ms: 0 };
     match ask(&op, true)? {
-        Some(Body::Token { token, expires_ms, .. }) => {
+        Some(Response { body: Body::Token { token, expires_ms, .. }, .. }) => {
             let token = Zeroizing::new(token);
             git::check_value(&token)?;
             let now_ms = SystemTime::now()

@@ -16,7 +16,7 @@ use super::output;
 use crate::client::{self, Paths};
 use crate::config;
 use crate::error::{Error, Exit, Result};
-use crate::protocol::{Body, Op};
+use crate::protocol::{Body, Op, Response};
 
 /// `kubex-cred`: parses the command line, then runs it here or in `kubex-credd`.
 pub fn run() -> Result<()> {
@@ -59,7 +59,7 @@ fn get(args: GetArgs) -> Result<()> {
     let min_ttl_ms = u64::try_from(args.min_ttl.unwrap_or_default().as_millis()).unwrap_or(u64::MAX);
     let op = Op::Get { config: config::config_path()?, profile, min_ttl_ms };
     match ask(&op, true)? {
-        Some(Body::Token { token, expires_ms, profile }) => {
+        Some(Response { body: Body::Token { token, expires_ms, profile }, .. }) => {
             let token = Zeroizing::new(token);
             output::deliver(args.output.as_deref(), args.format, &profile, &token, expires_ms)
         }
@@ -69,7 +69,7 @@ fn get(args: GetArgs) -> Result<()> {
 
 fn stop() -> Result<()> {
     match ask(&Op::Stop, false)? {
-        Some(Body::Done) => {
+        Some(Response { body: Body::Done, .. }) => {
             client::wait_for_exit(&Paths::new()?, Duration::from_secs(5))?;
             eprintln!("kubex-cred: daemon stopped");
             Ok(())
@@ -83,14 +83,14 @@ fn stop() -> Result<()> {
 }
 
 /// Asks the daemon, waiting for one Authorize exchange and a margin; with `autostart`, starts one.
-pub(super) fn ask(op: &Op, autostart: bool) -> Result<Option<Body>> {
+pub(super) fn ask(op: &Op, autostart: bool) -> Result<Option<Response>> {
     client::call(op, autostart, config::timeout()? + Duration::from_secs(5))
 }
 
 /// The error for an answer that is not the one asked for: the daemon's own failure, rendered by
 /// it once, or an answer this client does not expect.
-pub(super) fn refused(body: Option<Body>) -> Error {
-    match body {
+pub(super) fn refused(response: Option<Response>) -> Error {
+    match response.map(|r| r.body) {
         Some(Body::Error { code, message }) => Error::new(Exit::from_code(code), message),
         other => {
             // Named by kind only: an answer can hold a token.

@@ -8,15 +8,17 @@ use super::{ask, refused};
 use crate::cli::output;
 use crate::config;
 use crate::error::{Error, Result};
-use crate::protocol::{Body, Op, Status};
+use crate::protocol::{Body, Op, Response, Status};
 
 pub fn run(json: bool) -> Result<()> {
+    let configured = || -> Result<_> { Ok(config::open()?.1.profiles().map(|p| p.idle_status()).collect()) };
     let status = match ask(&Op::Status, false)? {
-        Some(Body::Status(status)) => status,
-        None => {
-            let (_, file) = config::open()?;
-            Status { daemon: None, profiles: file.profiles().map(|p| p.idle_status()).collect() }
+        Some(Response { body: Body::Status(status), .. }) => status,
+        // An older daemon: shown, not replaced (`status` changes nothing; the next `get` does).
+        Some(Response { body: Body::VersionMismatch, version }) => {
+            Status { older_daemon: Some(version), profiles: configured()?, ..Status::default() }
         }
+        None => Status { profiles: configured()?, ..Status::default() },
         other => return Err(refused(other)),
     };
     let text = if json {
@@ -42,7 +44,14 @@ fn human(status: &Status) -> String {
             duration(d.uptime_s),
             d.socket.display()
         ),
-        None => writeln!(text, "daemon: not running (`kubex-cred get` starts it)"),
+        None => match &status.older_daemon {
+            Some(version) => writeln!(
+                text,
+                "daemon: running version {version}, older than this client ({}): the next `kubex-cred get` replaces it",
+                crate::protocol::version()
+            ),
+            None => writeln!(text, "daemon: not running (`kubex-cred get` starts it)"),
+        },
     };
     for p in &status.profiles {
         let _ = write!(text, "profile {}: {} at {}: {}", p.profile, p.user, p.url, p.state);
