@@ -91,6 +91,11 @@ impl Error {
         self.kind
     }
 
+    /// The line without the wait: what is kept when the wait is counted again later.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     /// The process exit code of the contract.
     pub fn code(&self) -> u8 {
         self.kind.code()

@@ -118,7 +118,7 @@ impl Holds {
                 account: account.to_owned(),
                 source: source.to_owned(),
                 fingerprint: print,
-                message: error.to_string(),
+                message: error.message().to_owned(),
             });
             Ok(())
         })
@@ -133,7 +133,7 @@ impl Holds {
                 code: error.code(),
                 until_ms: epoch_ms(now + wait),
                 wait_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-                message: error.to_string(),
+                message: error.message().to_owned(),
             });
             Ok(())
         })
@@ -306,9 +306,10 @@ mod tests {
         let (_dir, h) = holds();
         let now = SystemTime::now();
         let limited = Error::new(Exit::RateLimited, "Kubex is rate limiting logins (429)");
-        h.wait("u@a", &limited, Duration::from_secs(40), now).expect("record");
+        h.wait("u@a", &limited.clone().retry_in(Duration::from_secs(40)), Duration::from_secs(40), now)
+            .expect("record");
         let Some(Held::Wait(e, left)) = h.check("u@a", &pw("x"), now).expect("check") else { panic!("held") };
-        assert_eq!((e.code(), left), (6, Duration::from_secs(40)));
+        assert_eq!((e, left), (limited, Duration::from_secs(40)), "the wait is counted again, not kept in the text");
         assert_eq!(h.check("u@a", &pw("x"), now + Duration::from_secs(41)).expect("check"), None);
         let expired = Error::new(Exit::Expired, "expired");
         h.wait("u@a", &expired, Duration::from_secs(600), now).expect("record");

@@ -213,7 +213,7 @@ impl Broker {
             Err(e) => tracing::warn!("{e}"),
         }
         tracing::debug!(profile = %profile.name, "minting a token");
-        let result = self.minter.mint(&profile, &password).await;
+        let result = self.minter.mint(&profile, &password).await?;
         let now = (self.clocks.now)();
         let (outcome, to_file, event) = {
             let mut s = slot.state();
@@ -353,7 +353,9 @@ mod tests {
                 self.calls.fetch_add(1, Ordering::SeqCst);
                 let sent = Sent { at: now(), wall: std::time::SystemTime::now() };
                 tokio::time::sleep(self.delay).await;
-                self.answer.lock().expect("lock").clone()?;
+                if let Err(e) = self.answer.lock().expect("lock").clone() {
+                    return Ok(Err(e));
+                }
                 // iat 1000 s, exp 1101 s: a 100 s lifetime after the truncation second.
                 let claims = r#"{"iat":1000,"exp":1101}"#;
                 use base64::Engine;
@@ -364,7 +366,7 @@ mod tests {
                     b64(claims),
                     b64(&format!("sig{}", self.calls.load(Ordering::SeqCst)))
                 );
-                Ok(Token::from_authorize(jwt, 1_101_000, None, sent).expect("valid token"))
+                Ok(Ok(Token::from_authorize(jwt, 1_101_000, None, sent).expect("valid token")))
             })
         }
     }

@@ -10,10 +10,13 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 use crate::config::Profile;
+use crate::error::Error;
 use crate::kubex::{AuthError, Client};
 use crate::token::Token;
 
-pub type MintFuture<'a> = Pin<Box<dyn Future<Output = Result<Token, AuthError>> + Send + 'a>>;
+/// What Kubex answered; the outer error is the client's own setup (a CA bundle that cannot be read,
+/// exit 2), which no hold or backoff applies to.
+pub type MintFuture<'a> = Pin<Box<dyn Future<Output = Result<Result<Token, AuthError>, Error>> + Send + 'a>>;
 
 /// Mints a token for a profile with a password.
 pub trait Minter: Send + Sync {
@@ -32,13 +35,12 @@ impl KubexMinter {
         KubexMinter { clients: Mutex::new(HashMap::new()), timeout }
     }
 
-    fn client(&self, ca: Option<&Path>) -> Result<Client, AuthError> {
+    fn client(&self, ca: Option<&Path>) -> Result<Client, Error> {
         let mut clients = self.clients.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(c) = clients.get(&ca.map(Path::to_path_buf)) {
             return Ok(c.clone());
         }
-        let client = Client::new(ca, self.timeout)
-            .map_err(|e| AuthError::Unreachable { url: "(client setup)".into(), why: e.to_string() })?;
+        let client = Client::new(ca, self.timeout)?;
         clients.insert(ca.map(Path::to_path_buf), client.clone());
         Ok(client)
     }
@@ -48,7 +50,7 @@ impl Minter for KubexMinter {
     fn mint<'a>(&'a self, profile: &'a Profile, password: &'a SecretString) -> MintFuture<'a> {
         Box::pin(async move {
             let client = self.client(profile.ca_cert.as_deref())?;
-            client.authorize(&profile.authorize_url(), &profile.user, password).await
+            Ok(client.authorize(&profile.authorize_url(), &profile.user, password).await)
         })
     }
 }

@@ -72,6 +72,8 @@ fn status_429_says_when_to_try_again() {
     let (sb, emu) = logged_in();
     emu.set_fault(respond(429, r#"{"message":"Retry After: 40 seconds","status":429}"#, &[]));
     get(&sb).fails(6, "try again in 40 s");
+    // The wait is remembered (tests/it/holds.rs): a fresh sandbox for the header's own.
+    let (sb, emu) = logged_in();
     emu.set_fault(respond(429, r#"{"status":429}"#, &[("Retry-After", "7")]));
     get(&sb).fails(6, "try again in 7 s");
 }

@@ -376,3 +376,33 @@ impl Drop for UserManager {
         let _ = self.child.wait();
     }
 }
+
+/// A binary of this very source built as version 0.0.1: an older installation beside this one
+/// (a `.deb` and a `cargo install`, say). Built once per test run into `target/older/`.
+pub fn older_bin(name: &str) -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let work = root.join("target/older");
+        let copy = work.join("src-copy");
+        let _ = std::fs::remove_dir_all(&copy);
+        std::fs::create_dir_all(&copy).expect("mkdir");
+        for part in ["src", "packaging", "Cargo.lock"] {
+            let status = Command::new("cp").arg("-r").arg(root.join(part)).arg(&copy).status().expect("cp");
+            assert!(status.success(), "cannot copy {part}");
+        }
+        let manifest = std::fs::read_to_string(root.join("Cargo.toml")).expect("Cargo.toml");
+        let ours = format!("version = \"{}\"", env!("CARGO_PKG_VERSION"));
+        assert!(manifest.contains(&ours), "the manifest names its version as {ours}");
+        std::fs::write(copy.join("Cargo.toml"), manifest.replacen(&ours, "version = \"0.0.1\"", 1)).expect("write");
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--offline", "--quiet", "--bins"])
+            .current_dir(&copy)
+            .env("CARGO_TARGET_DIR", work.join("target"))
+            .status()
+            .expect("cargo");
+        assert!(status.success(), "cannot build the older copy");
+        work.join("target/debug")
+    });
+    dir.join(name)
+}
