@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 use super::keychain::{LazyKeychain, OsKeychain};
 use super::{Passwords, SecretStore};
 use crate::config::{PasswordSource, Profile};
-use crate::error::{Error, Result};
+use crate::error::{Error, Exit, Result};
 
 /// The real sources. The keychain is opened on first use only (and again after it went away), so
 /// a profile reading a file never touches D-Bus and a daemon starts while the keychain is away.
@@ -99,57 +99,78 @@ fn read_env(var: &str) -> Result<SecretString> {
     }
 }
 
-/// `command:CMD`: run without a shell, stdin closed, stderr kept for the message; its first line
-/// of stdout is the password. Killed after `timeout`.
+/// `command:CMD`: run without a shell, stdin closed, in a process group of its own; its first line
+/// of stdout is the password. At `timeout`, or once it exits, whatever is left of its group is
+/// killed, so a background child holding its output cannot hold kubex-cred too. A failure or a
+/// timeout is exit 8 with the command's first line of stderr, never its stdout.
 pub fn run_command(text: &str, timeout: Duration) -> Result<SecretString> {
     let argv = crate::config::split_command(text)
         .map_err(|e| Error::usage(format!("invalid password command '{text}': {e}")))?;
     let what = || format!("password command `{}`", argv[0]);
-    let mut child = std::process::Command::new(&argv[0])
+    let unavailable = |why: String| Error::new(Exit::Keychain, format!("{} {why}", what()));
+    let mut command = std::process::Command::new(&argv[0]);
+    command
         .args(&argv[1..])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::not_logged_in(format!("cannot run {}: {e}", what())))?;
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let mut stderr = child.stderr.take().expect("piped stderr");
-    // Read both pipes on their own threads so a chatty command cannot block on a full pipe.
-    let out = std::thread::spawn(move || {
-        let mut buf = Zeroizing::new(Vec::new());
-        let _ = (&mut stdout).take(64 * 1024).read_to_end(&mut buf);
-        buf
-    });
-    let err = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = (&mut stderr).take(4096).read_to_end(&mut buf);
-        buf
-    });
+        .stderr(std::process::Stdio::piped());
+    #[cfg(unix)]
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    let mut child = command.spawn().map_err(|e| unavailable(format!("cannot be run: {e}")))?;
+    let stdout = child.stdout.take().map(|out| read_all(out, 64 * 1024));
+    let stderr = child.stderr.take().map(|err| read_all(err, 4096));
     let deadline = Instant::now() + timeout;
     let status = loop {
         match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(Error::not_logged_in(format!(
-                    "{} did not finish within {}: it was stopped (KUBEX_CRED_TIMEOUT sets the limit)",
-                    what(),
-                    humantime::format_duration(timeout)
-                )));
-            }
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() >= deadline => break None,
             Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-            Err(e) => return Err(Error::not_logged_in(format!("cannot wait for {}: {e}", what()))),
+            Err(e) => {
+                kill_group(&mut child);
+                return Err(unavailable(format!("cannot be waited for: {e}")));
+            }
         }
     };
-    let stdout = out.join().unwrap_or_default();
-    let stderr = err.join().unwrap_or_default();
+    kill_group(&mut child);
+    let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
+    let stderr = stderr.and_then(|err| err.recv_timeout(left).ok()).unwrap_or_default();
+    let why = String::from_utf8_lossy(&stderr);
+    let why = why.lines().next().unwrap_or("no message").trim().to_owned();
+    let Some(status) = status else {
+        return Err(unavailable(format!(
+            "did not finish within {} and was stopped (KUBEX_CRED_TIMEOUT sets the limit): {why}",
+            humantime::format_duration(timeout)
+        )));
+    };
     if !status.success() {
-        let why = String::from_utf8_lossy(&stderr);
-        let why = why.lines().next().unwrap_or("no message").trim();
-        return Err(Error::not_logged_in(format!("{} failed ({status}): {why}", what())));
+        return Err(unavailable(format!("failed ({status}): {why}")));
     }
+    let stdout = stdout
+        .and_then(|out| out.recv_timeout(left).ok())
+        .ok_or_else(|| unavailable("left its output open past its end".to_owned()))?;
     first_line(&stdout, &what)
+}
+
+/// Reads a pipe to its end (at most `limit` bytes) on a thread of its own, so a chatty command
+/// cannot block on a full pipe; the bytes arrive on the channel.
+fn read_all(mut pipe: impl Read + Send + 'static, limit: u64) -> std::sync::mpsc::Receiver<Zeroizing<Vec<u8>>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = Zeroizing::new(Vec::new());
+        let _ = (&mut pipe).take(limit).read_to_end(&mut buf);
+        let _ = tx.send(buf);
+    });
+    rx
+}
+
+/// Kills the command and what is left of its process group.
+fn kill_group(child: &mut std::process::Child) {
+    #[cfg(unix)]
+    if let Some(group) = i32::try_from(child.id()).ok().and_then(rustix::process::Pid::from_raw) {
+        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 #[cfg(test)]

@@ -79,13 +79,49 @@ fn a_command_source_runs_without_a_shell_with_a_timeout() {
 
     let started = std::time::Instant::now();
     let out = login_with(&sb, &emu, "command:sleep 30", &["--profile", "slow"], &[("KUBEX_CRED_TIMEOUT", "1s")]);
-    out.fails(3, "did not finish within 1s");
+    out.fails(8, "did not finish within 1s");
     assert!(started.elapsed() < Duration::from_secs(15), "the command was not stopped");
-    login_with(&sb, &emu, "command:false", &["--profile", "failing"], &[]).fails(3, "failed (exit status: 1)");
-    login_with(&sb, &emu, "command:no-such-program-kubex", &["--profile", "missing"], &[]).fails(3, "cannot run");
+    login_with(&sb, &emu, "command:false", &["--profile", "failing"], &[]).fails(8, "failed (exit status: 1)");
+    login_with(&sb, &emu, "command:no-such-program-kubex", &["--profile", "missing"], &[]).fails(8, "cannot be run");
     login_with(&sb, &emu, "command:true", &["--profile", "empty"], &[]).fails(2, "empty password");
     let out = login_with(&sb, &emu, "command:a 'b", &["--profile", "bad"], &[]).code(2);
     assert!(out.stderr.contains("unclosed quote"), "{}", out.stderr);
+}
+
+/// A script a password source runs, in the sandbox's home.
+fn script(sb: &Sandbox, name: &str, body: &str) -> String {
+    let path = sb.home().join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write the script");
+    set_mode(&path, 0o755);
+    format!("command:{}", path.display())
+}
+
+#[test]
+fn a_command_that_leaves_a_child_holding_its_output_is_not_waited_for() {
+    let sb = Sandbox::new();
+    let emu = Emulator::start(Options::default(), &[("apiUser", "pw")]);
+    let lingering = script(&sb, "lingering", "echo pw\nsleep 60 &\nexit 0");
+    let started = std::time::Instant::now();
+    login_with(&sb, &emu, &lingering, &[], &[]).code(0);
+    assert!(emu.accepts(&sb.run(&["get", "--no-daemon"], b"").code(0).token()));
+    assert!(emu.accepts(&sb.run(&["get"], b"").code(0).token()));
+    assert!(started.elapsed() < Duration::from_secs(20), "waited for the lingering child: {:?}", started.elapsed());
+    let home = format!("HOME={}", sb.home().display());
+    let lingering = std::fs::read_dir("/proc").expect("/proc").flatten().any(|entry| {
+        let read = |file: &str| std::fs::read(entry.path().join(file)).unwrap_or_default();
+        read("cmdline") == b"sleep\060\0" && read("environ").split(|&b| b == 0).any(|v| v == home.as_bytes())
+    });
+    assert!(!lingering, "the lingering child of the command was killed with its group");
+}
+
+#[test]
+fn a_failing_command_is_exit_8_with_its_stderr_and_never_its_stdout() {
+    let sb = Sandbox::new();
+    let emu = Emulator::start(Options::default(), &[("apiUser", "pw")]);
+    let failing = script(&sb, "failing", "echo secret-on-stdout\necho 'vault: permission denied' >&2\nexit 3");
+    let out = login_with(&sb, &emu, &failing, &[], &[]).fails(8, "vault: permission denied");
+    assert!(!out.stderr.contains("secret-on-stdout"), "{}", out.stderr);
+    assert_eq!(emu.authorize_calls(), 0);
 }
 
 #[test]
