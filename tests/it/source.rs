@@ -109,7 +109,7 @@ fn a_command_that_leaves_a_child_holding_its_output_is_not_waited_for() {
     let home = format!("HOME={}", sb.home().display());
     let lingering = std::fs::read_dir("/proc").expect("/proc").flatten().any(|entry| {
         let read = |file: &str| std::fs::read(entry.path().join(file)).unwrap_or_default();
-        read("cmdline") == b"sleep\060\0" && read("environ").split(|&b| b == 0).any(|v| v == home.as_bytes())
+        read("cmdline") == b"sleep\x0060\x00" && read("environ").split(|&b| b == 0).any(|v| v == home.as_bytes())
     });
     assert!(!lingering, "the lingering child of the command was killed with its group");
 }
