@@ -61,27 +61,58 @@ fn first_line(bytes: &[u8], what: &dyn Fn() -> String) -> Result<SecretString> {
     Ok(SecretString::from(text.to_owned()))
 }
 
-/// `file:PATH`: refused when group or others may read it (Kubernetes: `defaultMode: 0400`).
+/// `file:PATH`: opened once, without following a symbolic link, and that same open file checked:
+/// a regular file owned by the user with no group or other permission bits (Kubernetes:
+/// `defaultMode: 0400`, copied out of the secret's symlinked mount). Then read from it.
 pub fn read_file(path: &Path) -> Result<SecretString> {
     let what = || format!("password file {}", path.display());
-    let metadata = std::fs::metadata(path).map_err(|e| Error::not_logged_in(format!("cannot read {}: {e}", what())))?;
+    let refuse = |why: String| Error::usage(format!("refusing {}: {why}", what()));
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(
+        &mut options,
+        (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32,
+    );
+    let mut file = match options.open(path) {
+        Ok(file) => file,
+        #[cfg(unix)]
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            return Err(refuse(format!(
+                "it is a symbolic link, which could be pointed elsewhere; name the file itself \
+                 (for a Kubernetes secret mount, copy it: docs/headless.md)"
+            )));
+        }
+        Err(e) => return Err(Error::not_logged_in(format!("cannot read {}: {e}", what()))),
+    };
+    let metadata = file.metadata().map_err(|e| Error::not_logged_in(format!("cannot read {}: {e}", what())))?;
+    if !metadata.is_file() {
+        return Err(refuse("it is not a regular file".into()));
+    }
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = metadata.permissions().mode() & 0o777;
-        if mode & 0o044 != 0 {
-            return Err(Error::usage(format!(
-                "refusing {}: its mode {mode:o} lets {} read it; run `chmod 600 {}` (Kubernetes: defaultMode: 0400)",
-                what(),
-                if mode & 0o004 != 0 { "everyone" } else { "its group" },
+        use std::os::unix::fs::MetadataExt;
+        let mode = metadata.mode() & 0o777;
+        let me = rustix::process::geteuid().as_raw();
+        if metadata.uid() != me {
+            return Err(refuse(format!(
+                "it belongs to uid {}, not to you (uid {me}); copy it to a file of yours with mode 600",
+                metadata.uid()
+            )));
+        }
+        if mode & 0o077 != 0 {
+            return Err(refuse(format!(
+                "its mode {mode:o} gives {} access; run `chmod 600 {}` (Kubernetes: defaultMode: 0400)",
+                if mode & 0o007 != 0 { "everyone" } else { "its group" },
                 path.display()
             )));
         }
     }
-    #[cfg(not(unix))]
-    let _ = metadata;
-    let bytes =
-        Zeroizing::new(std::fs::read(path).map_err(|e| Error::not_logged_in(format!("cannot read {}: {e}", what())))?);
+    let mut bytes = Zeroizing::new(Vec::new());
+    (&mut file)
+        .take(64 * 1024)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::not_logged_in(format!("cannot read {}: {e}", what())))?;
     first_line(&bytes, &what)
 }
 

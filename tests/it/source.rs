@@ -26,7 +26,7 @@ fn a_file_source_is_refused_when_others_can_read_it_and_follows_its_content() {
     let source = format!("file:{}", file.display());
     login_with(&sb, &emu, &source, &[], &[]).fails(2, "chmod 600");
     set_mode(&file, 0o640);
-    login_with(&sb, &emu, &source, &[], &[]).fails(2, "lets its group read it");
+    login_with(&sb, &emu, &source, &[], &[]).fails(2, "gives its group access");
     assert_eq!(emu.authorize_calls(), 0, "nothing sent from a readable file");
     assert!(!sb.config_file().exists());
 
@@ -86,6 +86,32 @@ fn a_command_source_runs_without_a_shell_with_a_timeout() {
     login_with(&sb, &emu, "command:true", &["--profile", "empty"], &[]).fails(2, "empty password");
     let out = login_with(&sb, &emu, "command:a 'b", &["--profile", "bad"], &[]).code(2);
     assert!(out.stderr.contains("unclosed quote"), "{}", out.stderr);
+}
+
+#[test]
+fn a_file_source_must_be_the_users_own_private_regular_file_not_a_link() {
+    let sb = Sandbox::new();
+    let emu = Emulator::start(Options::default(), &[("apiUser", "pw")]);
+    let file = sb.dir.path().join("secret");
+    std::fs::write(&file, "pw\n").expect("write");
+    set_mode(&file, 0o620);
+    let source = |path: &std::path::Path| format!("file:{}", path.display());
+    login_with(&sb, &emu, &source(&file), &[], &[]).fails(2, "its mode 620 gives its group access");
+    set_mode(&file, 0o600);
+    let link = sb.dir.path().join("link");
+    std::os::unix::fs::symlink(&file, &link).expect("symlink");
+    login_with(&sb, &emu, &source(&link), &[], &[]).fails(2, "is a symbolic link");
+    let fifo = sb.dir.path().join("fifo");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo").success());
+    login_with(&sb, &emu, &source(&fifo), &[], &[]).fails(2, "not a regular file");
+    // Someone else's file, even one only its owner may read (the tests run as root in CI).
+    if rustix::process::geteuid().is_root() {
+        std::os::unix::fs::chown(&file, Some(65534), None).expect("chown");
+        login_with(&sb, &emu, &source(&file), &[], &[]).fails(2, "belongs to uid 65534");
+        std::os::unix::fs::chown(&file, Some(0), None).expect("chown back");
+    }
+    assert_eq!(emu.authorize_calls(), 0, "nothing was sent from a file refused");
+    login_with(&sb, &emu, &source(&file), &[], &[]).code(0);
 }
 
 /// A script a password source runs, in the sandbox's home.
