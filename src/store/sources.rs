@@ -78,10 +78,11 @@ pub fn read_file(path: &Path) -> Result<SecretString> {
         Ok(file) => file,
         #[cfg(unix)]
         Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
-            return Err(refuse(format!(
+            return Err(refuse(
                 "it is a symbolic link, which could be pointed elsewhere; name the file itself \
                  (for a Kubernetes secret mount, copy it: docs/headless.md)"
-            )));
+                    .into(),
+            ));
         }
         Err(e) => return Err(Error::not_logged_in(format!("cannot read {}: {e}", what()))),
     };
