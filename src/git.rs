@@ -110,11 +110,14 @@ pub fn matching_profile(attrs: &Attributes, file: &ConfigFile, env: &Overrides) 
         .into_iter()
         .filter(|p| p.url.scheme() == protocol && git_host(p).eq_ignore_ascii_case(host))
         .filter(|p| attrs.username.as_deref().is_none_or(|u| u == p.user))
-        .filter(|p| {
-            let base = p.url.path().trim_matches('/');
-            attrs.path.as_deref().is_none_or(|path| path.trim_matches('/').starts_with(base))
-        })
+        .filter(|p| attrs.path.as_deref().is_none_or(|path| under(path, p.url.path())))
         .max_by_key(|p| (p.name == default, std::cmp::Reverse(p.name.clone())))
+}
+
+/// Whether `path` lies under `base`, segment by segment (`api/v2evil` is not under `api/v2`).
+fn under(path: &str, base: &str) -> bool {
+    let segments = |text: &str| text.split('/').filter(|s| !s.is_empty()).map(str::to_owned).collect::<Vec<_>>();
+    segments(path).starts_with(&segments(base))
 }
 
 /// Writes the answer to `get`.
@@ -247,6 +250,8 @@ mod tests {
         let m = |input: &[u8]| matching_profile(&read(input).expect("ok"), &file, &env).map(|p| p.name);
         assert_eq!(m(b"protocol=https\nhost=h\npath=CIRBA/api/v2/x\n"), Some("old".into()));
         assert_eq!(m(b"protocol=https\nhost=h\npath=elsewhere\n"), None);
+        assert_eq!(m(b"protocol=https\nhost=h\npath=CIRBA/api/v2evil/x\n"), None, "segments, not a string prefix");
+        assert_eq!(m(b"protocol=https\nhost=h\npath=CIRBA/api/v2\n"), Some("old".into()));
         assert_eq!(m(b"protocol=https\nhost=h\n"), Some("old".into()));
     }
 

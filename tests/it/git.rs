@@ -180,3 +180,15 @@ fn hostile_input_writes_nothing() {
     let out = helper(&sb, "get", format!("protocol=http\nhost={host}").as_bytes()).code(0);
     assert!(attr(&out.stdout, "password").is_some(), "no blank line at the end is fine");
 }
+
+#[test]
+fn a_path_matches_a_profile_by_whole_segments() {
+    let (sb, emu) = setup(Duration::from_secs(300));
+    let host = host_of(&emu);
+    let ask = |path: &str| helper(&sb, "get", format!("protocol=http\nhost={host}\npath={path}\n\n").as_bytes());
+    assert!(attr(&ask("api/v2/kubernetes").code(0).stdout, "password").is_some());
+    assert!(attr(&ask("api/v2").code(0).stdout, "password").is_some());
+    for other in ["api/v2evil/x", "api/v20", "api", "apiv2"] {
+        assert_eq!(ask(other).code(0).stdout, "", "{other} is not under the profile's /api/v2");
+    }
+}
