@@ -14,7 +14,7 @@ use url::Url;
 use crate::error::{Error, Result};
 use crate::protocol::{Overrides, ProfileStatus, WireProfile};
 
-pub use checks::base_url;
+pub use checks::{base_url, is_loopback};
 pub use source::{PasswordSource, split_command};
 
 /// The profile used when none is named anywhere.

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -26,7 +26,8 @@ pub trait Minter: Send + Sync {
 /// Mints with one HTTP client per CA bundle.
 #[derive(Debug)]
 pub struct KubexMinter {
-    clients: Mutex<HashMap<Option<PathBuf>, Client>>,
+    /// By CA bundle, and whether the instance is on this machine (no proxy then).
+    clients: Mutex<HashMap<(Option<PathBuf>, bool), Client>>,
     timeout: Duration,
 }
 
@@ -35,13 +36,14 @@ impl KubexMinter {
         KubexMinter { clients: Mutex::new(HashMap::new()), timeout }
     }
 
-    fn client(&self, ca: Option<&Path>) -> Result<Client, Error> {
+    fn client(&self, profile: &Profile) -> Result<Client, Error> {
+        let key = (profile.ca_cert.clone(), crate::config::is_loopback(&profile.url));
         let mut clients = self.clients.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(c) = clients.get(&ca.map(Path::to_path_buf)) {
+        if let Some(c) = clients.get(&key) {
             return Ok(c.clone());
         }
-        let client = Client::new(ca, self.timeout)?;
-        clients.insert(ca.map(Path::to_path_buf), client.clone());
+        let client = Client::for_profile(profile, self.timeout)?;
+        clients.insert(key, client.clone());
         Ok(client)
     }
 }
@@ -49,7 +51,7 @@ impl KubexMinter {
 impl Minter for KubexMinter {
     fn mint<'a>(&'a self, profile: &'a Profile, password: &'a SecretString) -> MintFuture<'a> {
         Box::pin(async move {
-            let client = self.client(profile.ca_cert.as_deref())?;
+            let client = self.client(profile)?;
             Ok(client.authorize(&profile.authorize_url(), &profile.user, password).await)
         })
     }

@@ -22,13 +22,13 @@ pub const MAX_RESPONSE: usize = 64 * 1024;
 /// Mints one token for a profile in this process, on a runtime of its own (`login`): the outer
 /// error is the client's setup, the inner one what Kubex answered.
 pub fn mint_blocking(profile: &Profile, password: &SecretString) -> Result<Result<Token, AuthError>> {
-    let client = Client::new(profile.ca_cert.as_deref(), crate::config::timeout()?)?;
+    let client = Client::for_profile(profile, crate::config::timeout()?)?;
     block_on(client.authorize(&profile.authorize_url(), &profile.user, password))
 }
 
 /// `GET url` for `doctor`: the status and the server's `Date`.
 pub fn ping_blocking(profile: &Profile, url: &Url) -> Result<(u16, Option<std::time::SystemTime>)> {
-    let client = Client::new(profile.ca_cert.as_deref(), crate::config::timeout()?)?;
+    let client = Client::for_profile(profile, crate::config::timeout()?)?;
     block_on(client.ping(url))?.map_err(Error::from)
 }
 
@@ -48,14 +48,24 @@ pub struct Client {
 }
 
 impl Client {
-    /// Builds the client: system roots plus an optional CA bundle, bounded time, no redirects.
-    pub fn new(ca_cert: Option<&Path>, timeout: Duration) -> Result<Client> {
+    /// The client for a profile's instance: its CA bundle, and no proxy when it is on this machine.
+    pub fn for_profile(profile: &Profile, timeout: Duration) -> Result<Client> {
+        Client::new(profile.ca_cert.as_deref(), crate::config::is_loopback(&profile.url), timeout)
+    }
+
+    /// Builds the client: system roots plus an optional CA bundle, bounded time, no redirects, and
+    /// with `direct` no proxy (`HTTP_PROXY` would otherwise carry a loopback `http://` password in
+    /// clear text to the proxy).
+    pub fn new(ca_cert: Option<&Path>, direct: bool, timeout: Duration) -> Result<Client> {
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .timeout(timeout)
             .user_agent(concat!("kubex-cred/", env!("CARGO_PKG_VERSION")));
+        if direct {
+            builder = builder.no_proxy();
+        }
         if let Some(path) = ca_cert {
             for cert in load_ca_bundle(path)? {
                 builder = builder.add_root_certificate(cert);

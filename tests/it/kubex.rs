@@ -216,9 +216,31 @@ fn https_proxy_is_honoured() {
     let ca = sb.ca_file(&emu);
     let proxy_url = proxy.url();
     let env = [("HTTPS_PROXY", proxy_url.as_str())];
-    let origin = emu.origin();
+    // A name only the proxy resolves: kubex-cred never proxies a loopback address.
+    let origin = format!("https://kubex.test:{}", emu.port());
     let args = ["login", "--url", &origin, "--user", "apiUser", "--password-stdin", "--ca-cert", &ca];
     sb.run_env(&args, b"pw\n", &env).code(0);
-    assert_eq!(proxy.connects(), vec![format!("127.0.0.1:{}", emu.port())], "the request went through the proxy");
+    assert_eq!(proxy.connects(), vec![format!("kubex.test:{}", emu.port())], "the request went through the proxy");
     assert_eq!(emu.authorize_calls(), 1);
+}
+
+#[test]
+fn a_loopback_instance_is_never_reached_through_a_proxy() {
+    let sb = Sandbox::new();
+    let emu = Emulator::start(Options::default(), &[("apiUser", "pw")]);
+    let proxy = crate::support::ConnectProxy::start();
+    let url = proxy.url();
+    let env = [
+        ("HTTP_PROXY", url.as_str()),
+        ("http_proxy", url.as_str()),
+        ("HTTPS_PROXY", url.as_str()),
+        ("ALL_PROXY", url.as_str()),
+    ];
+    let origin = emu.origin();
+    sb.run_env(&["login", "--url", &origin, "--user", "apiUser", "--password-stdin"], b"pw\n", &env).code(0);
+    assert!(emu.accepts(&sb.run_env(&["get", "--no-daemon"], b"", &env).code(0).token()));
+    assert!(emu.accepts(&sb.run_env(&["get"], b"", &env).code(0).token()));
+    sb.run_env(&["doctor"], b"", &env).code(0);
+    assert_eq!(proxy.connections(), 0, "the plain-http password went nowhere near the proxy");
+    assert_eq!(emu.authorize_calls(), 3);
 }

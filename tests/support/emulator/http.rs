@@ -32,7 +32,8 @@ pub(super) fn error(status: u16, message: &str) -> Answer {
     json(status, serde_json::json!({ "message": message, "status": status }))
 }
 
-/// A test CA and a server certificate for 127.0.0.1 and localhost signed by it.
+/// A test CA and a server certificate for 127.0.0.1, localhost and kubex.test (a name only the
+/// test proxy resolves) signed by it.
 pub(super) fn test_tls() -> (tokio_rustls::TlsAcceptor, String) {
     use tokio_rustls::rustls;
     let ca_key = rcgen::KeyPair::generate().expect("CA key");
@@ -41,7 +42,9 @@ pub(super) fn test_tls() -> (tokio_rustls::TlsAcceptor, String) {
     ca_params.distinguished_name.push(rcgen::DnType::CommonName, "kubex-cred test CA");
     let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("CA certificate");
     let key = rcgen::KeyPair::generate().expect("server key");
-    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).expect("params");
+    let params =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned(), "kubex.test".to_owned()])
+            .expect("params");
     let cert = params.signed_by(&key, &ca).expect("server certificate");
     let key_der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
     let config = rustls::ServerConfig::builder()
