@@ -132,10 +132,13 @@ fn notify(options: &Options, line: &str) {
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(format!("{line}\n").as_bytes());
         let _ = out.flush();
+        // The launcher has its answer: the pipe is let go, stdout goes nowhere from now on.
+        platform::stdout_to_null();
     }
 }
 
 fn serve(options: &Options) -> Result<()> {
+    platform::close_inherited();
     let result = serve_inner(options);
     if let Err(e) = &result {
         notify(options, &format!("error: {e}"));

@@ -60,6 +60,43 @@ fn deny_attach() -> std::io::Result<()> {
     if r == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }
 
+/// Closes the descriptors the daemon inherited from whoever started it (a shell's `9>&1`, say:
+/// a kept pipe would hold its reader open until the idle exit), all but 0-2 and the sockets a
+/// service manager passes (`LISTEN_FDS`, from 3 on). The crate's second `unsafe`: closing a
+/// descriptor by number has no safe form.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+pub fn close_inherited() {
+    let passed = match (std::env::var("LISTEN_PID"), std::env::var("LISTEN_FDS")) {
+        (Ok(pid), Ok(n)) if pid.parse() == Ok(std::process::id()) => n.parse::<i32>().unwrap_or(0),
+        _ => 0,
+    };
+    let dir = if cfg!(target_os = "linux") { "/proc/self/fd" } else { "/dev/fd" };
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let fds: Vec<i32> = entries.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect();
+    for fd in fds.into_iter().filter(|&fd| fd > 2 && !(3..3 + passed).contains(&fd)) {
+        // SAFETY: this runs first in the daemon, on its only thread, before it opens a file: no
+        // descriptor above 2 belongs to Rust code (`OwnedFd`, `File`) yet, so none is left
+        // dangling. The listing's own descriptor, closed already, is skipped by the check.
+        unsafe {
+            if rustix::io::fcntl_getfd(std::os::fd::BorrowedFd::borrow_raw(fd)).is_ok() {
+                rustix::io::close(fd);
+            }
+        }
+    }
+}
+
+#[cfg(not(unix))]
+pub fn close_inherited() {}
+
+/// Points stdout at `/dev/null` (after the readiness line: the launcher's pipe is let go).
+pub fn stdout_to_null() {
+    #[cfg(unix)]
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        let _ = rustix::stdio::dup2_stdout(&null);
+    }
+}
+
 /// The listening socket a service manager passed (`LISTEN_FDS`/`LISTEN_PID`), if any.
 #[cfg(unix)]
 pub fn inherited_listener() -> Result<Option<std::os::unix::net::UnixListener>> {

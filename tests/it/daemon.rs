@@ -569,3 +569,21 @@ fn the_systemd_units_verify() {
     let out = support::run_with_input(c, b"");
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
 }
+
+#[test]
+fn a_daemon_started_from_a_pipeline_does_not_hold_its_descriptors() {
+    let (sb, emu) = start(Duration::from_secs(300), 0);
+    // fd 9 is the pipe to `cat`: a daemon that kept it would keep `cat` (and the shell) waiting.
+    let mut c = sb.cmd("sh");
+    c.args(["-c", "{ kubex-cred get; } 9>&1 | cat"]);
+    let out = support::run_with_input(c, b"").code(0);
+    assert!(emu.accepts(out.stdout.trim_end()), "{out:?}");
+    assert!(out.elapsed < Duration::from_secs(20), "the pipeline waited for the daemon: {:?}", out.elapsed);
+    let pid = sb.daemon_pid().expect("the daemon runs on");
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fds")
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok().map(|t| t.display().to_string()))
+        .collect();
+    assert!(!fds.iter().any(|t| t.starts_with("pipe:")), "the daemon holds a pipe: {fds:?}");
+}
