@@ -117,14 +117,28 @@ impl Broker {
         if let Some(answer) = self.answer(&slot, min_ttl) {
             return answer;
         }
+        // The wait and the mint run in a task of their own: a caller that goes away (its client
+        // left) does not cancel the mint that others wait for.
+        let (broker, profile) = (self.clone(), profile.clone());
+        tokio::spawn(async move { broker.wait_or_mint(&slot, &profile, min_ttl).await })
+            .await
+            .map_err(|e| Error::unexpected(format!("the mint task failed: {e}")))?
+    }
+
+    async fn wait_or_mint(
+        self: &Arc<Self>,
+        slot: &Arc<Slot>,
+        profile: &Profile,
+        min_ttl: Duration,
+    ) -> Result<Token, Error> {
         let _minting = slot.mint_lock.lock().await;
-        if let Some(answer) = self.answer(&slot, min_ttl) {
+        if let Some(answer) = self.answer(slot, min_ttl) {
             return answer;
         }
-        if let Some(error) = policy::unmeetable(min_ttl, self.lifetime(&slot, min_ttl).await, &profile.url) {
+        if let Some(error) = policy::unmeetable(min_ttl, self.lifetime(slot, min_ttl).await, &profile.url) {
             return Err(error);
         }
-        let token = self.mint_once(&slot).await?;
+        let token = self.mint_once(slot).await?;
         let left = token.remaining((self.clocks.now)());
         if left < min_ttl {
             return Err(policy::min_ttl_error(min_ttl, &profile.url, left));

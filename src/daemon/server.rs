@@ -29,6 +29,18 @@ pub const MAX_REQUEST: usize = 16 * 1024;
 /// How often the daemon checks that the socket path is still its own.
 const SOCKET_CHECK: Duration = Duration::from_secs(2);
 
+/// Resolves when the client has closed its end (or it fails): nothing more is read from a client
+/// after its request line, so any end of the stream means it left.
+async fn client_gone(stream: &Stream) {
+    let mut scrap = [0u8; 64];
+    loop {
+        match tokio::io::AsyncReadExt::read(&mut &*stream, &mut scrap).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
 /// A failure as the daemon answers it: its exit code and its line, rendered here once.
 fn answer_error(e: &Error) -> Body {
     Body::Error { code: e.code(), message: e.to_string() }
@@ -40,6 +52,8 @@ pub struct Daemon {
     started: tokio::time::Instant,
     idle_timeout: Duration,
     last_request: Mutex<tokio::time::Instant>,
+    /// The longest one request may take: one Authorize exchange and a margin, less than a client waits.
+    request_deadline: Duration,
     stop: Notify,
     configs: ConfigCache,
     waiting: Waiting,
@@ -91,6 +105,7 @@ impl Daemon {
             started: tokio::time::Instant::now(),
             idle_timeout,
             last_request: Mutex::new(tokio::time::Instant::now()),
+            request_deadline: timeout + Duration::from_secs(3),
             stop: Notify::new(),
             configs: ConfigCache::default(),
             waiting: Waiting::default(),
@@ -196,26 +211,49 @@ impl Daemon {
         let mut reader = tokio::io::BufReader::with_capacity(1024, &stream).take(MAX_REQUEST as u64 + 1);
         let read = tokio::time::timeout(IO_DEADLINE, reader.read_until(b'\n', &mut line)).await;
         self.waiting.remove(id);
-        let body = match read {
-            Err(_) => return,
-            Ok(Err(_)) | Ok(Ok(0)) => return,
-            Ok(Ok(_)) if !line.ends_with(b"\n") => answer_error(&Error::usage("request too long or incomplete")),
-            Ok(Ok(_)) => match protocol::decode_request(&line) {
-                protocol::Decoded::Request(op) => self.dispatch(op).await,
-                protocol::Decoded::Newer { stop: true } | protocol::Decoded::TooOld { stop: true } => {
-                    self.dispatch(Op::Stop).await
+        let answer = async {
+            match read {
+                Err(_) | Ok(Err(_)) | Ok(Ok(0)) => None,
+                Ok(Ok(_)) if !line.ends_with(b"\n") => {
+                    Some(answer_error(&Error::usage("request too long or incomplete")))
                 }
-                protocol::Decoded::Newer { stop: false } => Body::VersionMismatch,
-                protocol::Decoded::TooOld { stop: false } => answer_error(&Error::daemon(format!(
-                    "a newer kubex-cred daemon is running (version {}) that no longer speaks this client's \
-                     protocol; use that installation or stop it (`kubex-cred stop`)",
-                    protocol::version()
+                Ok(Ok(_)) => Some(self.answer(&line).await),
+            }
+        };
+        // Bounded in time, and dropped as soon as the client leaves (its descriptor with it).
+        let body = tokio::select! {
+            answered = tokio::time::timeout(self.request_deadline, answer) => match answered {
+                Ok(Some(body)) => body,
+                Ok(None) => return,
+                Err(_) => answer_error(&Error::daemon(format!(
+                    "the daemon could not answer within {}; see `kubex-cred status`",
+                    humantime::format_duration(self.request_deadline)
                 ))),
-                protocol::Decoded::Malformed(why) => answer_error(&Error::usage(format!("malformed request: {why}"))),
             },
+            () = client_gone(&stream) => {
+                tracing::debug!("the client left before its answer");
+                return;
+            }
         };
         let response = protocol::to_line(&Response { version: protocol::version(), body });
         let _ = tokio::time::timeout(IO_DEADLINE, (&stream).write_all(&response)).await;
+    }
+
+    /// The answer to one request line.
+    async fn answer(&self, line: &[u8]) -> Body {
+        match protocol::decode_request(line) {
+            protocol::Decoded::Request(op) => self.dispatch(op).await,
+            protocol::Decoded::Newer { stop: true } | protocol::Decoded::TooOld { stop: true } => {
+                self.dispatch(Op::Stop).await
+            }
+            protocol::Decoded::Newer { stop: false } => Body::VersionMismatch,
+            protocol::Decoded::TooOld { stop: false } => answer_error(&Error::daemon(format!(
+                "a newer kubex-cred daemon is running (version {}) that no longer speaks this client's \
+                     protocol; use that installation or stop it (`kubex-cred stop`)",
+                protocol::version()
+            ))),
+            protocol::Decoded::Malformed(why) => answer_error(&Error::usage(format!("malformed request: {why}"))),
+        }
     }
 
     #[cfg(unix)]

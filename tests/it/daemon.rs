@@ -587,3 +587,45 @@ fn a_daemon_started_from_a_pipeline_does_not_hold_its_descriptors() {
         .collect();
     assert!(!fds.iter().any(|t| t.starts_with("pipe:")), "the daemon holds a pipe: {fds:?}");
 }
+
+/// The descriptors a process holds.
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+#[test]
+fn abandoned_gets_are_let_go_while_their_mint_still_hangs() {
+    use std::io::Write;
+    let (sb, emu) = start(Duration::from_secs(300), 0);
+    let slow = [("KUBEX_CRED_TIMEOUT", "8s")];
+    sb.run_env(&["daemon"], b"", &slow).code(0);
+    let pid = sb.daemon_pid().expect("a daemon");
+    emu.set_fault(Fault::Hang);
+    let sb = std::sync::Arc::new(sb);
+    let waiting = {
+        let sb = sb.clone();
+        std::thread::spawn(move || sb.run_env(&["get"], b"", &slow))
+    };
+    wait_until(Duration::from_secs(10), "the mint to start", || emu.authorize_calls() == 2);
+    // The waiting client, the keychain's bus and the hanging HTTP connection are open now.
+    let baseline = fd_count(pid);
+    let request = kubex_cred::protocol::to_line(&kubex_cred::protocol::Request {
+        version: kubex_cred::protocol::version(),
+        op: kubex_cred::protocol::Op::Get {
+            config: sb.config_file(),
+            profile: kubex_cred::protocol::Overrides::default(),
+            min_ttl_ms: 0,
+        },
+    });
+    for _ in 0..200 {
+        let mut s = std::os::unix::net::UnixStream::connect(sb.socket()).expect("connect");
+        s.write_all(&request).expect("write");
+    }
+    wait_until(Duration::from_secs(4), "the abandoned requests' descriptors to close", || {
+        fd_count(pid) <= baseline + 2
+    });
+    assert_eq!(emu.authorize_calls(), 2, "one mint for everyone, still hanging");
+    // The client that stayed gets its answer when the mint gives up.
+    waiting.join().expect("thread").fails(7, "no answer within 8s");
+    assert_eq!(status(&sb)["daemon"]["pid"], pid, "the daemon still serves");
+}
