@@ -41,6 +41,45 @@ pub fn write_private(path: &Path, content: &[u8]) -> crate::error::Result<()> {
         .map_err(|e| crate::error::Error::unexpected(format!("cannot write {}: {e}", path.display())))
 }
 
+/// Reads a regular file of at most `limit` bytes. It is opened without blocking and checked on
+/// the open descriptor, so a FIFO or a device named in its place fails at once instead of hanging
+/// or streaming forever (`InvalidInput`, saying which).
+pub fn read_regular(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, rustix::fs::OFlags::NONBLOCK.bits() as i32);
+    let file = options.open(path)?;
+    let meta = file.metadata()?;
+    let refuse = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, why.to_owned());
+    if !meta.is_file() {
+        return Err(refuse("it is not a regular file"));
+    }
+    if meta.len() > limit {
+        return Err(refuse(&format!("it is larger than {limit} bytes")));
+    }
+    let mut bytes = Vec::new();
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(refuse(&format!("it is larger than {limit} bytes")));
+    }
+    Ok(bytes)
+}
+
+/// What tells a rewritten file apart (an editor or `login` replaces files by a rename): its
+/// modification time, inode and size; `None` when nothing is there.
+pub type Stamp = (std::time::SystemTime, u64, u64);
+
+pub fn stamp(path: &Path) -> Option<Stamp> {
+    let meta = std::fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+    #[cfg(not(unix))]
+    let inode = 0;
+    Some((meta.modified().ok()?, inode, meta.len()))
+}
+
 /// Opens a file only the user may read, creating it: a lock file (`append` false) or a log (true).
 pub fn open_private(path: &Path, append: bool) -> std::io::Result<std::fs::File> {
     let mut options = std::fs::OpenOptions::new();

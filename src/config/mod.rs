@@ -230,9 +230,13 @@ pub fn resolve(profile: Option<String>) -> Result<Profile> {
     open()?.1.resolve(&named(profile))
 }
 
-/// Reads a config file; a missing file is an empty config, a broken one an error naming it.
+/// The largest config file read (a real one is a few hundred bytes).
+pub const MAX_CONFIG: u64 = 1024 * 1024;
+
+/// Reads a config file; a missing file is an empty config, a broken one (or a FIFO, a device, a
+/// file over 1 MiB) an error naming it.
 pub fn load(path: &Path) -> Result<ConfigFile> {
-    let text = match std::fs::read(path) {
+    let text = match crate::fs::read_regular(path, MAX_CONFIG) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ConfigFile::default()),
         Err(e) => {

@@ -26,6 +26,8 @@ struct SlotState {
     mints: u64,
     /// The lifetime of the last token minted, here or (from the holds file) by another process.
     lifetime: Option<Duration>,
+    /// When it was last asked for (the broker's counter), to let the least recently used go.
+    used: u64,
 }
 
 #[derive(Debug)]
@@ -45,6 +47,7 @@ impl Slot {
 /// so two profiles of one account never share a password, a hold or a token.
 pub struct Broker {
     slots: Mutex<HashMap<String, Arc<Slot>>>,
+    uses: std::sync::atomic::AtomicU64,
     passwords: Arc<dyn Passwords>,
     minter: Arc<dyn Minter>,
     notifier: Arc<dyn Notifier>,
@@ -80,7 +83,15 @@ impl Broker {
         holds: Holds,
         clocks: Clocks,
     ) -> Arc<Broker> {
-        Arc::new(Broker { slots: Mutex::new(HashMap::new()), passwords, minter, notifier, holds, clocks })
+        Arc::new(Broker {
+            slots: Mutex::new(HashMap::new()),
+            uses: std::sync::atomic::AtomicU64::new(0),
+            passwords,
+            minter,
+            notifier,
+            holds,
+            clocks,
+        })
     }
 
     fn slots(&self) -> MutexGuard<'_, HashMap<String, Arc<Slot>>> {
@@ -88,7 +99,11 @@ impl Broker {
     }
 
     fn slot(&self, profile: &Profile) -> Arc<Slot> {
+        let used = self.uses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut slots = self.slots();
+        if !slots.contains_key(&profile.slot()) && slots.len() >= MAX_SLOTS {
+            evict_one(&mut slots);
+        }
         let slot = slots.entry(profile.slot()).or_insert_with(|| {
             Arc::new(Slot {
                 state: Mutex::new(SlotState {
@@ -99,16 +114,28 @@ impl Broker {
                     refreshing: false,
                     mints: 0,
                     lifetime: None,
+                    used,
                 }),
                 mint_lock: tokio::sync::Mutex::new(()),
             })
         });
         let mut state = slot.state();
+        state.used = used;
         if state.profile != *profile {
             state.profile = profile.clone();
         }
         drop(state);
         slot.clone()
+    }
+
+    /// Forgets what it set up outside the slots (`SIGHUP`): CA bundles are read again.
+    pub fn reload(&self) {
+        self.minter.reload();
+    }
+
+    /// How many slots and HTTP clients it keeps (`status`).
+    pub fn sizes(&self) -> (usize, usize) {
+        (self.slots().len(), self.minter.clients())
     }
 
     /// A token for the profile valid for at least `min_ttl`, minting once for all who wait.
@@ -316,6 +343,22 @@ impl Broker {
             .collect();
         list.sort_by(|a, b| a.profile.cmp(&b.profile));
         list
+    }
+}
+
+/// How many profiles' slots the daemon keeps; past it the least recently used idle slot goes (what
+/// must outlive it, a rejection or a wait, is in the holds file).
+pub const MAX_SLOTS: usize = 64;
+
+/// Lets the least recently used slot go that no mint or refresh is using.
+fn evict_one(slots: &mut HashMap<String, Arc<Slot>>) {
+    let idle = slots
+        .iter()
+        .filter(|(_, slot)| slot.mint_lock.try_lock().is_ok() && !slot.state().refreshing)
+        .min_by_key(|(_, slot)| slot.state().used)
+        .map(|(key, _)| key.clone());
+    if let Some(key) = idle {
+        slots.remove(&key);
     }
 }
 

@@ -2,42 +2,65 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::config;
 use crate::error::Result;
 
-/// Config files as clients name them, read again whenever the file changes.
+/// Config files as clients name them, read again whenever the file changes; at most
+/// [`MAX_CACHED`], the least recently used let go first. Reading blocks: call it off the runtime
+/// thread ([`ConfigCache::load`]).
 #[derive(Debug, Default)]
 pub struct ConfigCache {
     files: Mutex<HashMap<PathBuf, Cached>>,
+    uses: AtomicU64,
 }
 
-/// What tells a rewritten file apart (`login` replaces the config by a rename): mtime, inode, size.
-type FileStamp = (std::time::SystemTime, u64, u64);
-type Cached = (Option<FileStamp>, Arc<config::ConfigFile>);
+/// How many config files the daemon keeps parsed.
+pub const MAX_CACHED: usize = 16;
+
+/// The file's stamp, the parsed file, and when it was last used (a counter).
+type Cached = (Option<crate::fs::Stamp>, Arc<config::ConfigFile>, u64);
 
 impl ConfigCache {
+    /// The config file at `path`, read on the runtime's blocking pool.
+    pub async fn load(self: &Arc<Self>, path: &Path) -> Result<Arc<config::ConfigFile>> {
+        let (cache, path) = (self.clone(), path.to_path_buf());
+        tokio::task::spawn_blocking(move || cache.get(&path))
+            .await
+            .map_err(|e| crate::error::Error::unexpected(format!("the config reading task failed: {e}")))?
+    }
+
     pub fn get(&self, path: &Path) -> Result<Arc<config::ConfigFile>> {
-        let stamp = std::fs::metadata(path).ok().and_then(|m| {
-            #[cfg(unix)]
-            let ino = std::os::unix::fs::MetadataExt::ino(&m);
-            #[cfg(not(unix))]
-            let ino = 0;
-            Some((m.modified().ok()?, ino, m.len()))
-        });
-        let mut files = self.files.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((seen, file)) = files.get(path)
+        let used = self.uses.fetch_add(1, Ordering::Relaxed);
+        let stamp = crate::fs::stamp(path);
+        if let Some((seen, file, last)) = self.files().get_mut(path)
             && *seen == stamp
         {
+            *last = used;
             return Ok(file.clone());
         }
         let file = Arc::new(config::load(path)?);
-        files.insert(path.to_path_buf(), (stamp, file.clone()));
+        let mut files = self.files();
+        files.insert(path.to_path_buf(), (stamp, file.clone(), used));
+        while files.len() > MAX_CACHED {
+            let oldest = files.iter().min_by_key(|(_, (_, _, last))| *last).map(|(p, _)| p.clone());
+            oldest.map(|p| files.remove(&p));
+        }
         Ok(file)
     }
 
+    fn files(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Cached>> {
+        self.files.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// How many files are cached (`status`).
+    pub fn len(&self) -> usize {
+        self.files().len()
+    }
+
     pub fn clear(&self) {
-        self.files.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+        self.files().clear();
     }
 }

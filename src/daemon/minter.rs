@@ -1,6 +1,5 @@
 //! What mints a token in the daemon: the Kubex client, one per CA bundle; a fake in unit tests.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -21,29 +20,62 @@ pub type MintFuture<'a> = Pin<Box<dyn Future<Output = Result<Result<Token, AuthE
 /// Mints a token for a profile with a password.
 pub trait Minter: Send + Sync {
     fn mint<'a>(&'a self, profile: &'a Profile, password: &'a SecretString) -> MintFuture<'a>;
+
+    /// Forgets what it set up (`SIGHUP`): CA bundles are read again.
+    fn reload(&self) {}
+
+    /// How many HTTP clients it keeps (`status`).
+    fn clients(&self) -> usize {
+        0
+    }
 }
 
-/// Mints with one HTTP client per CA bundle.
+/// How many HTTP clients (one per CA bundle) the daemon keeps, the least recently used let go first.
+pub const MAX_CLIENTS: usize = 8;
+
+/// Mints with one HTTP client per CA bundle (and per whether the instance is on this machine: no
+/// proxy then), set up again when the bundle's file changes.
 #[derive(Debug)]
 pub struct KubexMinter {
-    /// By CA bundle, and whether the instance is on this machine (no proxy then).
-    clients: Mutex<HashMap<(Option<PathBuf>, bool), Client>>,
+    /// Least recently used first.
+    clients: Mutex<Vec<Cached>>,
     timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+struct Cached {
+    key: (Option<PathBuf>, bool),
+    /// The CA file as it was when read.
+    stamp: Option<crate::fs::Stamp>,
+    client: Client,
 }
 
 impl KubexMinter {
     pub fn new(timeout: Duration) -> KubexMinter {
-        KubexMinter { clients: Mutex::new(HashMap::new()), timeout }
+        KubexMinter { clients: Mutex::new(Vec::new()), timeout }
+    }
+
+    fn cached(&self) -> std::sync::MutexGuard<'_, Vec<Cached>> {
+        self.clients.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn client(&self, profile: &Profile) -> Result<Client, Error> {
         let key = (profile.ca_cert.clone(), crate::config::is_loopback(&profile.url));
-        let mut clients = self.clients.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(c) = clients.get(&key) {
-            return Ok(c.clone());
+        let stamp = profile.ca_cert.as_deref().and_then(crate::fs::stamp);
+        let mut clients = self.cached();
+        if let Some(i) = clients.iter().position(|c| c.key == key) {
+            let cached = clients.remove(i);
+            if cached.stamp == stamp {
+                clients.push(cached.clone());
+                return Ok(cached.client);
+            }
+            tracing::info!("the CA bundle changed: reading it again");
         }
         let client = Client::for_profile(profile, self.timeout)?;
-        clients.insert(key, client.clone());
+        clients.push(Cached { key, stamp, client: client.clone() });
+        if clients.len() > MAX_CLIENTS {
+            clients.remove(0);
+        }
         Ok(client)
     }
 }
@@ -54,5 +86,13 @@ impl Minter for KubexMinter {
             let client = self.client(profile)?;
             Ok(client.authorize(&profile.authorize_url(), &profile.user, password).await)
         })
+    }
+
+    fn reload(&self) {
+        self.cached().clear();
+    }
+
+    fn clients(&self) -> usize {
+        self.cached().len()
     }
 }

@@ -55,7 +55,7 @@ pub struct Daemon {
     /// The longest one request may take: one Authorize exchange and a margin, less than a client waits.
     request_deadline: Duration,
     stop: Notify,
-    configs: ConfigCache,
+    configs: Arc<ConfigCache>,
     waiting: Waiting,
     #[cfg_attr(not(unix), allow(dead_code))]
     uid: u32,
@@ -107,7 +107,7 @@ impl Daemon {
             last_request: Mutex::new(tokio::time::Instant::now()),
             request_deadline: timeout + Duration::from_secs(3),
             stop: Notify::new(),
-            configs: ConfigCache::default(),
+            configs: Arc::default(),
             waiting: Waiting::default(),
             uid: platform::current_uid(),
         })
@@ -174,6 +174,7 @@ impl Daemon {
                     platform::Signal::Reload => {
                         // Config files are re-read when they change; SIGHUP forces it.
                         self.configs.clear();
+                        self.broker.reload();
                         tracing::info!("configuration reloaded");
                     }
                     platform::Signal::Terminate => {
@@ -281,7 +282,7 @@ impl Daemon {
     async fn dispatch(&self, op: Op) -> Body {
         match op {
             Op::Get { config, profile, min_ttl_ms } => {
-                let profile = match self.configs.get(&config).and_then(|file| file.resolve(&profile)) {
+                let profile = match self.configs.load(&config).await.and_then(|file| file.resolve(&profile)) {
                     Ok(p) => p,
                     Err(e) => return answer_error(&e),
                 };
@@ -304,7 +305,7 @@ impl Daemon {
                 self.broker.forget(&account, source.as_deref());
                 Body::Done
             }
-            Op::Status => Body::Status(self.status()),
+            Op::Status => Body::Status(self.status().await),
             Op::Stop => {
                 self.stop.notify_one();
                 Body::Done
@@ -312,9 +313,13 @@ impl Daemon {
         }
     }
 
-    fn status(&self) -> protocol::Status {
-        let slots = self.broker.status();
-        let config = config::config_path().and_then(|path| self.configs.get(&path)).unwrap_or_else(|e| {
+    async fn status(&self) -> protocol::Status {
+        let (slots, http_clients) = self.broker.sizes();
+        let config = match config::config_path() {
+            Ok(path) => self.configs.load(&path).await,
+            Err(e) => Err(e),
+        };
+        let config = config.unwrap_or_else(|e| {
             tracing::warn!("cannot load the config: {e}");
             Arc::default()
         });
@@ -322,10 +327,11 @@ impl Daemon {
             s.url == p.url.as_str() && s.user == p.user && s.password_source == p.source.to_string()
         };
         let configured: Vec<Profile> = config.profiles().collect();
+        let kept = self.broker.status();
         // Every configured profile, with its slot (account and source) if it has one; then other slots.
         let mut profiles: Vec<ProfileStatus> = configured
             .iter()
-            .map(|p| match slots.iter().find(|s| same(s, p)) {
+            .map(|p| match kept.iter().find(|s| same(s, p)) {
                 Some(slot) => ProfileStatus {
                     profile: p.name.clone(),
                     password_source: p.source.to_string(),
@@ -335,7 +341,7 @@ impl Daemon {
                 None => p.idle_status(),
             })
             .collect();
-        profiles.extend(slots.iter().filter(|s| !configured.iter().any(|p| same(s, p))).cloned());
+        profiles.extend(kept.iter().filter(|s| !configured.iter().any(|p| same(s, p))).cloned());
         protocol::Status {
             older_daemon: None,
             daemon: Some(DaemonInfo {
@@ -344,6 +350,9 @@ impl Daemon {
                 socket: self.paths.socket.clone(),
                 uptime_s: self.started.elapsed().as_secs(),
                 idle_timeout_s: self.idle_timeout.as_secs(),
+                slots,
+                cached_configs: self.configs.len(),
+                http_clients,
             }),
             profiles,
         }

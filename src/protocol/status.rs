@@ -22,6 +22,13 @@ pub struct DaemonInfo {
     pub socket: PathBuf,
     pub uptime_s: u64,
     pub idle_timeout_s: u64,
+    /// What it keeps, each bounded: token slots, parsed config files, HTTP clients.
+    #[serde(default)]
+    pub slots: usize,
+    #[serde(default)]
+    pub cached_configs: usize,
+    #[serde(default)]
+    pub http_clients: usize,
 }
 
 /// Where a profile's token stands.

@@ -629,3 +629,49 @@ fn abandoned_gets_are_let_go_while_their_mint_still_hangs() {
     waiting.join().expect("thread").fails(7, "no answer within 8s");
     assert_eq!(status(&sb)["daemon"]["pid"], pid, "the daemon still serves");
 }
+
+#[test]
+fn a_changed_ca_bundle_is_read_again_and_sighup_lets_the_clients_go() {
+    let sb = Sandbox::new();
+    let emu = Emulator::start_tls(Options::default(), &[("apiUser", "pw")]);
+    let ca = sb.ca_file(&emu);
+    let origin = emu.origin();
+    let login = ["login", "--url", &origin, "--user", "apiUser", "--password-stdin", "--ca-cert", &ca];
+    sb.run(&login, b"pw\n").code(0);
+    assert!(emu.accepts(&get(&sb).code(0).token()));
+    let pid = sb.daemon_pid().expect("a daemon");
+    // The instance gets a certificate from another CA, and the bundle file follows.
+    let port = emu.port();
+    drop(emu);
+    let emu = Emulator::start_tls_on(port, Options::default(), &[("apiUser", "pw")]);
+    sb.ca_file(&emu);
+    sb.run(&["logout"], b"").code(0);
+    sb.run(&login, b"pw\n").code(0);
+    assert!(emu.accepts(&get(&sb).code(0).token()), "the daemon read the new bundle");
+    assert_eq!(sb.daemon_pid(), Some(pid), "the same daemon");
+    assert_eq!(status(&sb)["daemon"]["http_clients"], 1);
+    support::signal(pid, rustix::process::Signal::HUP);
+    wait_until(Duration::from_secs(10), "SIGHUP to let the HTTP clients go", || {
+        status(&sb)["daemon"]["http_clients"] == 0
+    });
+}
+
+#[test]
+fn slots_and_parsed_config_files_are_bounded() {
+    let (sb, _emu) = start(Duration::from_secs(300), 0);
+    // Users nobody logged in as make slots too (they fail: no password).
+    for i in 0..80 {
+        sb.run_env(&["get"], b"", &[("KUBEX_USER", &format!("user{i}"))]).fails(3, "no password stored");
+    }
+    let config = std::fs::read(sb.config_file()).expect("config");
+    for i in 0..24 {
+        let dir = sb.dir.path().join(format!("configs/{i}"));
+        std::fs::create_dir_all(dir.join("kubex-cred")).expect("mkdir");
+        std::fs::write(dir.join("kubex-cred/config.toml"), &config).expect("write");
+        sb.run_env(&["get"], b"", &[("XDG_CONFIG_HOME", dir.to_str().expect("utf8"))]).code(0);
+    }
+    let daemon = status(&sb)["daemon"].clone();
+    assert_eq!(daemon["slots"], 64, "{daemon}");
+    assert_eq!(daemon["cached_configs"], 16, "{daemon}");
+    assert!(get(&sb).code(0).token().len() > 10, "the daemon still serves");
+}

@@ -131,8 +131,13 @@ impl Emulator {
 
     /// Starts serving HTTPS with a certificate for 127.0.0.1 and localhost from a fresh test CA.
     pub fn start_tls(options: Options, users: &[(&str, &str)]) -> Emulator {
+        Self::start_tls_on(0, options, users)
+    }
+
+    /// HTTPS on `port` (0: any), with a certificate from a CA of its own.
+    pub fn start_tls_on(port: u16, options: Options, users: &[(&str, &str)]) -> Emulator {
         let (acceptor, ca_pem) = test_tls();
-        let mut emu = Self::start_inner(0, options, users, Some(acceptor));
+        let mut emu = Self::start_inner(port, options, users, Some(acceptor));
         emu.ca_pem = Some(ca_pem);
         emu
     }
