@@ -91,6 +91,23 @@ impl Waiting {
             inner.1.remove(i);
         }
     }
+
+    /// Closes the connection that has waited longest for its request; false when none waits.
+    fn evict_oldest(&self) -> bool {
+        let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        inner.1.pop_front().map(|(_, task)| task.abort()).is_some()
+    }
+}
+
+/// `EMFILE` or `ENFILE`: no descriptor left for another connection.
+fn is_out_of_fds(code: i32) -> bool {
+    #[cfg(unix)]
+    return code == rustix::io::Errno::MFILE.raw_os_error() || code == rustix::io::Errno::NFILE.raw_os_error();
+    #[cfg(not(unix))]
+    return {
+        let _ = code;
+        false
+    };
 }
 
 impl Daemon {
@@ -149,9 +166,17 @@ impl Daemon {
                         self.waiting.push(id, task.abort_handle());
                     }
                     Err(e) => {
-                        // Out of file descriptors or similar: pause instead of spinning.
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        // Out of descriptors: the connection that has waited longest for its
+                        // request goes, so a flood of silent ones cannot lock real clients out
+                        // below the cap on waiting connections too. Otherwise pause, not spin.
+                        let out_of_fds = matches!(e.raw_os_error(), Some(code) if is_out_of_fds(code));
+                        if out_of_fds && self.waiting.evict_oldest() {
+                            // Let the runtime drop the aborted task, and with it its descriptor.
+                            tokio::task::yield_now().await;
+                        } else {
+                            tracing::warn!("accept failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
                     }
                 },
                 () = self.idle() => {

@@ -675,3 +675,42 @@ fn slots_and_parsed_config_files_are_bounded() {
     assert_eq!(daemon["cached_configs"], 16, "{daemon}");
     assert!(get(&sb).code(0).token().len() > 10, "the daemon still serves");
 }
+
+#[test]
+fn a_config_path_naming_a_fifo_or_a_device_fails_at_once_and_others_are_served() {
+    let (sb, emu) = start(Duration::from_secs(300), 0);
+    get(&sb).code(0);
+    let odd = |name: &str| {
+        let dir = sb.dir.path().join(name);
+        std::fs::create_dir_all(dir.join("kubex-cred")).expect("mkdir");
+        dir
+    };
+    let fifo = odd("fifo");
+    let made = std::process::Command::new("mkfifo").arg(fifo.join("kubex-cred/config.toml")).status().expect("mkfifo");
+    assert!(made.success());
+    let zero = odd("zero");
+    std::os::unix::fs::symlink("/dev/zero", zero.join("kubex-cred/config.toml")).expect("symlink");
+    for dir in [fifo, zero] {
+        let out = sb.run_env(&["get"], b"", &[("XDG_CONFIG_HOME", dir.to_str().expect("utf8"))]);
+        out.fails(2, "it is not a regular file");
+    }
+    let started = Instant::now();
+    assert!(emu.accepts(&get(&sb).code(0).token()));
+    assert!(started.elapsed() < Duration::from_secs(5), "others were kept waiting");
+}
+
+#[test]
+fn with_few_descriptors_a_flood_of_silent_connections_does_not_lock_out_status() {
+    let (sb, _emu) = start(Duration::from_secs(300), 0);
+    let mut c = sb.cmd("prlimit");
+    c.arg("--nofile=64:64").arg(support::bin("kubex-cred")).arg("daemon");
+    support::run_with_input(c, b"").code(0);
+    let pid = sb.daemon_pid().expect("a daemon");
+    let silent: Vec<std::os::unix::net::UnixStream> =
+        (0..300).filter_map(|_| std::os::unix::net::UnixStream::connect(sb.socket()).ok()).collect();
+    assert!(silent.len() > 100, "the flood connected: {}", silent.len());
+    let started = Instant::now();
+    let shown = status(&sb);
+    assert_eq!(shown["daemon"]["pid"], pid);
+    assert!(started.elapsed() < Duration::from_secs(4), "status waited {:?} behind the flood", started.elapsed());
+}
