@@ -1,7 +1,9 @@
 //! The OS keychain through keyring-core: the platform's store (Secret Service, macOS Keychain,
 //! Windows Credential Manager) or the Linux kernel keyring, and its lazy opener.
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use keyring_core::{CredentialStore, Entry};
 use secrecy::{ExposeSecret, SecretString};
@@ -118,38 +120,96 @@ impl SecretStore for OsKeychain {
     }
 }
 
+/// How long a keychain read may take before the answer is exit 8: an unlock prompt nobody answers
+/// (the prompt stays open; the next read after the user unlocks gets the password).
+pub const PATIENCE: Duration = Duration::from_secs(5);
+
 /// Opens the OS keychain on first use, and again after it went away (a restarted session bus).
+/// Reads are bounded by [`PATIENCE`]: each runs on a thread of its own, and a read still waiting
+/// (a prompt on screen) is joined by the next one for that account instead of raising another.
 #[derive(Debug, Default)]
 pub struct LazyKeychain {
-    inner: Mutex<Option<Arc<OsKeychain>>>,
+    inner: Arc<Mutex<Option<Arc<OsKeychain>>>>,
+    reads: Arc<Mutex<HashMap<String, Arc<Read>>>>,
+}
+
+/// One keychain read in flight, and its outcome once there.
+#[derive(Debug, Default)]
+struct Read {
+    outcome: Mutex<Option<Result<SecretString, KeychainError>>>,
+    done: Condvar,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn open(inner: &Mutex<Option<Arc<OsKeychain>>>) -> Result<Arc<OsKeychain>, KeychainError> {
+    let mut inner = lock(inner);
+    if let Some(k) = inner.as_ref() {
+        return Ok(k.clone());
+    }
+    let k = Arc::new(OsKeychain::open()?);
+    *inner = Some(k.clone());
+    Ok(k)
 }
 
 impl LazyKeychain {
-    fn get_or_open(&self) -> Result<Arc<OsKeychain>, KeychainError> {
-        let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(k) = inner.as_ref() {
-            return Ok(k.clone());
+    fn start_read(&self, account: &str) -> Arc<Read> {
+        let mut reads = lock(&self.reads);
+        if let Some(read) = reads.get(account) {
+            return read.clone();
         }
-        let k = Arc::new(OsKeychain::open()?);
-        *inner = Some(k.clone());
-        Ok(k)
+        let read = Arc::new(Read::default());
+        reads.insert(account.to_owned(), read.clone());
+        let (inner, all, account, mine) = (self.inner.clone(), self.reads.clone(), account.to_owned(), read.clone());
+        std::thread::spawn(move || {
+            let outcome = open(&inner).and_then(|k| k.get(&account));
+            if matches!(outcome, Err(KeychainError::Unavailable { .. })) {
+                *lock(&inner) = None;
+            }
+            lock(&all).remove(&account);
+            *lock(&mine.outcome) = Some(outcome);
+            mine.done.notify_all();
+        });
+        read
     }
 }
 
 impl SecretStore for LazyKeychain {
     fn get(&self, account: &str) -> Result<SecretString, KeychainError> {
-        let result = self.get_or_open()?.get(account);
-        if matches!(result, Err(KeychainError::Unavailable { .. })) {
-            *self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        let deadline = std::time::Instant::now() + PATIENCE;
+        // A read that was waiting on a keychain which has since gone (and maybe come back) fails:
+        // then one fresh read, within the same patience.
+        for attempt in 0..2 {
+            let read = self.start_read(account);
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let outcome = lock(&read.outcome);
+            let (outcome, _) = read
+                .done
+                .wait_timeout_while(outcome, left, |o| o.is_none())
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match outcome.clone() {
+                Some(Err(KeychainError::Unavailable { .. }))
+                    if attempt == 0 && std::time::Instant::now() < deadline => {}
+                Some(outcome) => return outcome,
+                None => break,
+            }
         }
-        result
+        Err(KeychainError::Unavailable {
+            why: format!(
+                "the keychain did not answer within {} s; an unlock prompt may be waiting for you",
+                PATIENCE.as_secs()
+            ),
+            hint: "unlock your keychain, then try again",
+        })
     }
 
     fn set(&self, account: &str, password: &SecretString) -> Result<(), KeychainError> {
-        self.get_or_open()?.set(account, password)
+        open(&self.inner)?.set(account, password)
     }
 
     fn delete(&self, account: &str) -> Result<(), KeychainError> {
-        self.get_or_open()?.delete(account)
+        open(&self.inner)?.delete(account)
     }
 }

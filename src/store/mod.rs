@@ -16,7 +16,7 @@ pub use sources::{Sources, read_file, run_command};
 pub const SERVICE: &str = "kubex-cred";
 
 /// Why the keychain could not answer.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum KeychainError {
     /// No password is stored for this account: exit 3.
     #[error("no password stored in the keychain for {account}: run `kubex-cred login`")]

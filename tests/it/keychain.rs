@@ -52,3 +52,49 @@ fn no_secret_service_is_exit_8() {
     sb.run(&["get", "--no-daemon"], b"").fails(8, "Secret Service");
     sb.run(&["logout"], b"").fails(8, "keychain unavailable");
 }
+
+/// A Secret Service that answers nothing until it is let go, as one behind an unlock prompt nobody
+/// answers does; then it fails the calls it held, as a dismissed prompt does.
+struct Unanswering(std::sync::Arc<tokio::sync::Notify>);
+
+#[zbus::interface(name = "org.freedesktop.Secret.Service")]
+impl Unanswering {
+    async fn open_session(
+        &self,
+        _algorithm: String,
+        _input: zbus::zvariant::OwnedValue,
+    ) -> zbus::fdo::Result<(zbus::zvariant::OwnedValue, zbus::zvariant::OwnedObjectPath)> {
+        self.0.notified().await;
+        Err(zbus::fdo::Error::Failed("the prompt was dismissed".into()))
+    }
+}
+
+#[test]
+fn a_keychain_that_does_not_answer_is_exit_8_in_time_and_the_next_get_works_once_it_does() {
+    let sb = Sandbox::new();
+    let emu = Emulator::start(Options::default(), &[("apiUser", "pw")]);
+    sb.login(&emu, "apiUser", "pw").code(0);
+    sb.kill_secret_service();
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let stuck = zbus::blocking::connection::Builder::address(sb.bus_address.as_str())
+        .expect("bus address")
+        .name("org.freedesktop.secrets")
+        .expect("name")
+        .serve_at("/org/freedesktop/secrets", Unanswering(release.clone()))
+        .expect("serve")
+        .build()
+        .expect("an unanswering Secret Service on the sandbox bus");
+    for args in [&["get", "--no-daemon"][..], &["get"]] {
+        let out = sb.run(args, b"").fails(8, "did not answer within 5 s");
+        assert!(out.stderr.contains("unlock your keychain"), "{}", out.stderr);
+        assert!(out.elapsed < std::time::Duration::from_secs(12), "{args:?} took {:?}", out.elapsed);
+    }
+    // The user unlocks (here: the real keyring comes back): the same daemon serves.
+    let pid = sb.daemon_pid().expect("the daemon runs on");
+    release.notify_waiters();
+    stuck.release_name("org.freedesktop.secrets").expect("release the name");
+    drop(stuck);
+    sb.start_secret_service();
+    assert!(emu.accepts(&sb.run(&["get"], b"").code(0).token()));
+    assert_eq!(sb.daemon_pid(), Some(pid));
+}

@@ -80,6 +80,11 @@ impl Sandbox {
         BufReader::new(bus.stdout.take().expect("piped")).read_line(&mut line).expect("dbus-daemon prints its address");
         self.bus_address = line.trim().to_owned();
         self.bus = Some(bus);
+        self.start_secret_service();
+    }
+
+    /// Starts gnome-keyring's Secret Service on the sandbox's bus, unlocked, and waits for it.
+    pub fn start_secret_service(&self) {
         let mut keyring = Command::new("gnome-keyring-daemon")
             .args(["--unlock", "--components=secrets"])
             .envs(self.base_env())
@@ -95,13 +100,37 @@ impl Sandbox {
         assert!(status.success(), "gnome-keyring-daemon --unlock failed: {status}");
         // The Secret Service must answer before the test begins.
         wait_until(Duration::from_secs(10), "the Secret Service to own its bus name", || {
-            Command::new("dbus-send")
-                .args(["--session", "--print-reply", "--dest=org.freedesktop.DBus", "/org/freedesktop/DBus"])
-                .args(["org.freedesktop.DBus.NameHasOwner", "string:org.freedesktop.secrets"])
-                .envs(self.base_env())
-                .output()
-                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("boolean true"))
+            self.bus_has("org.freedesktop.secrets")
         });
+    }
+
+    /// Kills the sandbox's gnome-keyring (its keyring files stay in the sandbox's home).
+    pub fn kill_secret_service(&self) {
+        let marker = format!("DBUS_SESSION_BUS_ADDRESS={}", self.bus_address);
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+            if cmdline.starts_with(b"gnome-keyring-daemon")
+                && environ.split(|&b| b == 0).any(|v| v == marker.as_bytes())
+            {
+                signal(pid, rustix::process::Signal::KILL);
+            }
+        }
+        wait_until(Duration::from_secs(10), "the Secret Service to leave the bus", || {
+            !self.bus_has("org.freedesktop.secrets")
+        });
+    }
+
+    /// Whether a name has an owner on the sandbox's bus.
+    pub fn bus_has(&self, name: &str) -> bool {
+        Command::new("dbus-send")
+            .args(["--session", "--print-reply", "--dest=org.freedesktop.DBus", "/org/freedesktop/DBus"])
+            .arg("org.freedesktop.DBus.NameHasOwner")
+            .arg(format!("string:{name}"))
+            .envs(self.base_env())
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("boolean true"))
     }
 
     fn base_env(&self) -> Vec<(String, String)> {
