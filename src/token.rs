@@ -10,21 +10,26 @@ use serde::Deserialize;
 /// The longest JWT accepted; real ones are about 250 bytes.
 pub const MAX_JWT_LEN: usize = 8 * 1024;
 
-/// A point on the local clock that keeps counting while the machine sleeps.
-///
-/// On Linux this is `CLOCK_BOOTTIME`: `Instant` stops during suspend, and a laptop that wakes
-/// after an hour must not think its token is still fresh.
+/// A point on the local clock that keeps counting while the machine sleeps: a laptop that wakes
+/// after a night must not think its token is still fresh. Linux: `CLOCK_BOOTTIME` (`Instant`'s
+/// `CLOCK_MONOTONIC` stops during suspend); macOS: `CLOCK_MONOTONIC`, which there counts sleep
+/// (`Instant`'s `mach_absolute_time` does not); Windows: `Instant`, whose
+/// `QueryPerformanceCounter` counts sleep, standby and hibernation by Microsoft's documentation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Stamp(Duration);
 
 impl Stamp {
     pub fn now() -> Stamp {
-        #[cfg(target_os = "linux")]
+        #[cfg(any(target_os = "linux", target_os = "macos"))]
         {
-            let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+            #[cfg(target_os = "linux")]
+            let clock = rustix::time::ClockId::Boottime;
+            #[cfg(target_os = "macos")]
+            let clock = rustix::time::ClockId::Monotonic;
+            let t = rustix::time::clock_gettime(clock);
             Stamp(Duration::new(t.tv_sec.unsigned_abs(), t.tv_nsec.unsigned_abs() as u32))
         }
-        #[cfg(not(target_os = "linux"))]
+        #[cfg(not(any(target_os = "linux", target_os = "macos")))]
         {
             static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
             Stamp(START.get_or_init(std::time::Instant::now).elapsed())
@@ -73,8 +78,7 @@ pub struct Token {
     jwt: SecretString,
     claims: Claims,
     lifetime: Duration,
-    sent_at: Stamp,
-    sent_wall: SystemTime,
+    sent: Moment,
 }
 
 impl std::fmt::Debug for Token {
@@ -87,16 +91,18 @@ impl std::fmt::Debug for Token {
     }
 }
 
-/// When a minting request left, on both local clocks.
-#[derive(Debug, Clone, Copy)]
-pub struct Sent {
+/// A moment on both local clocks: the one that counts suspend, and the wall clock. A token's life
+/// is counted on both from when its request was sent, and it is served only while both say it has
+/// life left (a clock that stalls or jumps back cannot stretch it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Moment {
     pub at: Stamp,
     pub wall: SystemTime,
 }
 
-impl Sent {
-    pub fn now() -> Sent {
-        Sent { at: Stamp::now(), wall: SystemTime::now() }
+impl Moment {
+    pub fn now() -> Moment {
+        Moment { at: Stamp::now(), wall: SystemTime::now() }
     }
 }
 
@@ -111,7 +117,7 @@ impl Token {
         jwt: String,
         expires_ms: i64,
         date: Option<SystemTime>,
-        sent: Sent,
+        sent: Moment,
     ) -> Result<Token, TokenError> {
         let claims = decode_claims(&jwt)?;
         let end_ms = expires_ms.min(claims.exp.saturating_mul(1000));
@@ -130,8 +136,7 @@ impl Token {
             jwt: SecretString::from(jwt),
             claims,
             lifetime: Duration::from_millis(life_ms.unsigned_abs()),
-            sent_at: sent.at,
-            sent_wall: sent.wall,
+            sent,
         })
     }
 
@@ -149,19 +154,20 @@ impl Token {
         self.lifetime
     }
 
-    /// The local boot-clock moment after which the token must not be used.
+    /// The moment on the suspend-counting clock after which the token must not be used.
     pub fn valid_until(&self) -> Stamp {
-        self.sent_at.after(self.lifetime)
+        self.sent.at.after(self.lifetime)
     }
 
-    /// How long it stays valid from `now`; zero once expired.
-    pub fn remaining(&self, now: Stamp) -> Duration {
-        self.valid_until().saturating_sub(now)
+    /// How long it stays valid from `now`, the lesser of what both clocks say; zero once expired.
+    pub fn remaining(&self, now: Moment) -> Duration {
+        let by_wall = (self.sent.wall + self.lifetime).duration_since(now.wall).unwrap_or_default();
+        self.valid_until().saturating_sub(now.at).min(by_wall)
     }
 
     /// The end of its life on this machine's wall clock, as epoch milliseconds.
     pub fn expires_local_ms(&self) -> i64 {
-        epoch_ms(self.sent_wall + self.lifetime)
+        epoch_ms(self.sent.wall + self.lifetime)
     }
 }
 
@@ -207,8 +213,13 @@ mod tests {
     const SPEC_JWT: &str = "eyJhbGciOiJIUzUxMiJ9.eyJqdGkiOiIzNzI2Yzk0NC0wMmE4LTRlYzQtOGE2Ny04ODBmMDM2OTRhZDciLCJpYXQiOjE1NDI2NTI0MDUsInN1YiI6InZhbiIsImlzcyI6IkRlbnNpZnkuY29tIiwiZXhwIjoxNTQyNjUyNzA1fQ.cJd8qFJfRoPnMEU7GzcdYGBT8WwlgmviQ1OQp8P_w9VUcjQA3FJaB9QkqJJ6d7zbrY5yjc4w0rOWjY-PPdbmqw";
     const SPEC_EXPIRES: i64 = 1542652705869;
 
-    fn sent_at(secs: u64, wall: SystemTime) -> Sent {
-        Sent { at: Stamp::from_duration(Duration::from_secs(secs)), wall }
+    fn sent_at(secs: u64, wall: SystemTime) -> Moment {
+        Moment { at: Stamp::from_duration(Duration::from_secs(secs)), wall }
+    }
+
+    /// `secs` seconds after a token sent with `sent_at(0, wall)`, on both clocks.
+    fn later(secs: u64, wall: SystemTime) -> Moment {
+        Moment { at: Stamp::from_duration(Duration::from_secs(secs)), wall: wall + Duration::from_secs(secs) }
     }
 
     #[test]
@@ -222,17 +233,32 @@ mod tests {
     }
 
     #[test]
-    fn the_local_wall_clock_plays_no_part() {
+    fn the_local_wall_clocks_offset_plays_no_part() {
         // A client an hour ahead or behind the server (whose clock said 2018) gets the same lifetime.
         for skew in [0i64, 3600, -3600] {
             let wall = UNIX_EPOCH + Duration::from_secs((1542652405 + skew).unsigned_abs());
-            let t = Token::from_authorize(SPEC_JWT.into(), SPEC_EXPIRES, None, sent_at(7, wall)).expect("valid");
-            assert_eq!(t.remaining(Stamp::from_duration(Duration::from_secs(7))), Duration::from_secs(299));
-            assert_eq!(t.remaining(Stamp::from_duration(Duration::from_secs(306))), Duration::ZERO);
+            let t = Token::from_authorize(SPEC_JWT.into(), SPEC_EXPIRES, None, sent_at(0, wall)).expect("valid");
+            assert_eq!(t.remaining(later(0, wall)), Duration::from_secs(299));
+            assert_eq!(t.remaining(later(299, wall)), Duration::ZERO);
         }
         // And it does today, years after the server's clock.
-        let t = Token::from_authorize(SPEC_JWT.into(), SPEC_EXPIRES, None, Sent::now()).expect("valid");
-        assert!(t.remaining(Stamp::now()) > Duration::from_secs(290));
+        let t = Token::from_authorize(SPEC_JWT.into(), SPEC_EXPIRES, None, Moment::now()).expect("valid");
+        assert!(t.remaining(Moment::now()) > Duration::from_secs(290));
+    }
+
+    #[test]
+    fn a_token_is_alive_only_while_both_clocks_say_so() {
+        let wall = SystemTime::now();
+        let t = Token::from_authorize(SPEC_JWT.into(), SPEC_EXPIRES, None, sent_at(0, wall)).expect("valid");
+        // A night asleep on a clock that stopped (as `Instant` does on macOS and Linux): the wall
+        // clock says the token is gone.
+        let asleep =
+            Moment { at: Stamp::from_duration(Duration::from_secs(10)), wall: wall + Duration::from_secs(36_000) };
+        assert_eq!(t.remaining(asleep), Duration::ZERO);
+        // The wall clock set back an hour: the suspend-counting clock still counts down.
+        let set_back =
+            Moment { at: Stamp::from_duration(Duration::from_secs(200)), wall: wall - Duration::from_secs(3600) };
+        assert_eq!(t.remaining(set_back), Duration::from_secs(99));
     }
 
     #[test]
@@ -244,7 +270,7 @@ mod tests {
 
     #[test]
     fn a_token_dead_on_arrival_is_refused() {
-        let err = Token::from_authorize(SPEC_JWT.into(), 1542652405000, None, Sent::now()).expect_err("dead");
+        let err = Token::from_authorize(SPEC_JWT.into(), 1542652405000, None, Moment::now()).expect_err("dead");
         assert!(matches!(err, TokenError::NoLifetime { .. }));
     }
 
@@ -267,7 +293,7 @@ mod tests {
 
     #[test]
     fn debug_never_shows_the_jwt() {
-        let t = Token::from_authorize(SPEC_JWT.into(), SPEC_EXPIRES, None, Sent::now()).expect("valid");
+        let t = Token::from_authorize(SPEC_JWT.into(), SPEC_EXPIRES, None, Moment::now()).expect("valid");
         let shown = format!("{t:?}");
         assert!(shown.contains("<redacted>") && !shown.contains("eyJ"), "{shown}");
     }

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use super::minter::Minter;
 use super::notify::{Event, Notifier};
@@ -14,7 +14,7 @@ use crate::error::Error;
 use crate::holds::Holds;
 use crate::protocol::ProfileStatus;
 use crate::store::Passwords;
-use crate::token::{Stamp, Token};
+use crate::token::{Moment, Token};
 
 #[derive(Debug)]
 struct SlotState {
@@ -52,21 +52,9 @@ pub struct Broker {
     minter: Arc<dyn Minter>,
     notifier: Arc<dyn Notifier>,
     holds: Holds,
-    clocks: Clocks,
-}
-
-/// The broker's clocks: the suspend-counting one for token lives, the wall clock for the holds
-/// file (its waits survive a reboot). Tests pass their own.
-#[derive(Debug, Clone, Copy)]
-pub struct Clocks {
-    pub now: fn() -> Stamp,
-    pub wall: fn() -> SystemTime,
-}
-
-impl Clocks {
-    pub fn system() -> Clocks {
-        Clocks { now: Stamp::now, wall: SystemTime::now }
-    }
+    /// Both local clocks (`Moment::now`; tests pass their own): token lives are counted on both,
+    /// holds on the suspend-counting one, the holds file's waits on the wall clock.
+    clock: fn() -> Moment,
 }
 
 impl std::fmt::Debug for Broker {
@@ -81,7 +69,7 @@ impl Broker {
         minter: Arc<dyn Minter>,
         notifier: Arc<dyn Notifier>,
         holds: Holds,
-        clocks: Clocks,
+        clock: fn() -> Moment,
     ) -> Arc<Broker> {
         Arc::new(Broker {
             slots: Mutex::new(HashMap::new()),
@@ -90,7 +78,7 @@ impl Broker {
             minter,
             notifier,
             holds,
-            clocks,
+            clock,
         })
     }
 
@@ -166,7 +154,7 @@ impl Broker {
             return Err(error);
         }
         let token = self.mint_once(slot).await?;
-        let left = token.remaining((self.clocks.now)());
+        let left = token.remaining((self.clock)());
         if left < min_ttl {
             return Err(policy::min_ttl_error(min_ttl, &profile.url, left));
         }
@@ -196,7 +184,7 @@ impl Broker {
     fn answer(self: &Arc<Self>, slot: &Arc<Slot>, min_ttl: Duration) -> Option<Result<Token, Error>> {
         let decision = {
             let mut s = slot.state();
-            let decision = policy::decide(s.token.as_ref(), &s.hold, s.refreshing, (self.clocks.now)(), min_ttl);
+            let decision = policy::decide(s.token.as_ref(), &s.hold, s.refreshing, (self.clock)(), min_ttl);
             if let Decision::Serve { refresh: true, .. } = decision {
                 s.refreshing = true;
             }
@@ -241,10 +229,10 @@ impl Broker {
         let (account, source) = (profile.account(), profile.source.to_string());
         let holds = self.holds.clone();
         let (checking, checked) = (account.clone(), password.clone());
-        let wall = (self.clocks.wall)();
+        let wall = (self.clock)().wall;
         match blocking(move || holds.check(&checking, &checked, wall)).await {
             Ok(Some(held)) => {
-                let (hold, error) = policy::from_file(held, print, (self.clocks.now)());
+                let (hold, error) = policy::from_file(held, print, (self.clock)().at);
                 tracing::info!(profile = %profile.name, "not sent: {error}");
                 slot.state().hold = hold;
                 return Err(error);
@@ -255,7 +243,7 @@ impl Broker {
         }
         tracing::debug!(profile = %profile.name, "minting a token");
         let result = self.minter.mint(&profile, &password).await?;
-        let now = (self.clocks.now)();
+        let now = (self.clock)();
         let (outcome, to_file, event) = {
             let mut s = slot.state();
             match result {
@@ -270,7 +258,7 @@ impl Broker {
                 Err(e) => {
                     let error = Error::from(e.clone());
                     tracing::info!(profile = %profile.name, code = error.code(), "mint failed: {error}");
-                    let after = policy::after_failure(&s.hold, s.failures, &e, print, now, fastrand::f64());
+                    let after = policy::after_failure(&s.hold, s.failures, &e, print, now.at, fastrand::f64());
                     s.hold = after.hold;
                     s.failures = after.failures;
                     (Err(error), policy::to_file(&e), after.event)
@@ -280,7 +268,7 @@ impl Broker {
         if let Some(kind) = event {
             self.notifier.notify(Event::new(kind, &profile));
         }
-        let (holds, wall) = (self.holds.clone(), (self.clocks.wall)());
+        let (holds, wall) = (self.holds.clone(), now.wall);
         let filed = match (&outcome, to_file) {
             (Ok(token), _) => {
                 let lifetime = token.lifetime();
@@ -322,7 +310,7 @@ impl Broker {
 
     /// Every slot's state, never a token.
     pub fn status(&self) -> Vec<ProfileStatus> {
-        let now = (self.clocks.now)();
+        let now = (self.clock)();
         let mut list: Vec<ProfileStatus> = self
             .slots()
             .values()
@@ -378,19 +366,16 @@ mod tests {
     use crate::daemon::notify::Kind;
     use crate::kubex::AuthError;
     use crate::store::{MemoryStore, SecretStore};
-    use crate::token::Sent;
 
     // The test clock, in milliseconds; each test runs on its own thread-local copy.
     thread_local! {
         static NOW_MS: AtomicU64 = const { AtomicU64::new(1_000_000) };
     }
 
-    fn now() -> Stamp {
-        Stamp::from_duration(Duration::from_millis(NOW_MS.with(|n| n.load(Ordering::SeqCst))))
-    }
-
-    fn wall() -> SystemTime {
-        std::time::UNIX_EPOCH + Duration::from_millis(NOW_MS.with(|n| n.load(Ordering::SeqCst)))
+    /// The test clock on both of its faces.
+    fn now() -> Moment {
+        let ms = Duration::from_millis(NOW_MS.with(|n| n.load(Ordering::SeqCst)));
+        Moment { at: crate::token::Stamp::from_duration(ms), wall: std::time::UNIX_EPOCH + ms }
     }
 
     fn advance(d: Duration) {
@@ -408,7 +393,7 @@ mod tests {
         fn mint<'a>(&'a self, _: &'a Profile, _: &'a SecretString) -> MintFuture<'a> {
             Box::pin(async move {
                 self.calls.fetch_add(1, Ordering::SeqCst);
-                let sent = Sent { at: now(), wall: std::time::SystemTime::now() };
+                let sent = now();
                 tokio::time::sleep(self.delay).await;
                 if let Err(e) = self.answer.lock().expect("lock").clone() {
                     return Ok(Err(e));
@@ -456,7 +441,7 @@ mod tests {
         let events = Arc::new(Recorder::default());
         let state = tempfile::tempdir().expect("state dir");
         let holds = Holds::in_dir(state.path().to_path_buf());
-        let broker = Broker::new(store.clone(), kubex.clone(), events.clone(), holds, Clocks { now, wall });
+        let broker = Broker::new(store.clone(), kubex.clone(), events.clone(), holds, now);
         Fixture { broker, kubex, store, events, profile, _state: state }
     }
 

@@ -9,6 +9,7 @@ pub mod platform;
 pub mod policy;
 mod server;
 mod sink;
+mod timer;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -25,8 +26,8 @@ use crate::error::{Error, Result};
 use crate::holds::Holds;
 use crate::protocol::Overrides;
 use crate::store::Sources;
-use crate::token::Token;
-use broker::{Broker, Clocks};
+use crate::token::{Moment, Token};
+use broker::Broker;
 use server::Daemon;
 
 /// `get --no-daemon`: one token minted in this process by the daemon's own broker, policy and
@@ -38,7 +39,7 @@ pub fn get_once(profile: &Profile, min_ttl: Duration) -> Result<Token> {
         Arc::new(minter::KubexMinter::new(timeout)),
         Arc::new(notify::Silent),
         Holds::open()?,
-        Clocks::system(),
+        Moment::now,
     );
     runtime()?.block_on(broker.get(profile, min_ttl))
 }

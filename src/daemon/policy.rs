@@ -17,7 +17,7 @@ use crate::error::{Error, Exit};
 use crate::holds::Held;
 use crate::kubex::AuthError;
 use crate::protocol::State;
-use crate::token::{Stamp, Token};
+use crate::token::{Moment, Stamp, Token};
 
 /// How long a 403 (subscription expired) keeps the slot from asking again.
 pub const EXPIRED_HOLD: Duration = Duration::from_secs(600);
@@ -48,25 +48,25 @@ pub enum Decision {
 }
 
 /// Valid for at least `min_ttl`, and not in the last 10% of its life.
-pub fn servable(token: &Token, now: Stamp, min_ttl: Duration) -> bool {
+pub fn servable(token: &Token, now: Moment, min_ttl: Duration) -> bool {
     let left = token.remaining(now);
     left > Duration::ZERO && left >= min_ttl && left >= token.lifetime() / 10
 }
 
 /// Serve the cached token (and whether to start a background refresh), fail from the hold, or mint.
-pub fn decide(token: Option<&Token>, hold: &Hold, refreshing: bool, now: Stamp, min_ttl: Duration) -> Decision {
+pub fn decide(token: Option<&Token>, hold: &Hold, refreshing: bool, now: Moment, min_ttl: Duration) -> Decision {
     if let Some(token) = token.filter(|t| servable(t, now, min_ttl)) {
         let in_window = token.remaining(now) < token.lifetime() / 4;
         let held = match hold {
             Hold::None => false,
             Hold::Rejected { .. } => true,
-            Hold::Until { until, .. } => now < *until,
+            Hold::Until { until, .. } => now.at < *until,
         };
         return Decision::Serve { token: token.clone(), refresh: in_window && !refreshing && !held };
     }
     match hold {
-        Hold::Until { until, error } if now < *until => {
-            Decision::Fail(error.clone().retry_in(until.saturating_sub(now)))
+        Hold::Until { until, error } if now.at < *until => {
+            Decision::Fail(error.clone().retry_in(until.saturating_sub(now.at)))
         }
         _ => Decision::Mint,
     }
@@ -152,16 +152,21 @@ pub fn after_failure(
 }
 
 /// How `status` shows a slot: its state, the seconds until the next attempt, and the last error.
-pub fn state(token: Option<&Token>, hold: &Hold, refreshing: bool, now: Stamp) -> (State, Option<u64>, Option<String>) {
+pub fn state(
+    token: Option<&Token>,
+    hold: &Hold,
+    refreshing: bool,
+    now: Moment,
+) -> (State, Option<u64>, Option<String>) {
     match hold {
         Hold::Rejected { error, .. } => (State::Rejected, None, Some(error.to_string())),
-        Hold::Until { until, error } if now < *until => {
+        Hold::Until { until, error } if now.at < *until => {
             let state = match error.kind() {
                 Exit::Expired => State::SubscriptionExpired,
                 Exit::RateLimited => State::RateLimited,
                 _ => State::BackingOff,
             };
-            (state, Some(until.saturating_sub(now).as_secs().max(1)), Some(error.to_string()))
+            (state, Some(until.saturating_sub(now.at).as_secs().max(1)), Some(error.to_string()))
         }
         _ => {
             let state = match (token.filter(|t| servable(t, now, Duration::ZERO)), refreshing) {
@@ -188,10 +193,14 @@ pub fn backoff(failures: u32, jitter: f64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::token::Sent;
 
     fn at(secs: u64) -> Stamp {
         Stamp::from_duration(Duration::from_secs(secs))
+    }
+
+    /// `secs` after the fixed start, on both clocks.
+    fn when(secs: u64) -> Moment {
+        Moment { at: at(secs), wall: std::time::UNIX_EPOCH + Duration::from_secs(1_000_000 + secs) }
     }
 
     /// A token minted at `at(0)` that lives 100 s.
@@ -199,7 +208,7 @@ mod tests {
         use base64::Engine;
         let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
         let jwt = format!("{}.{}.{}", b64(r#"{"alg":"HS512"}"#), b64(r#"{"iat":1000,"exp":1101}"#), b64("sig"));
-        let sent = Sent { at: at(0), wall: std::time::SystemTime::now() };
+        let sent = when(0);
         Token::from_authorize(jwt, 1_101_000, None, sent).expect("valid token")
     }
 
@@ -210,12 +219,12 @@ mod tests {
     #[test]
     fn a_token_is_served_then_refreshed_once_then_never_in_its_last_tenth() {
         let t = token();
-        let serve = |now, refreshing| decide(Some(&t), &Hold::None, refreshing, at(now), Duration::ZERO);
+        let serve = |now, refreshing| decide(Some(&t), &Hold::None, refreshing, when(now), Duration::ZERO);
         assert!(matches!(serve(60, false), Decision::Serve { refresh: false, .. }), "40% left");
         assert!(matches!(serve(80, false), Decision::Serve { refresh: true, .. }), "20% left");
         assert!(matches!(serve(80, true), Decision::Serve { refresh: false, .. }), "one refresh at a time");
         assert!(matches!(serve(91, false), Decision::Mint), "9% left is never served");
-        let long = decide(Some(&t), &Hold::None, false, at(30), Duration::from_secs(80));
+        let long = decide(Some(&t), &Hold::None, false, when(30), Duration::from_secs(80));
         assert!(matches!(long, Decision::Mint), "a min_ttl the token cannot meet mints");
     }
 
@@ -224,11 +233,11 @@ mod tests {
         let rejected = AuthError::Rejected { url: url(), user: "u".into() };
         let after = after_failure(&Hold::None, 0, &rejected, [1; 32], at(5), 0.5);
         assert_eq!(after.event, Some(Kind::Rejected));
-        assert!(matches!(decide(None, &after.hold, false, at(3600), Duration::ZERO), Decision::Mint));
+        assert!(matches!(decide(None, &after.hold, false, when(3600), Duration::ZERO), Decision::Mint));
         let again = rejected_again(&after.hold, [1; 32]).expect("the same password is not sent");
         assert_eq!(again.kind(), Exit::Rejected);
         assert!(rejected_again(&after.hold, [2; 32]).is_none(), "another password is sent");
-        assert_eq!(state(None, &after.hold, false, at(3600)).0, State::Rejected);
+        assert_eq!(state(None, &after.hold, false, when(3600)).0, State::Rejected);
     }
 
     #[test]
@@ -236,13 +245,13 @@ mod tests {
         let expired = AuthError::Expired { url: url(), user: "u".into() };
         let first = after_failure(&Hold::None, 0, &expired, [1; 32], at(0), 0.5);
         assert_eq!(first.event, Some(Kind::Expired));
-        let Decision::Fail(e) = decide(None, &first.hold, false, at(599), Duration::ZERO) else { panic!("held") };
+        let Decision::Fail(e) = decide(None, &first.hold, false, when(599), Duration::ZERO) else { panic!("held") };
         assert_eq!((e.kind(), e.to_string().ends_with("asks Kubex again in 1 s")), (Exit::Expired, true), "{e}");
-        assert!(matches!(decide(None, &first.hold, false, at(600), Duration::ZERO), Decision::Mint));
+        assert!(matches!(decide(None, &first.hold, false, when(600), Duration::ZERO), Decision::Mint));
         let second = after_failure(&first.hold, 0, &expired, [1; 32], at(600), 0.5);
         assert_eq!(second.event, None);
         assert_eq!(
-            state(None, &second.hold, false, at(601)),
+            state(None, &second.hold, false, when(601)),
             (State::SubscriptionExpired, Some(599), Some(expired.to_string()))
         );
     }
@@ -252,10 +261,10 @@ mod tests {
         let limited = AuthError::RateLimited { url: url(), retry_after: Duration::from_secs(40), capped: None };
         let after = after_failure(&Hold::None, 3, &limited, [1; 32], at(0), 0.5);
         assert_eq!((after.failures, after.event), (3, None));
-        let Decision::Fail(e) = decide(None, &after.hold, false, at(39), Duration::ZERO) else { panic!("held") };
+        let Decision::Fail(e) = decide(None, &after.hold, false, when(39), Duration::ZERO) else { panic!("held") };
         assert!(e.to_string().ends_with("(429); try again in 1 s"), "{e}");
-        assert_eq!(state(None, &after.hold, false, at(10)).0, State::RateLimited);
-        assert!(matches!(decide(None, &after.hold, false, at(40), Duration::ZERO), Decision::Mint));
+        assert_eq!(state(None, &after.hold, false, when(10)).0, State::RateLimited);
+        assert!(matches!(decide(None, &after.hold, false, when(40), Duration::ZERO), Decision::Mint));
     }
 
     #[test]
@@ -266,7 +275,7 @@ mod tests {
         let t = token();
         assert!(
             matches!(
-                decide(Some(&t), &first.hold, false, at(80), Duration::ZERO),
+                decide(Some(&t), &first.hold, false, when(80), Duration::ZERO),
                 Decision::Serve { refresh: false, .. }
             ),
             "served through the outage, no refresh during the backoff"
@@ -274,7 +283,7 @@ mod tests {
         let third = after_failure(&first.hold, 2, &down, [1; 32], at(80), 0.5);
         let Hold::Until { until, .. } = third.hold else { panic!("held") };
         assert_eq!((third.failures, until.saturating_sub(at(80))), (3, Duration::from_secs(4)));
-        assert_eq!(state(None, &third.hold, false, at(81)).0, State::BackingOff);
+        assert_eq!(state(None, &third.hold, false, when(81)).0, State::BackingOff);
     }
 
     #[test]
@@ -288,7 +297,7 @@ mod tests {
         assert!(matches!(to_file(&expired), Some(Held::Wait(_, wait)) if wait == EXPIRED_HOLD));
         let (hold, answer) = from_file(Held::Wait(Error::from(expired), Duration::from_secs(30)), [7; 32], at(0));
         assert!(answer.to_string().ends_with("asks Kubex again in 30 s"), "{answer}");
-        assert!(matches!(decide(None, &hold, false, at(29), Duration::ZERO), Decision::Fail(_)));
+        assert!(matches!(decide(None, &hold, false, when(29), Duration::ZERO), Decision::Fail(_)));
         assert!(to_file(&AuthError::Server { url: url(), status: 503 }).is_none(), "a backoff is this process's");
     }
 

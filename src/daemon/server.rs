@@ -10,13 +10,14 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 
 use super::SinkSpec;
-use super::broker::{Broker, Clocks};
+use super::broker::Broker;
 use super::configs::ConfigCache;
 use super::platform;
 use crate::client::Paths;
 use crate::config::{self, Profile};
 use crate::error::{Error, Result};
 use crate::protocol::{self, Body, DaemonInfo, Op, ProfileStatus, Response};
+use crate::token::{Moment, Stamp};
 
 /// How long a connection may take to send its request, and the daemon to write its answer.
 const IO_DEADLINE: Duration = Duration::from_secs(5);
@@ -49,9 +50,10 @@ fn answer_error(e: &Error) -> Body {
 pub struct Daemon {
     paths: Paths,
     broker: Arc<Broker>,
-    started: tokio::time::Instant,
+    /// On the clock that counts suspend, as the idle exit is.
+    started: Stamp,
     idle_timeout: Duration,
-    last_request: Mutex<tokio::time::Instant>,
+    last_request: Mutex<Stamp>,
     /// The longest one request may take: one Authorize exchange and a margin, less than a client waits.
     request_deadline: Duration,
     stop: Notify,
@@ -118,10 +120,10 @@ impl Daemon {
         let holds = crate::holds::Holds::open()?;
         Ok(Daemon {
             paths,
-            broker: Broker::new(passwords, minter, super::notify::Desktop::start(), holds, Clocks::system()),
-            started: tokio::time::Instant::now(),
+            broker: Broker::new(passwords, minter, super::notify::Desktop::start(), holds, Moment::now),
+            started: Stamp::now(),
             idle_timeout,
-            last_request: Mutex::new(tokio::time::Instant::now()),
+            last_request: Mutex::new(Stamp::now()),
             request_deadline: timeout + Duration::from_secs(3),
             stop: Notify::new(),
             configs: Arc::default(),
@@ -219,11 +221,11 @@ impl Daemon {
         }
         loop {
             let deadline =
-                *self.last_request.lock().unwrap_or_else(std::sync::PoisonError::into_inner) + self.idle_timeout;
-            if tokio::time::Instant::now() >= deadline {
+                self.last_request.lock().unwrap_or_else(std::sync::PoisonError::into_inner).after(self.idle_timeout);
+            if Stamp::now() >= deadline {
                 return;
             }
-            tokio::time::sleep_until(deadline).await;
+            super::timer::sleep_until(deadline, Stamp::now).await;
         }
     }
 
@@ -232,7 +234,7 @@ impl Daemon {
             self.waiting.remove(id);
             return;
         }
-        *self.last_request.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = tokio::time::Instant::now();
+        *self.last_request.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Stamp::now();
         let mut line = Vec::new();
         let mut reader = tokio::io::BufReader::with_capacity(1024, &stream).take(MAX_REQUEST as u64 + 1);
         let read = tokio::time::timeout(IO_DEADLINE, reader.read_until(b'\n', &mut line)).await;
@@ -373,7 +375,7 @@ impl Daemon {
                 pid: std::process::id(),
                 version: protocol::version(),
                 socket: self.paths.socket.clone(),
-                uptime_s: self.started.elapsed().as_secs(),
+                uptime_s: Stamp::now().saturating_sub(self.started).as_secs(),
                 idle_timeout_s: self.idle_timeout.as_secs(),
                 slots,
                 cached_configs: self.configs.len(),

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::error::Error;
 use crate::fs::write_private;
-use crate::token::{Stamp, Token};
+use crate::token::{Moment, Stamp, Token};
 
 /// How long to wait before asking again after a failure.
 const RETRY: Duration = Duration::from_secs(1);
@@ -42,7 +42,7 @@ where
         match get(Duration::ZERO).await {
             Ok(mut token) => {
                 let life = token.lifetime();
-                if token.remaining(Stamp::now()) < life * 4 / 10 {
+                if token.remaining(Moment::now()) < life * 4 / 10 {
                     // Time for a fresh one; the broker mints since the cached one cannot meet this.
                     match get(life * 6 / 10).await {
                         Ok(fresh) => token = fresh,
@@ -60,7 +60,7 @@ where
                         Err(e) => tracing::warn!("{e}"),
                     }
                 }
-                let left = token.remaining(Stamp::now()).saturating_sub(life * 4 / 10);
+                let left = token.remaining(Moment::now()).saturating_sub(life * 4 / 10);
                 if !left.is_zero() {
                     wait = left;
                 }
@@ -74,7 +74,7 @@ where
         }
         first = false;
         if let Some(token) = &written {
-            let usable = token.remaining(Stamp::now()).saturating_sub(token.lifetime() / 10);
+            let usable = token.remaining(Moment::now()).saturating_sub(token.lifetime() / 10);
             if usable.is_zero() {
                 remove(&path);
                 written = None;
@@ -82,6 +82,6 @@ where
                 wait = wait.min(usable);
             }
         }
-        tokio::time::sleep(wait.max(Duration::from_millis(50))).await;
+        super::timer::sleep_until(Stamp::now().after(wait.max(Duration::from_millis(50))), Stamp::now).await;
     }
 }

@@ -6,7 +6,7 @@ use reqwest::{StatusCode, header};
 use serde::Deserialize;
 
 use crate::error::{Error, Exit};
-use crate::token::{Sent, Token};
+use crate::token::{Moment, Token};
 
 /// The wait after a 429 that did not say how long.
 pub const DEFAULT_RATE_LIMIT: Duration = Duration::from_secs(60);
@@ -98,7 +98,7 @@ pub fn interpret(
     status: StatusCode,
     headers: &header::HeaderMap,
     body: &[u8],
-    sent: Sent,
+    sent: Moment,
 ) -> Result<Token, AuthError> {
     let malformed = |why: String| AuthError::Malformed { url: url.to_owned(), why };
     let message = || {
@@ -208,7 +208,7 @@ mod tests {
         let none = header::HeaderMap::new();
         let code = |status: u16, body: &str| {
             let s = StatusCode::from_u16(status).expect("status");
-            interpret("u", "user", s, &none, body.as_bytes(), Sent::now()).expect_err("failure").kind().code()
+            interpret("u", "user", s, &none, body.as_bytes(), Moment::now()).expect_err("failure").kind().code()
         };
         assert_eq!(code(400, r#"{"message":"Unauthorized","status":400}"#), 7);
         assert_eq!(code(401, r#"{"message":"Unauthorized","status":401}"#), 4);
@@ -230,7 +230,7 @@ mod tests {
             StatusCode::TOO_MANY_REQUESTS,
             h,
             body.as_bytes(),
-            Sent::now(),
+            Moment::now(),
         ) {
             Err(e @ AuthError::RateLimited { retry_after, .. }) => (retry_after, e.to_string()),
             other => panic!("{other:?}"),
@@ -254,7 +254,7 @@ mod tests {
     fn expires_in_seconds_is_refused() {
         let jwt = "eyJhbGciOiJIUzUxMiJ9.eyJpYXQiOjE1NDI2NTI0MDUsImV4cCI6MTU0MjY1MjcwNX0.c2ln";
         let body = format!(r#"{{"apiToken":"{jwt}","expires":1542652705,"status":200}}"#);
-        let err = interpret("u", "user", StatusCode::OK, &header::HeaderMap::new(), body.as_bytes(), Sent::now())
+        let err = interpret("u", "user", StatusCode::OK, &header::HeaderMap::new(), body.as_bytes(), Moment::now())
             .expect_err("seconds");
         assert!(err.to_string().contains("not epoch milliseconds"), "{err}");
     }

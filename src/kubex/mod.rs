@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 
 use crate::config::Profile;
 use crate::error::{Error, Result};
-use crate::token::{Sent, Token};
+use crate::token::{Moment, Token};
 
 pub use answer::{AuthError, DEFAULT_RATE_LIMIT, interpret, retry_after};
 
@@ -109,7 +109,7 @@ impl Client {
                 .map_err(|e| AuthError::Malformed { url: shown.clone(), why: e.to_string() })?,
         );
         tracing::debug!(url = %shown, user, "authorize request");
-        let sent = Sent::now();
+        let sent = Moment::now();
         let request = self
             .http
             .post(url.clone())
