@@ -2,6 +2,8 @@
 
 use std::io::{BufRead, Write};
 
+use zeroize::Zeroizing;
+
 use crate::config::{ConfigFile, Profile};
 use crate::error::{Error, Result};
 use crate::protocol::Overrides;
@@ -9,17 +11,34 @@ use crate::protocol::Overrides;
 /// The longest attribute line git allows.
 pub const MAX_LINE: usize = 65535;
 
-/// The attributes of one request, as git sends them; unknown ones are dropped.
-#[derive(Debug, Default, Clone, PartialEq)]
+/// The attributes of one request, as git sends them; unknown ones are dropped. `password` and
+/// `credential` (a token git presents to `erase`) are zeroed on drop and never shown by `Debug`.
+#[derive(Default, Clone, PartialEq)]
 pub struct Attributes {
     pub protocol: Option<String>,
     pub host: Option<String>,
     pub path: Option<String>,
     pub username: Option<String>,
-    pub password: Option<String>,
-    pub credential: Option<String>,
+    pub password: Option<Zeroizing<String>>,
+    pub credential: Option<Zeroizing<String>>,
     pub authtype: Option<String>,
     pub capabilities: Vec<String>,
+}
+
+impl std::fmt::Debug for Attributes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = |v: &Option<Zeroizing<String>>| v.as_ref().map(|_| "<redacted>");
+        f.debug_struct("Attributes")
+            .field("protocol", &self.protocol)
+            .field("host", &self.host)
+            .field("path", &self.path)
+            .field("username", &self.username)
+            .field("password", &shown(&self.password))
+            .field("credential", &shown(&self.credential))
+            .field("authtype", &self.authtype)
+            .field("capabilities", &self.capabilities)
+            .finish()
+    }
 }
 
 impl Attributes {
@@ -34,7 +53,7 @@ pub fn read_attributes(input: impl BufRead) -> Result<Attributes> {
     let mut attrs = Attributes::default();
     let mut input = input.take(u64::MAX);
     loop {
-        let mut line = Vec::new();
+        let mut line = Zeroizing::new(Vec::new());
         input.set_limit(MAX_LINE as u64 + 2);
         input.read_until(b'\n', &mut line).map_err(|e| Error::usage(format!("cannot read git's request: {e}")))?;
         let complete = line.ends_with(b"\n");
@@ -50,7 +69,7 @@ pub fn read_attributes(input: impl BufRead) -> Result<Attributes> {
         if line.is_empty() {
             return Ok(attrs);
         }
-        let line = String::from_utf8(line).map_err(|_| Error::usage("git's request is not UTF-8 text"))?;
+        let line = std::str::from_utf8(&line).map_err(|_| Error::usage("git's request is not UTF-8 text"))?;
         if line.contains(['\0', '\r']) {
             return Err(Error::usage("git's request has a NUL or CR inside a value"));
         }
@@ -61,8 +80,8 @@ pub fn read_attributes(input: impl BufRead) -> Result<Attributes> {
             "host" => attrs.host = Some(value),
             "path" => attrs.path = Some(value),
             "username" => attrs.username = Some(value),
-            "password" => attrs.password = Some(value),
-            "credential" => attrs.credential = Some(value),
+            "password" => attrs.password = Some(Zeroizing::new(value)),
+            "credential" => attrs.credential = Some(Zeroizing::new(value)),
             "authtype" => attrs.authtype = Some(value),
             "capability[]" => attrs.capabilities.push(value),
             "url" => apply_url(&mut attrs, &value)?,
@@ -128,8 +147,7 @@ pub fn write_get(
     jwt: &str,
     expiry_utc: i64,
 ) -> std::io::Result<()> {
-    let mut text =
-        zeroize::Zeroizing::new(format!("username={user}\npassword={jwt}\npassword_expiry_utc={expiry_utc}\n"));
+    let mut text = Zeroizing::new(format!("username={user}\npassword={jwt}\npassword_expiry_utc={expiry_utc}\n"));
     if attrs.offers_authtype() {
         text.push_str(&format!("capability[]=authtype\nauthtype=Bearer\ncredential={jwt}\nephemeral=1\n"));
     }
@@ -139,7 +157,7 @@ pub fn write_get(
 
 /// The token git presented in an `erase`: its password or its Bearer credential.
 pub fn erased_token(attrs: &Attributes) -> Option<&str> {
-    attrs.credential.as_deref().or(attrs.password.as_deref())
+    attrs.credential.as_deref().or(attrs.password.as_deref()).map(String::as_str)
 }
 
 /// `password_expiry_utc` a little before the token's end: at 90% of what is left, at least a

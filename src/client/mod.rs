@@ -12,6 +12,8 @@ use std::time::Duration;
 use interprocess::local_socket::traits::Stream as _;
 use interprocess::local_socket::{GenericFilePath, Stream, ToFsName};
 
+use zeroize::Zeroizing;
+
 use crate::error::{Error, Result};
 use crate::protocol::{self, Body, Op, Request, Response};
 
@@ -37,7 +39,8 @@ fn watchdog(limit: Duration) {
 /// no daemon runs (and none was to be started).
 pub fn call(op: &Op, autostart: bool, timeout: Duration) -> Result<Option<Response>> {
     let paths = Paths::new()?;
-    let request = protocol::to_line(&Request { version: protocol::version(), op: op.clone() });
+    // Lines can carry a token (an erase, a get's answer): zeroed once used.
+    let request = Zeroizing::new(protocol::to_line(&Request { version: protocol::version(), op: op.clone() }));
     let mut started = false;
     let mut replaced = false;
     loop {
@@ -166,7 +169,7 @@ pub(crate) fn exchange(mut stream: Stream, request: &[u8], timeout: Duration) ->
     stream.set_recv_timeout(Some(timeout))?;
     stream.set_send_timeout(Some(timeout))?;
     stream.write_all(request)?;
-    let mut line = Vec::new();
+    let mut line = Zeroizing::new(Vec::new());
     BufReader::new(&mut stream).take(protocol::MAX_LINE as u64 + 1).read_until(b'\n', &mut line)?;
     if !line.ends_with(b"\n") {
         return Err(ErrorKind::UnexpectedEof.into());

@@ -235,7 +235,7 @@ impl Daemon {
             return;
         }
         *self.last_request.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Stamp::now();
-        let mut line = Vec::new();
+        let mut line = zeroize::Zeroizing::new(Vec::new());
         let mut reader = tokio::io::BufReader::with_capacity(1024, &stream).take(MAX_REQUEST as u64 + 1);
         let read = tokio::time::timeout(IO_DEADLINE, reader.read_until(b'\n', &mut line)).await;
         self.waiting.remove(id);
@@ -263,8 +263,12 @@ impl Daemon {
                 return;
             }
         };
-        let response = protocol::to_line(&Response { version: protocol::version(), body });
-        let _ = tokio::time::timeout(IO_DEADLINE, (&stream).write_all(&response)).await;
+        let mut response = Response { version: protocol::version(), body };
+        let line = zeroize::Zeroizing::new(protocol::to_line(&response));
+        if let Body::Token { token, .. } = &mut response.body {
+            zeroize::Zeroize::zeroize(token);
+        }
+        let _ = tokio::time::timeout(IO_DEADLINE, (&stream).write_all(&line)).await;
     }
 
     /// The answer to one request line.
@@ -323,6 +327,7 @@ impl Daemon {
                 }
             }
             Op::Erase { account, token } => {
+                let token = zeroize::Zeroizing::new(token);
                 if self.broker.erase(&account, &token) {
                     tracing::info!("a consumer refused the cached token; it was dropped");
                 }

@@ -104,8 +104,16 @@ impl Client {
     /// Mints a token: `POST {base}/authorize` with the user name and password.
     pub async fn authorize(&self, url: &Url, user: &str, password: &SecretString) -> Result<Token, AuthError> {
         let shown = url.to_string();
-        let body = Zeroizing::new(
-            serde_json::to_vec(&serde_json::json!({ "userName": user, "pwd": password.expose_secret() }))
+        // Serialised straight from the secret into a buffer of ours (no JSON value holding a copy);
+        // reqwest takes that buffer over: what the HTTP and TLS stacks copy is out of our reach.
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            #[serde(rename = "userName")]
+            user: &'a str,
+            pwd: &'a str,
+        }
+        let mut body = Zeroizing::new(
+            serde_json::to_vec(&Body { user, pwd: password.expose_secret() })
                 .map_err(|e| AuthError::Malformed { url: shown.clone(), why: e.to_string() })?,
         );
         tracing::debug!(url = %shown, user, "authorize request");
@@ -115,7 +123,7 @@ impl Client {
             .post(url.clone())
             .header(header::CONTENT_TYPE, "application/json")
             .header(header::ACCEPT, "application/json")
-            .body(body.to_vec());
+            .body(std::mem::take(&mut *body));
         let exchange = async {
             let response = request.send().await?;
             let status = response.status();

@@ -3,6 +3,7 @@
 
 mod status;
 
+use std::fmt;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -48,7 +49,7 @@ impl Version {
 }
 
 /// One request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Request {
     pub version: String,
     #[serde(flatten)]
@@ -56,7 +57,7 @@ pub struct Request {
 }
 
 /// What a client asks the daemon.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
     /// A token valid for at least `min_ttl_ms`, for the profile that `profile` (the client's flags
@@ -101,7 +102,7 @@ pub struct WireProfile {
 }
 
 /// One response.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Response {
     pub version: String,
     #[serde(flatten)]
@@ -109,7 +110,7 @@ pub struct Response {
 }
 
 /// What the daemon answers.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Body {
     Token {
@@ -128,6 +129,59 @@ pub enum Body {
     VersionMismatch,
     Status(Status),
     Done,
+}
+
+// `Debug` by hand for the types that can carry a token: it never shows one.
+impl fmt::Debug for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Request").field("version", &self.version).field("op", &self.op).finish()
+    }
+}
+
+impl fmt::Debug for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Op::Get { config, profile, min_ttl_ms } => f
+                .debug_struct("Get")
+                .field("config", config)
+                .field("profile", profile)
+                .field("min_ttl_ms", min_ttl_ms)
+                .finish(),
+            Op::Erase { account, .. } => {
+                f.debug_struct("Erase").field("account", account).field("token", &"<redacted>").finish()
+            }
+            Op::Forget { account, source } => {
+                f.debug_struct("Forget").field("account", account).field("source", source).finish()
+            }
+            Op::Status => f.write_str("Status"),
+            Op::Stop => f.write_str("Stop"),
+        }
+    }
+}
+
+impl fmt::Debug for Response {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Response").field("version", &self.version).field("body", &self.body).finish()
+    }
+}
+
+impl fmt::Debug for Body {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Body::Token { expires_ms, profile, .. } => f
+                .debug_struct("Token")
+                .field("token", &"<redacted>")
+                .field("expires_ms", expires_ms)
+                .field("profile", profile)
+                .finish(),
+            Body::Error { code, message } => {
+                f.debug_struct("Error").field("code", code).field("message", message).finish()
+            }
+            Body::VersionMismatch => f.write_str("VersionMismatch"),
+            Body::Status(status) => f.debug_tuple("Status").field(status).finish(),
+            Body::Done => f.write_str("Done"),
+        }
+    }
 }
 
 /// What a request line asks for, as the daemon reads it.
@@ -243,6 +297,17 @@ mod tests {
         assert!(matches!(decode_request(ours.as_bytes()), Decoded::Request(Op::Status)));
         for junk in [&b""[..], b"{", b"null", b"\xff\xfe", br#"{"version":1}"#, br#"{"op":"get"}"#] {
             assert!(matches!(decode_request(junk), Decoded::Malformed(_)), "{junk:?}");
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_a_token() {
+        let token = "eyJhbGciOiJIUzUxMiJ9.eyJzdWIiOiJ1In0.c2lnbmF0dXJl";
+        let profile = WireProfile { name: "p".into(), url: "u".into(), user: "u".into(), ca_cert: None };
+        let answer = Response { version: version(), body: Body::Token { token: token.into(), expires_ms: 1, profile } };
+        let erase = Request { version: version(), op: Op::Erase { account: "a".into(), token: token.into() } };
+        for shown in [format!("{answer:?}"), format!("{erase:?}"), format!("{:?}", erase.op)] {
+            assert!(shown.contains("<redacted>") && !shown.contains(token), "{shown}");
         }
     }
 

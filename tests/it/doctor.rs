@@ -32,6 +32,7 @@ fn doctor_passes_a_working_setup_without_showing_secrets() {
         .unwrap_or_else(|| panic!("no offset in {clock}"));
     assert!(clock.starts_with("warn") && (3598..=3601).contains(&secs), "{out}");
     assert!(!out.contains("pw-secret") && !out.contains(&token));
+    assert!(!line(&out, "password source").contains("characters"), "not even the password's length: {out}");
     assert_eq!(emu.authorize_calls(), 2, "doctor does not mint");
 }
 

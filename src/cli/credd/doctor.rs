@@ -4,8 +4,6 @@
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
-use secrecy::ExposeSecret;
-
 use crate::client::{self, Paths};
 use crate::config::{self, PasswordSource, Profile};
 use crate::protocol::{Body, Op, Overrides, Response};
@@ -97,7 +95,8 @@ fn check_source(report: &mut Report, profile: &Profile) {
                 PasswordSource::Env(var) => format!("{var} is set (other processes of this user can read it)"),
             };
             let level = if matches!(profile.source, PasswordSource::Env(_)) { Level::Warn } else { Level::Ok };
-            report.line(level, &check, format!("{what} ({} characters)", password.expose_secret().chars().count()));
+            drop(password);
+            report.line(level, &check, what);
         }
         Err(e) => report.line(Level::Fail, &check, e),
     }
