@@ -34,7 +34,7 @@ fn main() {
     login.stdin.take().unwrap().write_all(b"pw\n").unwrap();
     assert!(login.wait().unwrap().success(), "login failed: is a Secret Service running?");
     let config = kubex_cred::config::config_path().expect("config path");
-    let get = Op::Get { config, profile: Overrides::default(), min_ttl_ms: 0 };
+    let get = Op::Get { config, profile: Overrides::default(), min_ttl_ms: 0, at_most_half_life: false };
     // Start the daemon the way users do, and warm it.
     assert!(Command::new(&bin).arg("get").stdout(Stdio::null()).status().unwrap().success());
     match args.first().map(String::as_str) {

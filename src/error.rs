@@ -26,6 +26,10 @@ pub enum Exit {
     Keychain = 8,
     /// The daemon could not be reached or started.
     Daemon = 9,
+    /// `exec`: the command exists but cannot be run (as shells say).
+    CannotRun = 126,
+    /// `exec`: the command was not found (as shells say).
+    NotFound = 127,
 }
 
 impl Exit {
@@ -45,6 +49,8 @@ impl Exit {
             7 => Exit::Unreachable,
             8 => Exit::Keychain,
             9 => Exit::Daemon,
+            126 => Exit::CannotRun,
+            127 => Exit::NotFound,
             _ => Exit::Unexpected,
         }
     }
@@ -139,7 +145,7 @@ mod tests {
 
     #[test]
     fn every_code_reads_back_as_its_kind() {
-        for code in 1..=9 {
+        for code in (1..=9).chain([126, 127]) {
             assert_eq!(Exit::from_code(code).code(), code);
         }
         assert_eq!(Exit::from_code(0), Exit::Unexpected);

@@ -63,6 +63,55 @@ pub enum Command {
         /// The operation git asks for.
         operation: String,
     },
+    /// Run COMMAND with a token in KUBEX_TOKEN and the API base in KUBEX_API_URL (never in argv).
+    Exec(ExecArgs),
+    /// Drop a token the API refused (read on stdin) if it is still the current one; the next get
+    /// mints a fresh one.
+    Reject {
+        /// The profile whose token it is [default: KUBEX_PROFILE, else the default profile].
+        #[arg(long)]
+        profile: Option<String>,
+    },
+    /// List, pick or remove profiles (the config file is edited in place, comments kept).
+    Profile {
+        #[command(subcommand)]
+        action: ProfileAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProfileAction {
+    /// Each profile: name, URL, user, password source, whether a password is stored; the default
+    /// marked with `*`. Never a secret.
+    List {
+        /// One JSON array instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make NAME the default profile.
+    Use {
+        /// A configured profile.
+        name: String,
+    },
+    /// Log NAME out and delete it: its password (keychain, kernel keyring), what the daemon and
+    /// the holds file keep for it, its token file, its config entry. Safe to repeat.
+    Remove {
+        /// A profile.
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// The profile whose token COMMAND gets [default: KUBEX_PROFILE, else the default profile].
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// The token must stay valid at least this long [default: 5m, or half the tokens' life if shorter].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub min_ttl: Option<Duration>,
+    /// The command and its arguments (after `--`).
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+    pub command: Vec<std::ffi::OsString>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -2,6 +2,7 @@
 //! read from the environment (`KUBEX_CRED_TIMEOUT`).
 
 mod checks;
+pub mod edit;
 mod source;
 
 use std::collections::BTreeMap;
@@ -191,7 +192,8 @@ impl ConfigFile {
             .filter_map(|name| self.resolve(&Overrides { profile: Some(name.clone()), ..Overrides::default() }).ok())
     }
 
-    /// Records a profile that has just proven its password; the first one becomes the default.
+    /// Records a profile, the first one as the default (what `edit::upsert` does to the file).
+    #[cfg(test)]
     pub fn upsert(&mut self, profile: &Profile) {
         let source = (profile.source != PasswordSource::Keychain).then(|| profile.source.to_string());
         self.profiles.insert(
@@ -250,15 +252,6 @@ pub fn load(path: &Path) -> Result<ConfigFile> {
         let why = e.message().replace('\n', " ");
         Error::usage(format!("cannot read config file {}: {why}; fix or remove it", path.display()))
     })
-}
-
-/// Writes the config file whole or not at all: a temporary file in the same directory, then a rename.
-pub fn save(path: &Path, config: &ConfigFile) -> Result<()> {
-    let failed =
-        |e: &dyn std::fmt::Display| Error::unexpected(format!("cannot write config file {}: {e}", path.display()));
-    crate::fs::create_private_dir(crate::fs::dir_of(path)).map_err(|e| failed(&e))?;
-    let text = toml::to_string_pretty(config).map_err(|e| failed(&e))?;
-    crate::fs::write_atomic(path, text.as_bytes(), 0o600).map_err(|e| failed(&e))
 }
 
 /// Reads a duration as people write it: `30s`, `5m`, `1h`.

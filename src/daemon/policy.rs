@@ -112,6 +112,16 @@ pub fn min_ttl_error(min_ttl: Duration, url: &url::Url, lives: Duration) -> Erro
     ))
 }
 
+/// The least time between two tokens of an account dropped because a consumer said the API
+/// refused them (git's `erase`, `reject`): 30 s, or a tenth of the tokens' life when shorter, at
+/// least a second. An API that refuses every token so gets a mint per cooldown, not per caller.
+pub fn reject_cooldown(lifetime: Option<Duration>) -> Duration {
+    let tenth = lifetime.map_or(REJECT_COOLDOWN, |life| life / 10);
+    tenth.min(REJECT_COOLDOWN).max(Duration::from_secs(1))
+}
+
+pub const REJECT_COOLDOWN: Duration = Duration::from_secs(30);
+
 /// What a failed mint leaves on the slot.
 #[derive(Debug)]
 pub struct AfterFailure {
@@ -310,6 +320,14 @@ mod tests {
         let e = unmeetable(Duration::from_secs(600), five, &base).expect("refused");
         assert_eq!(e.kind(), Exit::Usage);
         assert!(e.to_string().contains("--min-ttl 10m cannot be met") && e.to_string().ends_with("live 5m"), "{e}");
+    }
+
+    #[test]
+    fn rejects_cool_down_for_30_s_or_a_tenth_of_the_life() {
+        assert_eq!(reject_cooldown(None), REJECT_COOLDOWN);
+        assert_eq!(reject_cooldown(Some(Duration::from_secs(3600))), REJECT_COOLDOWN);
+        assert_eq!(reject_cooldown(Some(Duration::from_secs(120))), Duration::from_secs(12));
+        assert_eq!(reject_cooldown(Some(Duration::from_secs(3))), Duration::from_secs(1));
     }
 
     #[test]

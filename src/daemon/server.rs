@@ -312,12 +312,18 @@ impl Daemon {
 
     async fn dispatch(&self, op: Op) -> Body {
         match op {
-            Op::Get { config, profile, min_ttl_ms } => {
+            Op::Get { config, profile, min_ttl_ms, at_most_half_life } => {
                 let profile = match self.configs.load(&config).await.and_then(|file| file.resolve(&profile)) {
                     Ok(p) => p,
                     Err(e) => return answer_error(&e),
                 };
-                match self.broker.get(&profile, Duration::from_millis(min_ttl_ms)).await {
+                let min_ttl = Duration::from_millis(min_ttl_ms);
+                let token = if at_most_half_life {
+                    self.broker.get_fitting(&profile, min_ttl).await
+                } else {
+                    self.broker.get(&profile, min_ttl).await
+                };
+                match token {
                     Ok(token) => Body::Token {
                         token: token.jwt().to_owned(),
                         expires_ms: token.expires_local_ms(),
@@ -328,10 +334,15 @@ impl Daemon {
             }
             Op::Erase { account, token } => {
                 let token = zeroize::Zeroizing::new(token);
-                if self.broker.erase(&account, &token) {
-                    tracing::info!("a consumer refused the cached token; it was dropped");
-                }
+                tracing::info!("git refused a token: {:?}", self.broker.reject(&account, &token));
                 Body::Done
+            }
+            Op::Reject { config, profile, token } => {
+                let token = zeroize::Zeroizing::new(token);
+                match self.configs.load(&config).await.and_then(|file| file.resolve(&profile)) {
+                    Ok(profile) => Body::Rejected(self.broker.reject(&profile.account(), &token)),
+                    Err(e) => answer_error(&e),
+                }
             }
             Op::Forget { account, source } => {
                 self.broker.forget(&account, source.as_deref());

@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 
 pub use status::{DaemonInfo, ProfileStatus, State, Status};
 
-/// Bumped whenever a request or response changes shape (2: `forget` names a password source).
-pub const PROTOCOL: u32 = 2;
+/// Bumped whenever a request or response changes shape (2: `forget` names a password source;
+/// 3: `reject`, and `get` may fit its minimum to the tokens' life).
+pub const PROTOCOL: u32 = 3;
 /// The oldest clients' protocol this daemon still serves: changes are additive.
 pub const MIN_PROTOCOL: u32 = 1;
 /// The largest request or response line.
@@ -62,7 +63,18 @@ pub struct Request {
 pub enum Op {
     /// A token valid for at least `min_ttl_ms`, for the profile that `profile` (the client's flags
     /// and environment) resolves to in the config file at `config`.
-    Get { config: PathBuf, profile: Overrides, min_ttl_ms: u64 },
+    ///
+    /// With `at_most_half_life` (what `exec` asks without `--min-ttl`), `min_ttl_ms` is a ceiling:
+    /// the daemon asks for at most half the tokens' lifetime, so short-lived tokens always do.
+    Get {
+        config: PathBuf,
+        profile: Overrides,
+        min_ttl_ms: u64,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        at_most_half_life: bool,
+    },
+    /// The API refused this token of the profile: drop it if it is still the current one (`reject`).
+    Reject { config: PathBuf, profile: Overrides, token: String },
     /// Drop the account's cached token if it is this one (git's `erase`).
     Erase { account: String, token: String },
     /// Drop the slot of an account's password source (after `login` or `logout`); of all its
@@ -124,11 +136,26 @@ pub enum Body {
         code: u8,
         message: String,
     },
+    /// What a `reject` did.
+    Rejected(Rejection),
     /// The client is newer than this daemon: it should replace it (the response's `version` says
     /// the daemon's own).
     VersionMismatch,
     Status(Status),
     Done,
+}
+
+/// What became of a token a consumer said the API refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Rejection {
+    /// It was the current token: dropped, the next `get` mints a fresh one.
+    Dropped,
+    /// Another token is current already (or none): nothing changed.
+    NotCurrent,
+    /// A token of this account was dropped moments ago: this one is kept, so that an API that
+    /// refuses every token cannot turn rejects into a mint storm.
+    TooSoon { retry_in_s: u64 },
 }
 
 // `Debug` by hand for the types that can carry a token: it never shows one.
@@ -141,11 +168,18 @@ impl fmt::Debug for Request {
 impl fmt::Debug for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Op::Get { config, profile, min_ttl_ms } => f
+            Op::Get { config, profile, min_ttl_ms, at_most_half_life } => f
                 .debug_struct("Get")
                 .field("config", config)
                 .field("profile", profile)
                 .field("min_ttl_ms", min_ttl_ms)
+                .field("at_most_half_life", at_most_half_life)
+                .finish(),
+            Op::Reject { config, profile, .. } => f
+                .debug_struct("Reject")
+                .field("config", config)
+                .field("profile", profile)
+                .field("token", &"<redacted>")
                 .finish(),
             Op::Erase { account, .. } => {
                 f.debug_struct("Erase").field("account", account).field("token", &"<redacted>").finish()
@@ -177,6 +211,7 @@ impl fmt::Debug for Body {
             Body::Error { code, message } => {
                 f.debug_struct("Error").field("code", code).field("message", message).finish()
             }
+            Body::Rejected(r) => f.debug_tuple("Rejected").field(r).finish(),
             Body::VersionMismatch => f.write_str("VersionMismatch"),
             Body::Status(status) => f.debug_tuple("Status").field(status).finish(),
             Body::Done => f.write_str("Done"),
@@ -247,6 +282,7 @@ mod tests {
                 config: PathBuf::from("/home/u/.config/kubex-cred/config.toml"),
                 profile: Overrides { profile: Some("p".into()), ..Overrides::default() },
                 min_ttl_ms: 5,
+                at_most_half_life: false,
             },
         };
         let line = to_line(&req);

@@ -120,6 +120,30 @@ impl SecretStore for OsKeychain {
     }
 }
 
+/// Whether the platform keychain holds an entry for `account`: `stored`, `missing`, or `unknown`
+/// (locked, unreachable). Linux asks the Secret Service's search, which lists locked items apart
+/// and prompts for nothing; elsewhere reading would be the only way, and it may prompt: `unknown`.
+pub fn has_entry(account: &str) -> &'static str {
+    #[cfg(target_os = "linux")]
+    {
+        use secret_service::EncryptionType;
+        use secret_service::blocking::SecretService;
+        let Ok(ss) = SecretService::connect(EncryptionType::Plain) else { return "unknown" };
+        let attributes = HashMap::from([("service", super::SERVICE), ("username", account)]);
+        match ss.search_items(attributes) {
+            Ok(found) if !found.unlocked.is_empty() => "stored",
+            Ok(found) if !found.locked.is_empty() => "unknown",
+            Ok(_) => "missing",
+            Err(_) => "unknown",
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = account;
+        "unknown"
+    }
+}
+
 /// How long a keychain read may take before the answer is exit 8: an unlock prompt nobody answers
 /// (the prompt stays open; the next read after the user unlocks gets the password).
 pub const PATIENCE: Duration = Duration::from_secs(5);

@@ -59,6 +59,22 @@ pub fn writable(source: &PasswordSource) -> Result<Option<OsKeychain>, KeychainE
     }
 }
 
+/// Whether a profile's source holds a password, as `profile list` shows it; asked without an unlock
+/// prompt and without reading the password.
+pub fn password_state(profile: &Profile) -> &'static str {
+    match &profile.source {
+        PasswordSource::Keychain => keychain::has_entry(&profile.account()),
+        PasswordSource::Keyutils => match OsKeychain::keyutils().and_then(|k| k.get(&profile.account())) {
+            Ok(_) => "stored",
+            Err(KeychainError::NotFound { .. }) => "missing",
+            Err(_) => "unknown",
+        },
+        PasswordSource::File(path) if path.is_file() => "present",
+        PasswordSource::File(_) => "missing",
+        PasswordSource::Command(_) | PasswordSource::Env(_) => "n/a",
+    }
+}
+
 /// An in-memory store and password source for unit tests.
 #[cfg(test)]
 #[derive(Debug, Default)]

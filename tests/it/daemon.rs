@@ -615,6 +615,7 @@ fn abandoned_gets_are_let_go_while_their_mint_still_hangs() {
             config: sb.config_file(),
             profile: kubex_cred::protocol::Overrides::default(),
             min_ttl_ms: 0,
+            at_most_half_life: false,
         },
     });
     for _ in 0..200 {

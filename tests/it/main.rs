@@ -19,3 +19,4 @@ mod service;
 mod sink;
 mod source;
 mod token;
+mod verbs;

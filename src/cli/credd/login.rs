@@ -55,7 +55,7 @@ fn warn_unfiled(filed: Result<()>) {
 const MAX_PASSWORD: usize = 4096;
 
 pub fn login(args: LoginArgs) -> Result<()> {
-    let (path, mut file) = config::open()?;
+    let (path, file) = config::open()?;
     let flags = Overrides { profile: args.profile, url: args.url, user: args.user, ca_cert: args.ca_cert };
     let overrides = config::overrides(flags);
     let mut profile = file.resolve(&overrides).map_err(|e| match e.kind() {
@@ -96,8 +96,7 @@ pub fn login(args: LoginArgs) -> Result<()> {
     if let Some(store) = store {
         store.set(&profile.account(), &password)?;
     }
-    file.upsert(&profile);
-    config::save(&path, &file)?;
+    config::edit::edit(&path, |doc| config::edit::upsert(doc, &profile))?;
     // A running daemon drops the old token and any rejection of the old password.
     client::tell(&Op::Forget { account: profile.account(), source: Some(profile.source.to_string()) });
     eprintln!(

@@ -4,9 +4,10 @@
 
 mod doctor;
 mod login;
+mod profile;
 pub mod service;
 
-use super::args::{Cli, Command, DaemonArgs, GetArgs, ServiceAction};
+use super::args::{Cli, Command, DaemonArgs, GetArgs, ProfileAction, ServiceAction};
 use super::{front, output};
 use crate::config;
 use crate::error::{Error, Exit, Result};
@@ -37,6 +38,11 @@ pub fn run() -> Result<()> {
         }
         Command::Manpage { command } => manpage(command.as_deref()),
         Command::Daemon(args) => daemon(args),
+        Command::Profile { action } => match action {
+            ProfileAction::List { json } => profile::list(json),
+            ProfileAction::Use { name } => profile::use_profile(&name),
+            ProfileAction::Remove { name } => profile::remove(&name),
+        },
         command => front::run_here(command).unwrap_or_else(|| Err(Error::unexpected("unhandled command"))),
     }
 }

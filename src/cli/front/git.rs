@@ -31,7 +31,7 @@ pub fn run(operation: &str) -> Result<()> {
         }
         return Ok(());
     }
-    let op = Op::Get { config: path, profile: (&profile).into(), min_ttl_ms: 0 };
+    let op = Op::Get { config: path, profile: (&profile).into(), min_ttl_ms: 0, at_most_half_life: false };
     match ask(&op, true)? {
         Some(Response { body: Body::Token { token, expires_ms, .. }, .. }) => {
             let token = Zeroizing::new(token);

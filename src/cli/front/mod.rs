@@ -3,6 +3,7 @@
 //! keychain code out of here keeps `get`, the hot path of every shell substitution, as cheap to
 //! start as git's own helpers.
 
+mod exec;
 pub mod git;
 mod status;
 
@@ -30,6 +31,8 @@ pub fn run_here(command: Command) -> Option<Result<()>> {
         Command::Status { json } => status::run(json),
         Command::Stop => stop(),
         Command::GitCredential { operation } => git::run(&operation),
+        Command::Exec(args) => exec::exec(args),
+        Command::Reject { profile } => exec::reject(profile),
         _ => return None,
     })
 }
@@ -57,7 +60,7 @@ fn hand_over() -> Result<()> {
 fn get(args: GetArgs) -> Result<()> {
     let profile = config::named(args.profile);
     let min_ttl_ms = u64::try_from(args.min_ttl.unwrap_or_default().as_millis()).unwrap_or(u64::MAX);
-    let op = Op::Get { config: config::config_path()?, profile, min_ttl_ms };
+    let op = Op::Get { config: config::config_path()?, profile, min_ttl_ms, at_most_half_life: false };
     match ask(&op, true)? {
         Some(Response { body: Body::Token { token, expires_ms, profile }, .. }) => {
             let token = Zeroizing::new(token);
@@ -98,6 +101,7 @@ pub(super) fn refused(response: Option<Response>) -> Error {
                 None => "none",
                 Some(Body::Token { .. }) => "a token",
                 Some(Body::Status(_)) => "a status",
+                Some(Body::Rejected(_)) => "a rejection",
                 Some(Body::Done) => "done",
                 Some(Body::VersionMismatch | Body::Error { .. }) => "a version mismatch",
             };
