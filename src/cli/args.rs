@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap_complete::engine::{ArgValueCandidates, CompletionCandidate};
 
 use crate::config::{PasswordSource, parse_duration};
 
@@ -21,7 +22,7 @@ pub enum Command {
     Login(LoginArgs),
     /// Remove the profile's password from the keychain (the profile stays in the config).
     Logout {
-        #[arg(long)]
+        #[arg(long, add = ArgValueCandidates::new(profile_names))]
         profile: Option<String>,
     },
     /// Print a token valid for at least --min-ttl.
@@ -36,7 +37,7 @@ pub enum Command {
     Stop,
     /// Check the setup, one line per check (ok, warn, fail) with the fix; exit 1 if any fails.
     Doctor {
-        #[arg(long)]
+        #[arg(long, add = ArgValueCandidates::new(profile_names))]
         profile: Option<String>,
     },
     /// Run the per-user daemon that caches tokens (started on demand by `get`).
@@ -69,7 +70,7 @@ pub enum Command {
     /// mints a fresh one.
     Reject {
         /// The profile whose token it is [default: KUBEX_PROFILE, else the default profile].
-        #[arg(long)]
+        #[arg(long, add = ArgValueCandidates::new(profile_names))]
         profile: Option<String>,
     },
     /// List, pick or remove profiles (the config file is edited in place, comments kept).
@@ -91,12 +92,14 @@ pub enum ProfileAction {
     /// Make NAME the default profile.
     Use {
         /// A configured profile.
+        #[arg(add = ArgValueCandidates::new(profile_names))]
         name: String,
     },
     /// Log NAME out and delete it: its password (keychain, kernel keyring), what the daemon and
     /// the holds file keep for it, its token file, its config entry. Safe to repeat.
     Remove {
         /// A profile.
+        #[arg(add = ArgValueCandidates::new(profile_names))]
         name: String,
     },
 }
@@ -104,7 +107,7 @@ pub enum ProfileAction {
 #[derive(Debug, Args)]
 pub struct ExecArgs {
     /// The profile whose token COMMAND gets [default: KUBEX_PROFILE, else the default profile].
-    #[arg(long)]
+    #[arg(long, add = ArgValueCandidates::new(profile_names))]
     pub profile: Option<String>,
     /// The token must stay valid at least this long [default: 5m, or half the tokens' life if shorter].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -147,14 +150,14 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "FILE")]
     pub sink: Option<PathBuf>,
     /// The profile whose token --sink keeps [default: KUBEX_PROFILE, else the default profile].
-    #[arg(long, requires = "sink")]
+    #[arg(long, requires = "sink", add = ArgValueCandidates::new(profile_names))]
     pub profile: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct LoginArgs {
     /// Profile to create or update [default: KUBEX_PROFILE, else the default profile, else `default`].
-    #[arg(long)]
+    #[arg(long, add = ArgValueCandidates::new(profile_names))]
     pub profile: Option<String>,
     /// Kubex address: https://HOST[:PORT] (gets /api/v2) or a full API base such as https://HOST/CIRBA/api/v2.
     #[arg(long)]
@@ -179,7 +182,7 @@ pub struct LoginArgs {
 
 #[derive(Debug, Args)]
 pub struct GetArgs {
-    #[arg(long)]
+    #[arg(long, add = ArgValueCandidates::new(profile_names))]
     pub profile: Option<String>,
     /// What to print.
     #[arg(long, value_enum, default_value_t = Format::Token)]
@@ -207,4 +210,11 @@ pub enum Format {
     Json,
     /// `export KUBEX_TOKEN=<jwt>`.
     Env,
+}
+
+/// The configured profiles' names, for shell completion (nothing when the config cannot be read).
+fn profile_names() -> Vec<CompletionCandidate> {
+    crate::config::open()
+        .map(|(_, file)| file.profiles.into_keys().map(CompletionCandidate::new).collect())
+        .unwrap_or_default()
 }

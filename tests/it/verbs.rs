@@ -173,3 +173,22 @@ fn profiles_are_listed_picked_and_removed_without_editing_toml() {
     assert_eq!(profiles(&sb).as_array().expect("rows").len(), 1, "cmd is left");
     run(&sb, &["get"]).fails(3, "no profile 'default'");
 }
+
+#[test]
+fn the_shell_completes_profile_names_from_the_config() {
+    let (sb, emu) = start(Duration::from_secs(300));
+    let origin = emu.origin();
+    sb.run(&["login", "--profile", "lab", "--url", &origin, "--user", "apiUser", "--password-stdin"], b"pw\n").code(0);
+    let complete = |words: &[&str]| {
+        let mut args = vec!["--", "kubex-cred"];
+        args.extend(words);
+        sb.run_env(&args, b"", &[("COMPLETE", "fish")]).code(0).stdout
+    };
+    for words in [&["get", "--profile", ""][..], &["profile", "use", ""], &["exec", "--profile", "l"]] {
+        let names = complete(words);
+        assert!(names.lines().any(|l| l == "lab"), "{words:?}: {names}");
+    }
+    assert!(complete(&["get", "--profile", ""]).lines().any(|l| l == "default"));
+    let script = sb.run_env(&[], b"", &[("COMPLETE", "bash")]).code(0).stdout;
+    assert!(script.contains("complete ") && script.contains("kubex-cred"), "{script}");
+}

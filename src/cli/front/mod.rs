@@ -21,6 +21,8 @@ use crate::protocol::{Body, Op, Response};
 
 /// `kubex-cred`: parses the command line, then runs it here or in `kubex-credd`.
 pub fn run() -> Result<()> {
+    // `COMPLETE=bash kubex-cred`: shell completion, profile names included; otherwise nothing.
+    clap_complete::CompleteEnv::with_factory(<Cli as clap::CommandFactory>::command).complete();
     run_here(Cli::parse().command).unwrap_or_else(hand_over)
 }
 
