@@ -42,13 +42,24 @@ fn credential(format: Format, profile: &WireProfile, jwt: &str, expires_ms: i64)
         Format::Token => jwt.to_owned(),
         Format::Header => format!("Authorization: Bearer {jwt}"),
         Format::Env => format!("export KUBEX_TOKEN={jwt}"),
-        Format::Json => serde_json::json!({
-            "token": jwt,
-            "expires": expires_ms,
-            "profile": profile.name,
-            "url": profile.url,
-            "user": profile.user,
-        })
-        .to_string(),
+        // The documented order: token, expires, profile, url, user.
+        Format::Json => {
+            #[derive(serde::Serialize)]
+            struct Shown<'a> {
+                token: &'a str,
+                expires: i64,
+                profile: &'a str,
+                url: &'a str,
+                user: &'a str,
+            }
+            let shown = Shown {
+                token: jwt,
+                expires: expires_ms,
+                profile: &profile.name,
+                url: &profile.url,
+                user: &profile.user,
+            };
+            serde_json::to_string(&shown).unwrap_or_default()
+        }
     })
 }

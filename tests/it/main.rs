@@ -8,6 +8,7 @@ mod support;
 mod cli;
 mod config;
 mod daemon;
+mod docs;
 mod doctor;
 mod git;
 mod holds;

@@ -63,7 +63,8 @@ fn check_config(report: &mut Report, overrides: &Overrides) -> Option<Profile> {
     if !path.exists() {
         report.line(Level::Warn, "config", format!("no file at {} yet; `kubex-cred login` writes it", path.display()));
     } else {
-        report.line(Level::Ok, "config", format!("{} ({} profiles)", path.display(), file.profiles.len()));
+        let n = file.profiles.len();
+        report.line(Level::Ok, "config", format!("{} ({n} profile{})", path.display(), if n == 1 { "" } else { "s" }));
     }
     match file.resolve(overrides) {
         Ok(profile) => {
@@ -175,6 +176,8 @@ fn check_kubex(report: &mut Report, profile: &Profile) {
                 Ok(ahead) => (ahead, "+"),
                 Err(behind) => (behind.duration(), "-"),
             };
+            // Whole seconds: an offset under a second is no offset, and has no sign.
+            let sign = if offset.as_secs() == 0 { "" } else { sign };
             let shown = format!("server clock {sign}{} s against this machine's", offset.as_secs());
             if offset > CLOCK_WARN {
                 report.line(
