@@ -334,7 +334,9 @@ impl Daemon {
             }
             Op::Erase { account, token } => {
                 let token = zeroize::Zeroizing::new(token);
-                tracing::info!("git refused a token: {:?}", self.broker.reject(&account, &token));
+                // Done first: a log macro's arguments are not evaluated when its level is off.
+                let outcome = self.broker.reject(&account, &token);
+                tracing::info!("git refused a token: {outcome:?}");
                 Body::Done
             }
             Op::Reject { config, profile, token } => {
