@@ -10,7 +10,17 @@ use clap_complete::engine::{ArgValueCandidates, CompletionCandidate};
 use crate::config::{PasswordSource, parse_duration};
 
 #[derive(Debug, Parser)]
-#[command(name = "kubex-cred", version, about = "Kubex API tokens from a password kept in the OS keychain")]
+#[command(
+    name = "kubex-cred",
+    version,
+    about = "Kubex API tokens from a password kept in the OS keychain",
+    disable_help_subcommand = true,
+    after_help = "Examples:\n  kubex-cred login --url https://acme.kubex.ai --user apiUser\n  \
+                  curl -H \"$(kubex-cred get --format header)\" https://acme.kubex.ai/api/v2/kubernetes/clusters\n  \
+                  kubex-cred exec -- ./report.sh\n\nEach command's --help shows its own. Exit codes and fixes: \
+                  docs/troubleshooting.md; environment: KUBEX_CRED_TIMEOUT, KUBEX_CRED_LOG, KUBEX_CRED_NOTIFY \
+                  (docs/configuration.md)."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -19,37 +29,60 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Prove a password by minting a token, then keep it in the OS keychain.
+    #[command(after_help = "Examples:\n  kubex-cred login --url https://acme.kubex.ai --user apiUser\n  \
+                            printf '%s\\n' \"$PW\" | kubex-cred login --profile lab --url lab.kubex.ai --user tester --password-stdin\n  \
+                            kubex-cred login --password-source file:/run/secrets/kubex")]
     Login(LoginArgs),
     /// Remove the profile's password from the keychain (the profile stays in the config).
+    #[command(after_help = "Examples:\n  kubex-cred logout\n  kubex-cred logout --profile lab")]
     Logout {
-        #[arg(long, add = ArgValueCandidates::new(profile_names))]
+        /// The profile to log out [default: the default profile].
+        #[arg(long, env = "KUBEX_PROFILE", add = ArgValueCandidates::new(profile_names))]
         profile: Option<String>,
     },
     /// Print a token valid for at least --min-ttl.
+    #[command(
+        after_help = "Examples:\n  curl -H \"$(kubex-cred get --format header)\" \"$api/kubernetes/clusters\"\n  \
+                            kubex-cred get --profile lab --min-ttl 5m\n  \
+                            kubex-cred get --no-daemon --output /run/kubex/token"
+    )]
     Get(GetArgs),
     /// Show the daemon and each profile's token state (never a token).
+    #[command(after_help = "Examples:\n  kubex-cred status\n  kubex-cred status --json | jq '.profiles[].state'")]
     Status {
         /// One JSON object instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Stop the daemon.
+    #[command(after_help = "Examples:\n  kubex-cred stop\n  kubex-cred stop && kubex-cred get   # a fresh daemon")]
     Stop,
     /// Check the setup, one line per check (ok, warn, fail) with the fix; exit 1 if any fails.
+    #[command(after_help = "Examples:\n  kubex-cred doctor\n  kubex-cred doctor --profile lab")]
     Doctor {
-        #[arg(long, add = ArgValueCandidates::new(profile_names))]
+        /// The profile to check [default: the default profile].
+        #[arg(long, env = "KUBEX_PROFILE", add = ArgValueCandidates::new(profile_names))]
         profile: Option<String>,
     },
     /// Run the per-user daemon that caches tokens (started on demand by `get`).
+    #[command(after_help = "Examples:\n  kubex-cred daemon --idle-timeout 8h\n  \
+                            kubex-cred daemon --foreground --sink /run/kubex/token --profile acme")]
     Daemon(DaemonArgs),
     /// Run the daemon as a background service of the session: systemd user units (Linux), a
     /// LaunchAgent (macOS), a logon task (Windows).
+    #[command(after_help = "Examples:\n  kubex-cred service install --dry-run\n  kubex-cred service install\n  \
+                            kubex-cred service status")]
     Service {
         #[command(subcommand)]
         action: ServiceAction,
     },
     /// Print a shell completion script: `kubex-cred completions bash > /etc/bash_completion.d/kubex-cred`.
+    #[command(
+        after_help = "Examples:\n  kubex-cred completions bash > ~/.local/share/bash-completion/completions/kubex-cred\n  \
+                            source <(COMPLETE=bash kubex-cred)   # also completes profile names"
+    )]
     Completions {
+        /// The shell to complete for.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
@@ -65,15 +98,24 @@ pub enum Command {
         operation: String,
     },
     /// Run COMMAND with a token in KUBEX_TOKEN and the API base in KUBEX_API_URL (never in argv).
+    #[command(
+        after_help = "Examples:\n  kubex-cred exec -- sh -c 'curl -H \"Authorization: Bearer $KUBEX_TOKEN\" \"$KUBEX_API_URL/kubernetes/clusters\"'\n  \
+                            kubex-cred exec --profile lab --min-ttl 20m -- ./long-report.py"
+    )]
     Exec(ExecArgs),
     /// Drop a token the API refused (read on stdin) if it is still the current one; the next get
     /// mints a fresh one.
+    #[command(after_help = "Examples:\n  t=$(kubex-cred get)\n  \
+                            curl -fsS -H \"Authorization: Bearer $t\" \"$api/kubernetes/clusters\" || printf %s \"$t\" | kubex-cred reject")]
     Reject {
         /// The profile whose token it is [default: KUBEX_PROFILE, else the default profile].
-        #[arg(long, add = ArgValueCandidates::new(profile_names))]
+        #[arg(long, env = "KUBEX_PROFILE", add = ArgValueCandidates::new(profile_names))]
         profile: Option<String>,
     },
     /// List, pick or remove profiles (the config file is edited in place, comments kept).
+    #[command(
+        after_help = "Examples:\n  kubex-cred profile list\n  kubex-cred profile use lab\n  kubex-cred profile remove old"
+    )]
     Profile {
         #[command(subcommand)]
         action: ProfileAction,
@@ -107,7 +149,7 @@ pub enum ProfileAction {
 #[derive(Debug, Args)]
 pub struct ExecArgs {
     /// The profile whose token COMMAND gets [default: KUBEX_PROFILE, else the default profile].
-    #[arg(long, add = ArgValueCandidates::new(profile_names))]
+    #[arg(long, env = "KUBEX_PROFILE", add = ArgValueCandidates::new(profile_names))]
     pub profile: Option<String>,
     /// The token must stay valid at least this long [default: 5m, or half the tokens' life if shorter].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -157,19 +199,19 @@ pub struct DaemonArgs {
 #[derive(Debug, Args)]
 pub struct LoginArgs {
     /// Profile to create or update [default: KUBEX_PROFILE, else the default profile, else `default`].
-    #[arg(long, add = ArgValueCandidates::new(profile_names))]
+    #[arg(long, env = "KUBEX_PROFILE", add = ArgValueCandidates::new(profile_names))]
     pub profile: Option<String>,
     /// Kubex address: https://HOST[:PORT] (gets /api/v2) or a full API base such as https://HOST/CIRBA/api/v2.
-    #[arg(long)]
+    #[arg(long, env = "KUBEX_URL")]
     pub url: Option<String>,
     /// Kubex user name.
-    #[arg(long)]
+    #[arg(long, env = "KUBEX_USER")]
     pub user: Option<String>,
     /// Read the password as one line from stdin instead of asking on the terminal.
     #[arg(long)]
     pub password_stdin: bool,
     /// PEM bundle of extra CA certificates for on-premises instances and TLS-inspecting proxies.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "KUBEX_CA_CERT")]
     pub ca_cert: Option<PathBuf>,
     /// Where the password lives: keychain (default), keyutils, file:PATH, command:CMD or env:VAR.
     /// Recorded in the profile; login reads file/command/env sources instead of asking.
@@ -182,7 +224,8 @@ pub struct LoginArgs {
 
 #[derive(Debug, Args)]
 pub struct GetArgs {
-    #[arg(long, add = ArgValueCandidates::new(profile_names))]
+    /// The profile whose token to print [default: the default profile].
+    #[arg(long, env = "KUBEX_PROFILE", add = ArgValueCandidates::new(profile_names))]
     pub profile: Option<String>,
     /// What to print.
     #[arg(long, value_enum, default_value_t = Format::Token)]
@@ -217,4 +260,23 @@ fn profile_names() -> Vec<CompletionCandidate> {
     crate::config::open()
         .map(|(_, file)| file.profiles.into_keys().map(CompletionCandidate::new).collect())
         .unwrap_or_default()
+}
+
+/// Parses the command line. A usage error is one line on stderr (`kubex-cred: …; see --help`)
+/// and exit 2, as every other error is; `--help` and `--version` print as clap does.
+pub fn parse() -> Cli {
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => {
+            e.exit()
+        }
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+        Err(e) => {
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("invalid usage");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("kubex-cred: {first}; see `kubex-cred --help` (or the command's --help)");
+            std::process::exit(2)
+        }
+    }
 }

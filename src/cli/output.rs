@@ -15,6 +15,15 @@ pub fn stdout(bytes: &[u8]) -> Result<()> {
     stdout_parts(&[bytes])
 }
 
+/// Writes text with ANSI styles: kept on a terminal, stripped when stdout is not one or `NO_COLOR`
+/// is set (anstream decides, as clap does for its help).
+pub fn stdout_styled(text: &str) -> Result<()> {
+    let mut out = anstream::AutoStream::auto(std::io::stdout().lock());
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::unexpected(format!("cannot write to stdout: {e}")))
+}
+
 /// Writes the parts to stdout under one lock and one flush (no copy joins them: a copy of a
 /// credential would be a buffer nobody zeroes).
 fn stdout_parts(parts: &[&[u8]]) -> Result<()> {
@@ -62,4 +71,33 @@ fn credential(format: Format, profile: &WireProfile, jwt: &str, expires_ms: i64)
             serde_json::to_string(&shown).unwrap_or_default()
         }
     })
+}
+
+/// Says on stderr what a slow step waits for, once it has taken half a second, and only to a
+/// person (a terminal): scripts see nothing.
+#[derive(Debug)]
+pub struct Slow {
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Slow {
+    pub fn start(what: String) -> Slow {
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            let seen = done.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(500));
+                if !seen.load(std::sync::atomic::Ordering::SeqCst) {
+                    eprintln!("kubex-cred: {what}…");
+                }
+            });
+        }
+        Slow { done }
+    }
+}
+
+impl Drop for Slow {
+    fn drop(&mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
 }

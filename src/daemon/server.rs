@@ -374,16 +374,26 @@ impl Daemon {
         let configured: Vec<Profile> = config.profiles().collect();
         let kept = self.broker.status();
         // Every configured profile, with its slot (account and source) if it has one; then other slots.
+        // Whether each configured profile has a password, asked without an unlock prompt.
+        let asked = configured.clone();
+        let passwords: Vec<&'static str> =
+            tokio::task::spawn_blocking(move || asked.iter().map(crate::store::password_state).collect())
+                .await
+                .unwrap_or_default();
         let mut profiles: Vec<ProfileStatus> = configured
             .iter()
-            .map(|p| match kept.iter().find(|s| same(s, p)) {
-                Some(slot) => ProfileStatus {
-                    profile: p.name.clone(),
-                    password_source: p.source.to_string(),
-                    sink: p.sink.clone(),
-                    ..slot.clone()
-                },
-                None => p.idle_status(),
+            .zip(passwords.into_iter().map(Some).chain(std::iter::repeat(None)))
+            .map(|(p, password)| {
+                let shown = match kept.iter().find(|s| same(s, p)) {
+                    Some(slot) => ProfileStatus {
+                        profile: p.name.clone(),
+                        password_source: p.source.to_string(),
+                        sink: p.sink.clone(),
+                        ..slot.clone()
+                    },
+                    None => p.idle_status(),
+                };
+                ProfileStatus { password: password.map(str::to_owned), ..shown }
             })
             .collect();
         profiles.extend(kept.iter().filter(|s| !configured.iter().any(|p| same(s, p))).cloned());

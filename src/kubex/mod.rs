@@ -152,10 +152,17 @@ impl Client {
     }
 
     fn transport_error(&self, url: &str, e: &reqwest::Error) -> AuthError {
+        let why = chain(e);
         let why = if e.is_timeout() {
             format!("no answer within {}", humantime::format_duration(self.timeout))
+        } else if why.contains("InvalidContentType") || why.contains("corrupt message") {
+            // The bytes that came back were not TLS: a plain-HTTP server on that port.
+            format!(
+                "the server answered in plain HTTP, not TLS ({why}): check the port, or use http:// \
+                 (allowed to a loopback address only)"
+            )
         } else {
-            chain(e)
+            why
         };
         AuthError::Unreachable { url: url.to_owned(), why }
     }

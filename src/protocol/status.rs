@@ -85,6 +85,10 @@ pub struct ProfileStatus {
     /// The token file the daemon keeps for this profile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sink: Option<PathBuf>,
+    /// Whether its source holds a password: `stored`, `missing`, `present` (a file), `unknown`
+    /// (locked, unreachable), `n/a` (command, env). Absent from a daemon older than protocol 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
 }
 
 #[cfg(test)]

@@ -112,9 +112,10 @@ impl SecretStore for OsKeychain {
         self.entry(account)?.set_password(password.expose_secret()).map_err(|e| self.unavailable(&e))
     }
 
-    fn delete(&self, account: &str) -> Result<(), KeychainError> {
+    fn delete(&self, account: &str) -> Result<bool, KeychainError> {
         match self.entry(account)?.delete_credential() {
-            Ok(()) | Err(keyring_core::Error::NoEntry) => Ok(()),
+            Ok(()) => Ok(true),
+            Err(keyring_core::Error::NoEntry) => Ok(false),
             Err(e) => Err(self.unavailable(&e)),
         }
     }
@@ -233,7 +234,7 @@ impl SecretStore for LazyKeychain {
         open(&self.inner)?.set(account, password)
     }
 
-    fn delete(&self, account: &str) -> Result<(), KeychainError> {
+    fn delete(&self, account: &str) -> Result<bool, KeychainError> {
         open(&self.inner)?.delete(account)
     }
 }

@@ -40,8 +40,8 @@ impl From<KeychainError> for Error {
 pub trait SecretStore: Send + Sync {
     fn get(&self, account: &str) -> Result<SecretString, KeychainError>;
     fn set(&self, account: &str, password: &SecretString) -> Result<(), KeychainError>;
-    /// Removes the entry; removing an absent entry succeeds.
-    fn delete(&self, account: &str) -> Result<(), KeychainError>;
+    /// Removes the entry; `false` when there was none (which is no error).
+    fn delete(&self, account: &str) -> Result<bool, KeychainError>;
 }
 
 /// Reads passwords for profiles, whatever their source; the daemon's and the CLI's. Calls block.
@@ -100,9 +100,8 @@ impl SecretStore for MemoryStore {
         Ok(())
     }
 
-    fn delete(&self, account: &str) -> Result<(), KeychainError> {
-        self.entries().remove(account);
-        Ok(())
+    fn delete(&self, account: &str) -> Result<bool, KeychainError> {
+        Ok(self.entries().remove(account).is_some())
     }
 }
 
@@ -125,8 +124,8 @@ mod tests {
         assert_eq!(Error::from(store.get("a").expect_err("empty")).kind(), Exit::NotLoggedIn);
         store.set("a", &SecretString::from("pw")).expect("set");
         assert_eq!(store.get("a").expect("stored").expose_secret(), "pw");
-        store.delete("a").expect("delete");
-        store.delete("a").expect("delete again");
+        assert!(store.delete("a").expect("delete"));
+        assert!(!store.delete("a").expect("delete again"), "nothing was there");
         assert!(matches!(store.get("a"), Err(KeychainError::NotFound { .. })));
     }
 }

@@ -135,7 +135,10 @@ fn reject_drops_the_token_and_keeps_the_password() {
     );
     git(&sb, &["credential", "reject"], &first).code(0);
     let second = git(&sb, &["credential", "fill"], &ask).code(0).stdout;
-    eprintln!("DEBUG log2: {}", std::fs::read_to_string(sb.runtime_dir().join("kubex-cred/daemon.log")).unwrap_or_default());
+    eprintln!(
+        "DEBUG log2: {}",
+        std::fs::read_to_string(sb.runtime_dir().join("kubex-cred/daemon.log")).unwrap_or_default()
+    );
     let fresh = attr(&second, "password").expect("password");
     assert_ne!(fresh, token);
     assert!(emu.accepts(fresh));

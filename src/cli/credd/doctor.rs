@@ -25,13 +25,14 @@ pub struct Report {
 
 impl Report {
     fn line(&mut self, level: Level, check: &str, detail: impl std::fmt::Display) {
-        let word = match level {
-            Level::Ok => "ok  ",
-            Level::Warn => "warn",
-            Level::Fail => "fail",
+        let (word, colour) = match level {
+            Level::Ok => ("ok  ", anstyle::AnsiColor::Green),
+            Level::Warn => ("warn", anstyle::AnsiColor::Yellow),
+            Level::Fail => ("fail", anstyle::AnsiColor::Red),
         };
+        let style = anstyle::Style::new().fg_color(Some(colour.into())).bold();
         self.failed |= level == Level::Fail;
-        let _ = writeln!(self.text, "{word}  {check}: {detail}");
+        let _ = writeln!(self.text, "{style}{word}{style:#}  {check}: {detail}");
     }
 }
 
@@ -159,7 +160,10 @@ pub fn ping_url(profile: &Profile) -> url::Url {
 
 fn check_kubex(report: &mut Report, profile: &Profile) {
     let url = ping_url(profile);
-    let (status, date) = match crate::kubex::ping_blocking(profile, &url) {
+    let waiting = crate::cli::output::Slow::start(format!("asking {url}"));
+    let pinged = crate::kubex::ping_blocking(profile, &url);
+    drop(waiting);
+    let (status, date) = match pinged {
         Ok(answer) => answer,
         Err(e) => return report.line(Level::Fail, "kubex", e),
     };

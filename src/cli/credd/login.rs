@@ -8,6 +8,7 @@ use secrecy::SecretString;
 use zeroize::Zeroizing;
 
 use crate::cli::args::LoginArgs;
+use crate::cli::output;
 use crate::client;
 use crate::config::{self, PasswordSource, Profile};
 use crate::daemon::policy;
@@ -31,7 +32,10 @@ fn prove(profile: &Profile, password: &SecretString) -> Result<Token> {
         Ok(_) => {}
         Err(e) => tracing::warn!("{e}"),
     }
-    match kubex::mint_blocking(profile, password)? {
+    let waiting = output::Slow::start(format!("checking the password with {}", profile.url));
+    let minted = kubex::mint_blocking(profile, password)?;
+    drop(waiting);
+    match minted {
         Ok(token) => {
             warn_unfiled(holds.succeeded(&account, &source, Some(password), token.lifetime()));
             Ok(token)
@@ -56,7 +60,18 @@ const MAX_PASSWORD: usize = 4096;
 
 pub fn login(args: LoginArgs) -> Result<()> {
     let (path, file) = config::open()?;
-    let flags = Overrides { profile: args.profile, url: args.url, user: args.user, ca_cert: args.ca_cert };
+    // Guesses a user would make: `acme.kubex.ai` means https, and a relative path means from here
+    // (the daemon, which reads these later, runs elsewhere).
+    let url = args.url.map(|url| {
+        if url.contains("://") {
+            return url;
+        }
+        let https = format!("https://{url}");
+        eprintln!("kubex-cred: --url has no scheme: using {https}");
+        https
+    });
+    let ca_cert = args.ca_cert.map(|path| std::path::absolute(&path).unwrap_or(path));
+    let flags = Overrides { profile: args.profile, url, user: args.user, ca_cert };
     let overrides = config::overrides(flags);
     let mut profile = file.resolve(&overrides).map_err(|e| match e.kind() {
         Exit::NotLoggedIn => Error::usage(format!(
@@ -66,6 +81,10 @@ pub fn login(args: LoginArgs) -> Result<()> {
         _ => e,
     })?;
     if let Some(source) = args.password_source {
+        let source = match source {
+            PasswordSource::File(path) => PasswordSource::File(std::path::absolute(&path).unwrap_or(path)),
+            other => other,
+        };
         profile.source = source;
         profile.allow_env_password = args.allow_env_password;
     } else if args.allow_env_password {
@@ -80,9 +99,20 @@ pub fn login(args: LoginArgs) -> Result<()> {
         );
     }
     // Opened before the password is asked for or sent, so an unavailable store loses nothing.
-    let store = store::writable(&profile.source)?;
+    let store = store::writable(&profile.source).map_err(|e| match (&profile.source, e) {
+        (PasswordSource::Keychain, e @ store::KeychainError::Unavailable { .. }) => Error::new(
+            Exit::Keychain,
+            format!(
+                "{e}; without a keychain service (a server, an SSH session), keep the password elsewhere: \
+                 --password-source keyutils, file:PATH or command:CMD (docs/headless.md)"
+            ),
+        ),
+        (_, e) => Error::from(e),
+    })?;
     let password = if store.is_some() {
-        if args.password_stdin { read_password_line(std::io::stdin().lock())? } else { prompt_password(&profile)? }
+        // A terminal on stdin is a person typing: no echo then, even with --password-stdin.
+        let typed = !args.password_stdin || std::io::stdin().is_terminal();
+        if typed { prompt_password(&profile)? } else { read_password_line(std::io::stdin().lock())? }
     } else {
         if args.password_stdin {
             return Err(Error::usage(format!(
@@ -156,16 +186,22 @@ fn check_password(bytes: &[u8]) -> Result<SecretString> {
 pub fn logout(profile: Option<String>) -> Result<()> {
     let profile = config::resolve(profile)?;
     let store = store::writable(&profile.source)?;
-    if let Some(store) = &store {
-        store.delete(&profile.account())?;
-    }
+    let removed = match &store {
+        Some(store) => Some(store.delete(&profile.account())?),
+        None => None,
+    };
     // A running daemon drops the profile's token and any rejection it remembers.
     client::tell(&Op::Forget { account: profile.account(), source: Some(profile.source.to_string()) });
     // Names, URL and source only: a source is a path, command or variable name, never a password.
-    if store.is_some() {
+    if removed == Some(true) {
         eprintln!(
             "kubex-cred: removed the password of '{}' at {} from the {}",
             profile.user, profile.url, profile.source
+        );
+    } else if removed == Some(false) {
+        eprintln!(
+            "kubex-cred: profile '{}' was not logged in: no password of '{}' at {} in the {}, nothing to remove",
+            profile.name, profile.user, profile.url, profile.source
         );
     } else {
         eprintln!(

@@ -11,12 +11,13 @@ use super::args::{Cli, Command, DaemonArgs, GetArgs, ProfileAction, ServiceActio
 use super::{front, output};
 use crate::config;
 use crate::error::{Error, Exit, Result};
-use clap::{CommandFactory, Parser};
+use crate::store;
+use clap::CommandFactory;
 
 /// `kubex-credd`: every command, in this process.
 pub fn run() -> Result<()> {
     crate::daemon::platform::harden_process();
-    let cli = Cli::parse();
+    let cli = super::args::parse();
     crate::logging::init();
     match cli.command {
         Command::Login(args) => login::login(args),
@@ -25,7 +26,7 @@ pub fn run() -> Result<()> {
         Command::Service { action } => service(action),
         Command::Doctor { profile } => {
             let report = doctor::run(profile);
-            output::stdout(report.text.as_bytes())?;
+            output::stdout_styled(&report.text)?;
             if report.failed {
                 return Err(Error::new(Exit::Unexpected, "a check failed: see the fix on its line"));
             }
@@ -38,6 +39,7 @@ pub fn run() -> Result<()> {
         }
         Command::Manpage { command } => manpage(command.as_deref()),
         Command::Daemon(args) => daemon(args),
+        Command::Status { json } => front::status::show(json, Some(&store::password_state)),
         Command::Profile { action } => match action {
             ProfileAction::List { json } => profile::list(json),
             ProfileAction::Use { name } => profile::use_profile(&name),
@@ -68,7 +70,10 @@ fn service(action: ServiceAction) -> Result<()> {
     let (steps, dry_run) = match action {
         ServiceAction::Install { dry_run } => (service::install_plan()?, dry_run),
         ServiceAction::Uninstall { dry_run } => (service::uninstall_plan()?, dry_run),
-        ServiceAction::Status => return output::stdout(service::status()?.as_bytes()),
+        ServiceAction::Status => {
+            service::check_manager()?;
+            return output::stdout(service::status()?.as_bytes());
+        }
     };
     if !dry_run {
         service::check_manager()?;

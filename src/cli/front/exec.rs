@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use zeroize::Zeroizing;
 
-use super::{ask, refused};
+use super::{ask, ask_get, refused};
 use crate::cli::args::ExecArgs;
 use crate::config;
 use crate::error::{Error, Exit, Result};
@@ -34,7 +34,7 @@ pub fn exec(args: ExecArgs) -> Result<()> {
         min_ttl_ms: u64::try_from(min_ttl.as_millis()).unwrap_or(u64::MAX),
         at_most_half_life,
     };
-    let (token, url) = match ask(&op, true)? {
+    let (token, url) = match ask_get(&op)? {
         Some(Response { body: Body::Token { token, profile, .. }, .. }) => (Zeroizing::new(token), profile.url),
         other => return Err(refused(other)),
     };

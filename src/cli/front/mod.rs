@@ -5,11 +5,10 @@
 
 mod exec;
 pub mod git;
-mod status;
+pub mod status;
 
 use std::time::Duration;
 
-use clap::Parser;
 use zeroize::Zeroizing;
 
 use super::args::{Cli, Command, GetArgs};
@@ -23,7 +22,7 @@ use crate::protocol::{Body, Op, Response};
 pub fn run() -> Result<()> {
     // `COMPLETE=bash kubex-cred`: shell completion, profile names included; otherwise nothing.
     clap_complete::CompleteEnv::with_factory(<Cli as clap::CommandFactory>::command).complete();
-    run_here(Cli::parse().command).unwrap_or_else(hand_over)
+    run_here(super::args::parse().command).unwrap_or_else(hand_over)
 }
 
 /// The commands both dispatchers run here; `None` for the others.
@@ -40,7 +39,7 @@ pub fn run_here(command: Command) -> Option<Result<()>> {
 }
 
 /// Runs the same command line in `kubex-credd`, in this process where the platform allows.
-fn hand_over() -> Result<()> {
+pub(super) fn hand_over() -> Result<()> {
     let core = client::core_exe()?;
     let mut command = std::process::Command::new(&core);
     command.args(std::env::args_os().skip(1));
@@ -63,9 +62,10 @@ fn get(args: GetArgs) -> Result<()> {
     let profile = config::named(args.profile);
     let min_ttl_ms = u64::try_from(args.min_ttl.unwrap_or_default().as_millis()).unwrap_or(u64::MAX);
     let op = Op::Get { config: config::config_path()?, profile, min_ttl_ms, at_most_half_life: false };
-    match ask(&op, true)? {
-        Some(Response { body: Body::Token { token, expires_ms, profile }, .. }) => {
+    match ask_get(&op)? {
+        Some(Response { body: Body::Token { token, expires_ms, profile }, version }) => {
             let token = Zeroizing::new(token);
+            debug_where_the_daemon_logs(&version)?;
             output::deliver(args.output.as_deref(), args.format, &profile, &token, expires_ms)
         }
         other => Err(refused(other)),
@@ -85,6 +85,37 @@ fn stop() -> Result<()> {
         }
         other => Err(refused(other)),
     }
+}
+
+/// With `KUBEX_CRED_LOG` set, says where the daemon that answered logs (the front itself, kept
+/// light for every `get`, logs nothing more).
+fn debug_where_the_daemon_logs(version: &str) -> Result<()> {
+    if std::env::var_os("KUBEX_CRED_LOG").is_some_and(|v| !v.is_empty()) {
+        let paths = Paths::new()?;
+        eprintln!(
+            "kubex-cred: debug: the daemon at {} (version {version}) answered; a daemon started with \
+             KUBEX_CRED_LOG set logs to {} (`kubex-cred stop`, then get again, to start one so)",
+            paths.socket.display(),
+            paths.dir.join("daemon.log").display()
+        );
+    }
+    Ok(())
+}
+
+/// A `get` (or `exec`) to the daemon. With none running, the profile is resolved here first, so a
+/// profile that does not exist fails (exit 3) without starting a daemon for nothing; a running
+/// daemon reads the config itself (the hot path parses nothing).
+pub(super) fn ask_get(op: &Op) -> Result<Option<Response>> {
+    match ask(op, false)? {
+        Some(Response { body: Body::VersionMismatch, .. }) => {}
+        Some(answer) => return Ok(Some(answer)),
+        None => {
+            if let Op::Get { config: path, profile, .. } = op {
+                config::load(path)?.resolve(profile)?;
+            }
+        }
+    }
+    ask(op, true)
 }
 
 /// Asks the daemon, waiting for one Authorize exchange and a margin; with `autostart`, starts one.

@@ -10,10 +10,28 @@ use crate::config;
 use crate::error::{Error, Result};
 use crate::protocol::{Body, Op, Response, Status};
 
+/// `status` as the fronts run it: from the daemon; with none running, `kubex-credd` tells whether
+/// each profile has a password (that needs the keychain, which the fronts do not reach).
 pub fn run(json: bool) -> Result<()> {
-    let configured = || -> Result<_> { Ok(config::open()?.1.profiles().map(|p| p.idle_status()).collect()) };
+    show(json, None)
+}
+
+/// `status` with the configured profiles' password states given by `passwords` when no daemon
+/// (or an older one) answers.
+pub fn show(json: bool, passwords: Option<&dyn Fn(&config::Profile) -> &'static str>) -> Result<()> {
+    let configured = || -> Result<Vec<_>> {
+        Ok(config::open()?
+            .1
+            .profiles()
+            .map(|p| {
+                let state = passwords.map(|of| of(&p).to_owned());
+                crate::protocol::ProfileStatus { password: state, ..p.idle_status() }
+            })
+            .collect())
+    };
     let status = match ask(&Op::Status, false)? {
         Some(Response { body: Body::Status(status), .. }) => status,
+        Some(_) | None if passwords.is_none() => return super::hand_over(),
         // An older daemon: shown, not replaced (`status` changes nothing; the next `get` does).
         Some(Response { body: Body::VersionMismatch, version }) => {
             Status { older_daemon: Some(version), profiles: configured()?, ..Status::default() }
@@ -54,7 +72,13 @@ fn human(status: &Status) -> String {
         },
     };
     for p in &status.profiles {
-        let _ = write!(text, "profile {}: {} at {}: {}", p.profile, p.user, p.url, p.state);
+        let not_logged_in = p.password.as_deref() == Some("missing")
+            && matches!(p.state, crate::protocol::State::None | crate::protocol::State::Expired);
+        if not_logged_in {
+            let _ = write!(text, "profile {}: {} at {}: not logged in (no password stored)", p.profile, p.user, p.url);
+        } else {
+            let _ = write!(text, "profile {}: {} at {}: {}", p.profile, p.user, p.url, p.state);
+        }
         if let Some(s) = p.remaining_s {
             let _ = write!(text, ", {} left", duration(s));
         }

@@ -218,6 +218,12 @@ pub(super) async fn read_request(stream: &mut Box<dyn Io>) -> Option<Received> {
         if n == 0 {
             return None;
         }
+        // Not HTTP (a TLS ClientHello, say): answer 400 at once and close, as real servers do.
+        if buf.is_empty() && !chunk[0].is_ascii_uppercase() {
+            let _ =
+                stream.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
+            return None;
+        }
         buf.extend_from_slice(&chunk[..n]);
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
