@@ -10,6 +10,7 @@ mod config;
 mod daemon;
 mod docs;
 mod doctor;
+mod first_run;
 mod git;
 mod holds;
 mod keychain;
