@@ -38,6 +38,16 @@ fn watchdog(limit: Duration) {
 /// answer. A newer daemon is never replaced: it serves this client or refuses it (exit 9). `None`:
 /// no daemon runs (and none was to be started).
 pub fn call(op: &Op, autostart: bool, timeout: Duration) -> Result<Option<Response>> {
+    call_with(op, autostart, timeout, &|| Ok(()))
+}
+
+/// [`call`], with `before_start` run before a daemon is started (and failing the call instead).
+pub fn call_with(
+    op: &Op,
+    autostart: bool,
+    timeout: Duration,
+    before_start: &dyn Fn() -> Result<()>,
+) -> Result<Option<Response>> {
     let paths = Paths::new()?;
     // Lines can carry a token (an erase, a get's answer): zeroed once used.
     let request = Zeroizing::new(protocol::to_line(&Request { version: protocol::version(), op: op.clone() }));
@@ -61,6 +71,7 @@ pub fn call(op: &Op, autostart: bool, timeout: Duration) -> Result<Option<Respon
                 Ok(response) => return Ok(Some(response)),
                 // A daemon killed a moment ago can still accept, then reset: start a new one.
                 Err(e) if is_gone(&e) && autostart && !started => {
+                    before_start()?;
                     watchdog(timeout);
                     launch::start_daemon(&paths)?;
                     started = true;
@@ -68,6 +79,7 @@ pub fn call(op: &Op, autostart: bool, timeout: Duration) -> Result<Option<Respon
                 Err(e) => return Err(exchange_error(&e, timeout)),
             },
             Err(e) if is_absent(&e) && autostart && !started => {
+                before_start()?;
                 // Thread-based deadline on this cold path only: the start lock and the launch can block.
                 watchdog(timeout);
                 launch::start_daemon(&paths)?;

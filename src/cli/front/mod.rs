@@ -106,16 +106,11 @@ fn debug_where_the_daemon_logs(version: &str) -> Result<()> {
 /// profile that does not exist fails (exit 3) without starting a daemon for nothing; a running
 /// daemon reads the config itself (the hot path parses nothing).
 pub(super) fn ask_get(op: &Op) -> Result<Option<Response>> {
-    match ask(op, false)? {
-        Some(Response { body: Body::VersionMismatch, .. }) => {}
-        Some(answer) => return Ok(Some(answer)),
-        None => {
-            if let Op::Get { config: path, profile, .. } = op {
-                config::load(path)?.resolve(profile)?;
-            }
-        }
-    }
-    ask(op, true)
+    let resolves = || match op {
+        Op::Get { config: path, profile, .. } => config::load(path)?.resolve(profile).map(drop),
+        _ => Ok(()),
+    };
+    client::call_with(op, true, config::timeout()? + Duration::from_secs(5), &resolves)
 }
 
 /// Asks the daemon, waiting for one Authorize exchange and a margin; with `autostart`, starts one.
