@@ -147,14 +147,7 @@ fn the_docs_cover_each_command_and_exit_code() {
     }
     let sb = Sandbox::new();
     let help = sb.run(&["--help"], b"").code(0).stdout;
-    let commands: Vec<&str> = help
-        .lines()
-        .skip_while(|l| !l.starts_with("Commands:"))
-        .skip(1)
-        .take_while(|l| !l.is_empty())
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|c| *c != "help")
-        .collect();
+    let commands = crate::support::commands(&help);
     assert!(commands.len() >= 9 && commands.contains(&"service"), "{commands:?}");
     for command in commands {
         let documented = docs.contains(&format!("kubex-cred {command}")) || docs.contains(&format!("`{command} "));

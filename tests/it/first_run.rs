@@ -151,13 +151,7 @@ fn help(sb: &Sandbox, command: &[&str]) -> String {
 fn every_flag_has_a_help_line_and_every_command_examples() {
     let sb = Sandbox::new();
     let main = help(&sb, &[]);
-    let commands: Vec<&str> = main
-        .lines()
-        .skip_while(|l| !l.starts_with("Commands:"))
-        .skip(1)
-        .take_while(|l| !l.is_empty())
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
+    let commands = support::commands(&main);
     assert!(!commands.contains(&"help"), "no help command: each has --help ({commands:?})");
     for command in commands {
         let text = help(&sb, &[command]);

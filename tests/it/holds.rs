@@ -6,12 +6,7 @@ use std::time::Duration;
 
 use crate::support::{Emulator, Fault, Options, Out, Sandbox, set_mode, wait_until};
 
-fn start(lifetime: Duration) -> (Sandbox, Emulator) {
-    let sb = Sandbox::new();
-    let emu = Emulator::start(Options { lifetime, ..Options::default() }, &[("apiUser", "pw")]);
-    sb.login(&emu, "apiUser", "pw").code(0);
-    (sb, emu)
-}
+use crate::support::logged_in as start;
 
 fn get(sb: &Sandbox, args: &[&str]) -> Out {
     let mut all = vec!["get"];

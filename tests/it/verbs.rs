@@ -3,14 +3,9 @@
 
 use std::time::Duration;
 
-use crate::support::{Emulator, Options, Out, Sandbox, set_mode};
+use crate::support::{Out, Sandbox, set_mode};
 
-fn start(lifetime: Duration) -> (Sandbox, Emulator) {
-    let sb = Sandbox::new();
-    let emu = Emulator::start(Options { lifetime, ..Options::default() }, &[("apiUser", "pw")]);
-    sb.login(&emu, "apiUser", "pw").code(0);
-    (sb, emu)
-}
+use crate::support::logged_in as start;
 
 fn run(sb: &Sandbox, args: &[&str]) -> Out {
     sb.run(args, b"")

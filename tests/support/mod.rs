@@ -22,6 +22,24 @@ pub fn bin(name: &str) -> PathBuf {
     }
 }
 
+/// The commands `kubex-cred --help` lists.
+pub fn commands(help: &str) -> Vec<&str> {
+    help.lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .collect()
+}
+
+/// A sandbox logged in as `apiUser` (password `pw`) to a fresh emulator whose tokens live `lifetime`.
+pub fn logged_in(lifetime: Duration) -> (Sandbox, Emulator) {
+    let sb = Sandbox::new();
+    let emu = Emulator::start(Options { lifetime, ..Options::default() }, &[("apiUser", "pw")]);
+    sb.login(&emu, "apiUser", "pw").code(0);
+    (sb, emu)
+}
+
 /// One test's private world.
 #[derive(Debug)]
 pub struct Sandbox {
