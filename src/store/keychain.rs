@@ -145,17 +145,26 @@ pub fn has_entry(account: &str) -> &'static str {
     }
 }
 
-/// How long a keychain read may take before the answer is exit 8: an unlock prompt nobody answers
-/// (the prompt stays open; the next read after the user unlocks gets the password).
+/// The longest a keychain read may take before the answer is exit 8: an unlock prompt nobody
+/// answers (the prompt stays open; the next read after the user unlocks gets the password). A
+/// shorter `KUBEX_CRED_TIMEOUT` shortens it, so the answer comes within the client's patience.
 pub const PATIENCE: Duration = Duration::from_secs(5);
 
 /// Opens the OS keychain on first use, and again after it went away (a restarted session bus).
-/// Reads are bounded by [`PATIENCE`]: each runs on a thread of its own, and a read still waiting
+/// Reads are bounded by its patience: each runs on a thread of its own, and a read still waiting
 /// (a prompt on screen) is joined by the next one for that account instead of raising another.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LazyKeychain {
     inner: Arc<Mutex<Option<Arc<OsKeychain>>>>,
     reads: Arc<Mutex<HashMap<String, Arc<Read>>>>,
+    patience: Duration,
+}
+
+impl LazyKeychain {
+    /// Reads wait at most `patience` ([`PATIENCE`] at most).
+    pub fn new(patience: Duration) -> LazyKeychain {
+        LazyKeychain { inner: Arc::default(), reads: Arc::default(), patience: patience.min(PATIENCE) }
+    }
 }
 
 /// One keychain read in flight, and its outcome once there.
@@ -203,7 +212,7 @@ impl LazyKeychain {
 
 impl SecretStore for LazyKeychain {
     fn get(&self, account: &str) -> Result<SecretString, KeychainError> {
-        let deadline = std::time::Instant::now() + PATIENCE;
+        let deadline = std::time::Instant::now() + self.patience;
         // A read that was waiting on a keychain which has since gone (and maybe come back) fails:
         // then one fresh read, within the same patience.
         for attempt in 0..2 {
@@ -224,7 +233,7 @@ impl SecretStore for LazyKeychain {
         Err(KeychainError::Unavailable {
             why: format!(
                 "the keychain did not answer within {} s; an unlock prompt may be waiting for you",
-                PATIENCE.as_secs()
+                self.patience.as_secs_f64().ceil()
             ),
             hint: "unlock your keychain, then try again",
         })

@@ -30,7 +30,7 @@ pub struct Sources {
 
 impl Sources {
     pub fn new(command_timeout: Duration) -> Sources {
-        Sources { keychain: LazyKeychain::default(), command_timeout }
+        Sources { keychain: LazyKeychain::new(command_timeout), command_timeout }
     }
 }
 

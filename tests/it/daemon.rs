@@ -715,3 +715,16 @@ fn with_few_descriptors_a_flood_of_silent_connections_does_not_lock_out_status()
     assert_eq!(shown["daemon"]["pid"], pid);
     assert!(started.elapsed() < Duration::from_secs(4), "status waited {:?} behind the flood", started.elapsed());
 }
+
+#[test]
+fn a_request_that_cannot_finish_is_answered_within_its_deadline() {
+    let (sb, emu) = start(Duration::from_secs(300), 0);
+    // Another process holds the holds file's lock (a stuck kubex-cred, say): the mint waits on it.
+    let lock = std::fs::File::open(sb.home().join(".local/state/kubex-cred/holds.lock")).expect("the lock file");
+    lock.lock().expect("take the lock");
+    let out = sb.run_env(&["get"], b"", &[("KUBEX_CRED_TIMEOUT", "1s")]).fails(9, "could not answer within 4s");
+    assert!(out.elapsed < Duration::from_secs(6), "within the client's patience: {:?}", out.elapsed);
+    drop(lock);
+    wait_until(Duration::from_secs(10), "the mint to go on once the lock is free", || get(&sb).code == 0);
+    assert!(emu.accepts(&get(&sb).code(0).token()));
+}
