@@ -24,23 +24,37 @@ pub const MAX_CACHED: usize = 16;
 type Cached = (Option<crate::fs::Stamp>, Arc<config::ConfigFile>, u64);
 
 impl ConfigCache {
-    /// The config file at `path`, read on the runtime's blocking pool.
+    /// The config file at `path`: from the cache when its file is unchanged (a `stat`, which
+    /// opens nothing, so a FIFO cannot block it), else read on the runtime's blocking pool.
     pub async fn load(self: &Arc<Self>, path: &Path) -> Result<Arc<config::ConfigFile>> {
+        if let Some(file) = self.cached(path) {
+            return Ok(file);
+        }
         let (cache, path) = (self.clone(), path.to_path_buf());
         tokio::task::spawn_blocking(move || cache.get(&path))
             .await
             .map_err(|e| crate::error::Error::unexpected(format!("the config reading task failed: {e}")))?
     }
 
-    pub fn get(&self, path: &Path) -> Result<Arc<config::ConfigFile>> {
+    /// The cached file, if the file at `path` is the one cached.
+    fn cached(&self, path: &Path) -> Option<Arc<config::ConfigFile>> {
         let used = self.uses.fetch_add(1, Ordering::Relaxed);
         let stamp = crate::fs::stamp(path);
-        if let Some((seen, file, last)) = self.files().get_mut(path)
-            && *seen == stamp
-        {
-            *last = used;
-            return Ok(file.clone());
+        let mut files = self.files();
+        let (seen, file, last) = files.get_mut(path)?;
+        if *seen != stamp {
+            return None;
         }
+        *last = used;
+        Some(file.clone())
+    }
+
+    pub fn get(&self, path: &Path) -> Result<Arc<config::ConfigFile>> {
+        if let Some(file) = self.cached(path) {
+            return Ok(file);
+        }
+        let used = self.uses.fetch_add(1, Ordering::Relaxed);
+        let stamp = crate::fs::stamp(path);
         let file = Arc::new(config::load(path)?);
         let mut files = self.files();
         files.insert(path.to_path_buf(), (stamp, file.clone(), used));
