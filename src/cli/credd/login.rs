@@ -144,11 +144,40 @@ fn prompt_password(profile: &Profile) -> Result<SecretString> {
         return Err(Error::usage("no terminal to ask for the password on: pipe it in with --password-stdin"));
     }
     let prompt = format!("Kubex password for '{}' at {}: ", profile.user, profile.url);
-    let password = Zeroizing::new(
-        rpassword::prompt_password(prompt)
-            .map_err(|e| Error::usage(format!("cannot read the password from the terminal: {e}")))?,
-    );
+    let password =
+        read_hidden(&prompt).map_err(|e| Error::usage(format!("cannot read the password from the terminal: {e}")))?;
     check_password(password.as_bytes())
+}
+
+/// Turns the terminal's echo off, then shows the prompt and reads a line, then restores the
+/// terminal. In that order: rpassword shows the prompt first, so a password typed or pasted the
+/// moment the prompt appears (a password manager's auto-type) could be echoed.
+#[cfg(unix)]
+fn read_hidden(prompt: &str) -> std::io::Result<Zeroizing<String>> {
+    use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
+    use std::io::Write;
+    let tty = std::fs::OpenOptions::new().read(true).write(true).open("/dev/tty")?;
+    let saved = tcgetattr(&tty)?;
+    let mut quiet = saved.clone();
+    quiet.local_modes.remove(LocalModes::ECHO);
+    quiet.local_modes.insert(LocalModes::ECHONL);
+    tcsetattr(&tty, OptionalActions::Now, &quiet)?;
+    let read = (|| {
+        (&tty).write_all(prompt.as_bytes())?;
+        (&tty).flush()?;
+        let mut line = Zeroizing::new(String::new());
+        std::io::BufReader::new(&tty).read_line(&mut line)?;
+        let end = line.trim_end_matches(['\n', '\r']).len();
+        line.truncate(end);
+        Ok(line)
+    })();
+    tcsetattr(&tty, OptionalActions::Now, &saved)?;
+    read
+}
+
+#[cfg(not(unix))]
+fn read_hidden(prompt: &str) -> std::io::Result<Zeroizing<String>> {
+    rpassword::prompt_password(prompt).map(Zeroizing::new)
 }
 
 /// Reads one line (without its line ending) as the password.
