@@ -51,6 +51,12 @@ pub fn call_with(
     let paths = Paths::new()?;
     // Lines can carry a token (an erase, a get's answer): zeroed once used.
     let request = Zeroizing::new(protocol::to_line(&Request { version: protocol::version(), op: op.clone() }));
+    // Thread-based deadline on this cold path only: the start lock and the launch can block.
+    let start = || {
+        before_start()?;
+        watchdog(timeout);
+        launch::start_daemon(&paths)
+    };
     let mut started = false;
     let mut replaced = false;
     loop {
@@ -71,18 +77,13 @@ pub fn call_with(
                 Ok(response) => return Ok(Some(response)),
                 // A daemon killed a moment ago can still accept, then reset: start a new one.
                 Err(e) if is_gone(&e) && autostart && !started => {
-                    before_start()?;
-                    watchdog(timeout);
-                    launch::start_daemon(&paths)?;
+                    start()?;
                     started = true;
                 }
                 Err(e) => return Err(exchange_error(&e, timeout)),
             },
             Err(e) if is_absent(&e) && autostart && !started => {
-                before_start()?;
-                // Thread-based deadline on this cold path only: the start lock and the launch can block.
-                watchdog(timeout);
-                launch::start_daemon(&paths)?;
+                start()?;
                 started = true;
             }
             Err(e) if is_absent(&e) => {

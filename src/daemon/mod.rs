@@ -33,15 +33,16 @@ use server::Daemon;
 /// `get --no-daemon`: one token minted in this process by the daemon's own broker, policy and
 /// holds file, so a password rejected or a wait asked for in any process holds here too.
 pub fn get_once(profile: &Profile, min_ttl: Duration) -> Result<Token> {
-    let timeout = config::timeout()?;
-    let broker = Broker::new(
-        Arc::new(Sources::new(timeout)),
-        Arc::new(minter::KubexMinter::new(timeout)),
-        Arc::new(notify::Silent),
-        Holds::open()?,
-        Moment::now,
-    );
+    let broker = broker(config::timeout()?, Arc::new(notify::Silent))?;
     runtime()?.block_on(broker.get(profile, min_ttl))
+}
+
+/// The broker on the real parts: the password sources, Kubex, the holds file and both clocks,
+/// each waiting at most `timeout`.
+fn broker(timeout: Duration, notifier: Arc<dyn notify::Notifier>) -> Result<Arc<Broker>> {
+    let passwords = Arc::new(Sources::new(timeout));
+    let minter = Arc::new(minter::KubexMinter::new(timeout));
+    Ok(Broker::new(passwords, minter, notifier, Holds::open()?, Moment::now))
 }
 
 /// The daemon's single-threaded runtime (blocking work goes to its blocking pool).

@@ -17,7 +17,7 @@ use crate::client::Paths;
 use crate::config::{self, Profile};
 use crate::error::{Error, Result};
 use crate::protocol::{self, Body, DaemonInfo, Op, ProfileStatus, Response};
-use crate::token::{Moment, Stamp};
+use crate::token::Stamp;
 
 /// How long a connection may take to send its request, and the daemon to write its answer.
 const IO_DEADLINE: Duration = Duration::from_secs(5);
@@ -115,12 +115,9 @@ fn is_out_of_fds(code: i32) -> bool {
 impl Daemon {
     pub fn new(paths: Paths, idle_timeout: Duration) -> Result<Daemon> {
         let timeout = config::timeout()?;
-        let passwords = Arc::new(crate::store::Sources::new(timeout));
-        let minter = Arc::new(super::minter::KubexMinter::new(timeout));
-        let holds = crate::holds::Holds::open()?;
         Ok(Daemon {
             paths,
-            broker: Broker::new(passwords, minter, super::notify::Desktop::start(), holds, Moment::now),
+            broker: super::broker(timeout, super::notify::Desktop::start())?,
             started: Stamp::now(),
             idle_timeout,
             last_request: Mutex::new(Stamp::now()),
@@ -132,7 +129,8 @@ impl Daemon {
         })
     }
 
-    /// Keeps a token file for a profile, resolved from the config file at each refresh.
+    /// Keeps a token file for a profile, resolved from the config file (the cache, read again
+    /// when it changes) at each refresh.
     pub fn spawn_sink(self: Arc<Self>, sink: SinkSpec) {
         tracing::info!(sink = %sink.path.display(), profile = ?sink.profile, "keeping a token file");
         let overrides = protocol::Overrides { profile: sink.profile.clone(), ..protocol::Overrides::default() };
@@ -140,7 +138,7 @@ impl Daemon {
             let daemon = self.clone();
             let overrides = overrides.clone();
             async move {
-                let profile = config::open().and_then(|(_, file)| file.resolve(&overrides))?;
+                let profile = daemon.resolve(&config::config_path()?, &overrides).await?;
                 daemon.broker.get(&profile, min_ttl).await
             }
         }));
@@ -313,7 +311,7 @@ impl Daemon {
     async fn dispatch(&self, op: Op) -> Body {
         match op {
             Op::Get { config, profile, min_ttl_ms, at_most_half_life } => {
-                let profile = match self.configs.load(&config).await.and_then(|file| file.resolve(&profile)) {
+                let profile = match self.resolve(&config, &profile).await {
                     Ok(p) => p,
                     Err(e) => return answer_error(&e),
                 };
@@ -341,7 +339,7 @@ impl Daemon {
             }
             Op::Reject { config, profile, token } => {
                 let token = zeroize::Zeroizing::new(token);
-                match self.configs.load(&config).await.and_then(|file| file.resolve(&profile)) {
+                match self.resolve(&config, &profile).await {
                     Ok(profile) => Body::Rejected(self.broker.reject(&profile.account(), &token)),
                     Err(e) => answer_error(&e),
                 }
@@ -356,6 +354,11 @@ impl Daemon {
                 Body::Done
             }
         }
+    }
+
+    /// The profile a request names, in the config file it names (cached).
+    async fn resolve(&self, config: &std::path::Path, overrides: &protocol::Overrides) -> Result<Profile> {
+        self.configs.load(config).await?.resolve(overrides)
     }
 
     async fn status(&self) -> protocol::Status {

@@ -91,11 +91,12 @@ impl Broker {
 
     fn slot(&self, profile: &Profile) -> Arc<Slot> {
         let used = self.uses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let key = profile.slot();
         let mut slots = self.slots();
-        if !slots.contains_key(&profile.slot()) && slots.len() >= MAX_SLOTS {
+        if !slots.contains_key(&key) && slots.len() >= MAX_SLOTS {
             evict_one(&mut slots);
         }
-        let slot = slots.entry(profile.slot()).or_insert_with(|| {
+        let slot = slots.entry(key).or_insert_with(|| {
             Arc::new(Slot {
                 state: Mutex::new(SlotState {
                     profile: profile.clone(),
@@ -131,7 +132,10 @@ impl Broker {
 
     /// A token for the profile valid for at least `min_ttl`, minting once for all who wait.
     pub async fn get(self: &Arc<Self>, profile: &Profile, min_ttl: Duration) -> Result<Token, Error> {
-        let slot = self.slot(profile);
+        self.get_from(self.slot(profile), profile, min_ttl).await
+    }
+
+    async fn get_from(self: &Arc<Self>, slot: Arc<Slot>, profile: &Profile, min_ttl: Duration) -> Result<Token, Error> {
         if let Some(answer) = self.answer(&slot, min_ttl) {
             return answer;
         }
@@ -169,7 +173,7 @@ impl Broker {
     pub async fn get_fitting(self: &Arc<Self>, profile: &Profile, ceiling: Duration) -> Result<Token, Error> {
         let slot = self.slot(profile);
         let min_ttl = self.lifetime(&slot, ceiling).await.map_or(ceiling, |life| ceiling.min(life / 2));
-        self.get(profile, min_ttl).await
+        self.get_from(slot, profile, min_ttl).await
     }
 
     /// The lifetime of the slot's tokens, if known here or from the holds file (only looked up
