@@ -65,6 +65,15 @@ struct Wait {
     message: String,
 }
 
+impl Contents {
+    fn wait(&self, account: &str, now: SystemTime) -> Option<(Error, Duration)> {
+        let now_ms = epoch_ms(now);
+        let wait = self.waits.iter().find(|w| w.account == account && w.until_ms > now_ms)?;
+        let left = Duration::from_millis((wait.until_ms - now_ms).min(wait.wait_ms));
+        Some((Error::new(Exit::from_code(wait.code), &wait.message), left))
+    }
+}
+
 fn epoch_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
 }
@@ -90,10 +99,8 @@ impl Holds {
     /// The password is hashed only when the account has a rejected one on file.
     pub fn check(&self, account: &str, password: &SecretString, now: SystemTime) -> Result<Option<Held>> {
         let contents = self.read(false)?.1;
-        let now_ms = epoch_ms(now);
-        if let Some(wait) = contents.waits.iter().find(|w| w.account == account && w.until_ms > now_ms) {
-            let left = Duration::from_millis((wait.until_ms - now_ms).min(wait.wait_ms));
-            return Ok(Some(Held::Wait(Error::new(Exit::from_code(wait.code), &wait.message), left)));
+        if let Some((error, left)) = contents.wait(account, now) {
+            return Ok(Some(Held::Wait(error, left)));
         }
         let mut rejected = contents.rejected.iter().filter(|r| r.account == account).peekable();
         if rejected.peek().is_none() {
@@ -103,9 +110,15 @@ impl Holds {
         Ok(rejected.find(|r| r.fingerprint == print).map(|r| Held::Rejected(Error::new(Exit::Rejected, &r.message))))
     }
 
+    /// The wait Kubex asked of `account` that is not over at `now`: its failure and what is left
+    /// (what `login` checks: a rejected password is its to send again, so it hashes nothing).
+    pub fn waiting(&self, account: &str, now: SystemTime) -> Result<Option<(Error, Duration)>> {
+        Ok(self.read(false)?.1.wait(account, now))
+    }
+
     /// Kubex rejected `password` of `account` read from `source`: it replaces that source's
     /// earlier rejection; rejections from other sources stay.
-    pub fn rejected(&self, account: &str, source: &str, password: &SecretString, error: &Error) -> Result<()> {
+    fn rejected(&self, account: &str, source: &str, password: &SecretString, error: &Error) -> Result<()> {
         self.update(|contents| {
             if contents.salt.is_empty() {
                 let mut salt = [0u8; 16];
@@ -125,7 +138,7 @@ impl Holds {
     }
 
     /// Kubex asked `account` to wait `wait` from `now` (403 or 429, by the error's kind).
-    pub fn wait(&self, account: &str, error: &Error, wait: Duration, now: SystemTime) -> Result<()> {
+    fn wait(&self, account: &str, error: &Error, wait: Duration, now: SystemTime) -> Result<()> {
         self.update(|contents| {
             contents.waits.retain(|w| w.account != account);
             contents.waits.push(Wait {
@@ -225,8 +238,7 @@ impl Holds {
         let now_ms = epoch_ms(SystemTime::now());
         contents.waits.retain(|w| w.until_ms > now_ms);
         let text = serde_json::to_vec_pretty(&contents).map_err(|e| Error::unexpected(e.to_string()))?;
-        crate::fs::write_atomic(&self.path(), &text, 0o600)
-            .map_err(|e| Error::unexpected(format!("cannot write {}: {e}", self.path().display())))
+        crate::fs::write_private(&self.path(), &text)
     }
 }
 

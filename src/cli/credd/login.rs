@@ -13,7 +13,7 @@ use crate::client;
 use crate::config::{self, PasswordSource, Profile};
 use crate::daemon::policy;
 use crate::error::{Error, Exit, Result};
-use crate::holds::{Held, Holds};
+use crate::holds::Holds;
 use crate::kubex;
 use crate::protocol::{Op, Overrides};
 use crate::store::{self, Passwords, SecretStore, Sources};
@@ -27,9 +27,9 @@ fn prove(profile: &Profile, password: &SecretString) -> Result<Token> {
     let holds = Holds::open()?;
     let now = SystemTime::now();
     // An unusable state directory only loses what other processes learnt: said, not fatal.
-    match holds.check(&account, password, now) {
-        Ok(Some(Held::Wait(error, left))) => return Err(error.retry_in(left)),
-        Ok(_) => {}
+    match holds.waiting(&account, now) {
+        Ok(Some((error, left))) => return Err(error.retry_in(left)),
+        Ok(None) => {}
         Err(e) => tracing::warn!("{e}"),
     }
     let waiting = output::Slow::start(format!("checking the password with {}", profile.url));
