@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use zeroize::Zeroizing;
 
-use super::{ask, ask_get, refused};
+use super::{ask, ask_get, get_op, refused};
 use crate::cli::args::ExecArgs;
 use crate::config;
 use crate::error::{Error, Exit, Result};
@@ -28,13 +28,7 @@ pub fn exec(args: ExecArgs) -> Result<()> {
         Some(min_ttl) => (min_ttl, false),
         None => (EXEC_MIN_TTL, true),
     };
-    let op = Op::Get {
-        config: config::config_path()?,
-        profile: config::named(args.profile),
-        min_ttl_ms: u64::try_from(min_ttl.as_millis()).unwrap_or(u64::MAX),
-        at_most_half_life,
-    };
-    let (token, url) = match ask_get(&op)? {
+    let (token, url) = match ask_get(&get_op(args.profile, min_ttl, at_most_half_life)?)? {
         Some(Response { body: Body::Token { token, profile, .. }, .. }) => (Zeroizing::new(token), profile.url),
         other => return Err(refused(other)),
     };

@@ -59,10 +59,7 @@ pub(super) fn hand_over() -> Result<()> {
 /// `get` through the daemon. The daemon reads the config (and caches it): the client never parses
 /// it on this hot path.
 fn get(args: GetArgs) -> Result<()> {
-    let profile = config::named(args.profile);
-    let min_ttl_ms = u64::try_from(args.min_ttl.unwrap_or_default().as_millis()).unwrap_or(u64::MAX);
-    let op = Op::Get { config: config::config_path()?, profile, min_ttl_ms, at_most_half_life: false };
-    match ask_get(&op)? {
+    match ask_get(&get_op(args.profile, args.min_ttl.unwrap_or_default(), false)?)? {
         Some(Response { body: Body::Token { token, expires_ms, profile }, version }) => {
             let token = Zeroizing::new(token);
             debug_where_the_daemon_logs(&version)?;
@@ -100,6 +97,16 @@ fn debug_where_the_daemon_logs(version: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The request for a token of the profile named (or in force) in the user's config file.
+pub(super) fn get_op(profile: Option<String>, min_ttl: Duration, at_most_half_life: bool) -> Result<Op> {
+    Ok(Op::Get {
+        config: config::config_path()?,
+        profile: config::named(profile),
+        min_ttl_ms: u64::try_from(min_ttl.as_millis()).unwrap_or(u64::MAX),
+        at_most_half_life,
+    })
 }
 
 /// A `get` (or `exec`) to the daemon. With none running, the profile is resolved here first, so a
