@@ -80,7 +80,63 @@ pub fn stamp(path: &Path) -> Option<Stamp> {
     Some((meta.modified().ok()?, inode, meta.len()))
 }
 
+/// Takes a lock on `file` (exclusive or shared), trying again until `deadline`; `false` when the
+/// deadline passed first. Polled rather than blocked on, so that no wait is unbounded: a process
+/// stopped while it holds the lock costs the others their deadline, not their life.
+pub fn lock_until(file: &std::fs::File, exclusive: bool, deadline: std::time::Instant) -> std::io::Result<bool> {
+    let mut pause = std::time::Duration::from_millis(2);
+    loop {
+        let tried = if exclusive { file.try_lock() } else { file.try_lock_shared() };
+        match tried {
+            Ok(()) => return Ok(true),
+            Err(std::fs::TryLockError::WouldBlock) => {}
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(pause.min(deadline - now));
+        pause = (pause * 2).min(std::time::Duration::from_millis(25));
+    }
+}
+
+/// What makes `dir` unfit to hold private files: not a directory, not the user's, or open to
+/// others (its mode and the `chmod` that fixes it). `None`: it is fine.
+#[cfg(unix)]
+pub fn private_dir_problem(dir: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = match std::fs::symlink_metadata(dir) {
+        Ok(meta) => meta,
+        Err(e) => return Some(format!("cannot inspect it: {e}")),
+    };
+    let uid = rustix::process::geteuid().as_raw();
+    if !meta.is_dir() {
+        return Some("it is not a directory; remove it or move it away".to_owned());
+    }
+    if meta.uid() != uid {
+        return Some(format!("it is owned by uid {}, not by you (uid {uid}); remove it", meta.uid()));
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Some(format!("its mode {:o} lets others in; run `chmod 700 {}`", meta.mode() & 0o777, dir.display()));
+    }
+    None
+}
+
+/// On Windows the per-user directories kubex-cred uses (under the profile) inherit an ACL that
+/// admits only the user and the system.
+#[cfg(not(unix))]
+pub fn private_dir_problem(dir: &Path) -> Option<String> {
+    match std::fs::symlink_metadata(dir) {
+        Ok(meta) if meta.is_dir() => None,
+        Ok(_) => Some("it is not a directory; remove it or move it away".to_owned()),
+        Err(e) => Some(format!("cannot inspect it: {e}")),
+    }
+}
+
 /// Opens a file only the user may read, creating it: a lock file (`append` false) or a log (true).
+/// Opened without blocking and checked on the descriptor: a FIFO, a device or a directory in its
+/// place fails at once (`InvalidInput`) rather than hanging or being written into.
 pub fn open_private(path: &Path, append: bool) -> std::io::Result<std::fs::File> {
     let mut options = std::fs::OpenOptions::new();
     options.create(true);
@@ -90,6 +146,13 @@ pub fn open_private(path: &Path, append: bool) -> std::io::Result<std::fs::File>
         options.truncate(false).write(true);
     }
     #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600).custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32);
+    }
+    let file = options.open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "it is not a regular file"));
+    }
+    Ok(file)
 }

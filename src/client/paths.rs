@@ -47,32 +47,12 @@ impl Paths {
     }
 }
 
-#[cfg(unix)]
+/// Refuses a socket directory that is not a private directory of the user's.
 pub fn check_private(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::symlink_metadata(dir)
-        .map_err(|e| Error::daemon(format!("cannot inspect the socket directory {}: {e}", dir.display())))?;
-    let uid = rustix::process::geteuid().as_raw();
-    if !meta.is_dir() || meta.uid() != uid {
-        return Err(Error::daemon(format!(
-            "refusing the socket directory {}: it is not a directory owned by you (uid {uid}); remove it and try again",
-            dir.display()
-        )));
+    match crate::fs::private_dir_problem(dir) {
+        Some(why) => Err(Error::daemon(format!("refusing the socket directory {}: {why}", dir.display()))),
+        None => Ok(()),
     }
-    if meta.mode() & 0o077 != 0 {
-        return Err(Error::daemon(format!(
-            "refusing the socket directory {}: its mode {:o} lets others in; run `chmod 700 {}`",
-            dir.display(),
-            meta.mode() & 0o777,
-            dir.display()
-        )));
-    }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-pub fn check_private(_dir: &Path) -> Result<()> {
-    Ok(())
 }
 
 #[cfg(test)]

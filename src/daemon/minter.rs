@@ -17,9 +17,10 @@ use crate::token::Token;
 /// exit 2), which no hold or backoff applies to.
 pub type MintFuture<'a> = Pin<Box<dyn Future<Output = Result<Result<Token, AuthError>, Error>> + Send + 'a>>;
 
-/// Mints a token for a profile with a password.
+/// Mints a token for a profile with a password, waiting at most `limit` for Kubex. Called only by
+/// `guarded::mint`, which holds the account's lock and files the outcome.
 pub trait Minter: Send + Sync {
-    fn mint<'a>(&'a self, profile: &'a Profile, password: &'a SecretString) -> MintFuture<'a>;
+    fn mint<'a>(&'a self, profile: &'a Profile, password: &'a SecretString, limit: Duration) -> MintFuture<'a>;
 
     /// Forgets what it set up (`SIGHUP`): CA bundles are read again.
     fn reload(&self) {}
@@ -81,10 +82,10 @@ impl KubexMinter {
 }
 
 impl Minter for KubexMinter {
-    fn mint<'a>(&'a self, profile: &'a Profile, password: &'a SecretString) -> MintFuture<'a> {
+    fn mint<'a>(&'a self, profile: &'a Profile, password: &'a SecretString, limit: Duration) -> MintFuture<'a> {
         Box::pin(async move {
             let client = self.client(profile)?;
-            Ok(client.authorize(&profile.authorize_url(), &profile.user, password).await)
+            Ok(client.authorize(&profile.authorize_url(), &profile.user, password, limit).await)
         })
     }
 

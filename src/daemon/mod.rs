@@ -3,6 +3,7 @@
 
 mod broker;
 mod configs;
+pub mod guarded;
 mod minter;
 mod notify;
 pub mod platform;
@@ -42,7 +43,7 @@ pub fn get_once(profile: &Profile, min_ttl: Duration) -> Result<Token> {
 fn broker(timeout: Duration, notifier: Arc<dyn notify::Notifier>) -> Result<Arc<Broker>> {
     let passwords = Arc::new(Sources::new(timeout));
     let minter = Arc::new(minter::KubexMinter::new(timeout));
-    Ok(Broker::new(passwords, minter, notifier, Holds::open()?, Moment::now))
+    Ok(Broker::new(passwords, minter, notifier, Holds::open()?, timeout, Moment::now))
 }
 
 /// The daemon's single-threaded runtime (blocking work goes to its blocking pool).

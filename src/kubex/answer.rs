@@ -39,8 +39,12 @@ pub enum AuthError {
         "Kubex at {url} answered with a redirect (HTTP {status}) to {location}, which was not followed so that the password goes nowhere else; give the final address with --url"
     )]
     Redirect { url: String, status: u16, location: String },
+    /// No connection could be made: nothing reached Kubex.
     #[error("cannot reach Kubex at {url}: {why}; check the address, the network, HTTPS_PROXY and the CA (--ca-cert)")]
     Unreachable { url: String, why: String },
+    /// The request may have reached Kubex, but no answer came (a timeout, a connection cut).
+    #[error("no answer from Kubex at {url}: {why}; check the network and HTTPS_PROXY, or raise KUBEX_CRED_TIMEOUT")]
+    NoAnswer { url: String, why: String },
     #[error("Kubex at {url} sent an answer kubex-cred cannot use: {why}")]
     Malformed { url: String, why: String },
 }

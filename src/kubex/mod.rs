@@ -19,13 +19,6 @@ pub use answer::{AuthError, DEFAULT_RATE_LIMIT, interpret, retry_after};
 /// The largest Authorize answer read; a real one is about 400 bytes.
 pub const MAX_RESPONSE: usize = 64 * 1024;
 
-/// Mints one token for a profile in this process, on a runtime of its own (`login`): the outer
-/// error is the client's setup, the inner one what Kubex answered.
-pub fn mint_blocking(profile: &Profile, password: &SecretString) -> Result<Result<Token, AuthError>> {
-    let client = Client::for_profile(profile, crate::config::timeout()?)?;
-    block_on(client.authorize(&profile.authorize_url(), &profile.user, password))
-}
-
 /// `GET url` for `doctor`: the status and the server's `Date`.
 pub fn ping_blocking(profile: &Profile, url: &Url) -> Result<(u16, Option<std::time::SystemTime>)> {
     let client = Client::for_profile(profile, crate::config::timeout()?)?;
@@ -101,8 +94,16 @@ impl Client {
         }
     }
 
-    /// Mints a token: `POST {base}/authorize` with the user name and password.
-    pub async fn authorize(&self, url: &Url, user: &str, password: &SecretString) -> Result<Token, AuthError> {
+    /// Mints a token: `POST {base}/authorize` with the user name and password, waiting at most
+    /// `limit` (and never longer than the client's own timeout).
+    pub async fn authorize(
+        &self,
+        url: &Url,
+        user: &str,
+        password: &SecretString,
+        limit: Duration,
+    ) -> Result<Token, AuthError> {
+        let limit = limit.min(self.timeout);
         let shown = url.to_string();
         // Serialised straight from the secret into a buffer of ours (no JSON value holding a copy);
         // reqwest takes that buffer over: what the HTTP and TLS stacks copy is out of our reach.
@@ -131,9 +132,17 @@ impl Client {
             let body = read_capped(response).await?;
             Ok::<_, Fail>((status, headers, body))
         };
-        let (status, headers, body) = match tokio::time::timeout(self.timeout, exchange).await {
+        let (status, headers, body) = match tokio::time::timeout(limit, exchange).await {
             Ok(Ok(answer)) => answer,
-            Ok(Err(Fail::Http(e))) => return Err(self.transport_error(&shown, &e)),
+            // A connection never made sent nothing; anything later may have carried the password.
+            Ok(Err(Fail::Http(e))) if e.is_connect() => return Err(self.transport_error(&shown, &e)),
+            Ok(Err(Fail::Http(e))) => {
+                let why = match self.transport_error(&shown, &e) {
+                    AuthError::Unreachable { why, .. } => why,
+                    other => other.to_string(),
+                };
+                return Err(AuthError::NoAnswer { url: shown, why });
+            }
             Ok(Err(Fail::TooBig)) => {
                 return Err(AuthError::Malformed {
                     url: shown,
@@ -141,9 +150,9 @@ impl Client {
                 });
             }
             Err(_) => {
-                return Err(AuthError::Unreachable {
+                return Err(AuthError::NoAnswer {
                     url: shown,
-                    why: format!("no answer within {}", humantime::format_duration(self.timeout)),
+                    why: format!("no answer within {}", humantime::format_duration(limit)),
                 });
             }
         };

@@ -2,7 +2,7 @@
 //! without echo from the terminal or as one line from stdin.
 
 use std::io::{BufRead, IsTerminal};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use secrecy::SecretString;
 use zeroize::Zeroizing;
@@ -11,48 +11,23 @@ use crate::cli::args::LoginArgs;
 use crate::cli::output;
 use crate::client;
 use crate::config::{self, PasswordSource, Profile};
-use crate::daemon::policy;
 use crate::error::{Error, Exit, Result};
 use crate::holds::Holds;
-use crate::kubex;
 use crate::protocol::{Op, Overrides};
 use crate::store::{self, Passwords, SecretStore, Sources};
 use crate::token::Token;
 
-/// Mints a token with the password, and files what that taught for every process (the holds file).
-/// A wait Kubex asked for (429, 403) holds for `login` too; a password it rejected does not, since
-/// `login` is how a user sends it again (after an administrator unlocked the account, say).
+/// Mints a token with the password through the one guarded mint every sender uses (the holds file
+/// learns the outcome). A damaged holds file is set aside first: login is the user's deliberate
+/// retry, and the message that refused every `get` pointed here.
 fn prove(profile: &Profile, password: &SecretString) -> Result<Token> {
-    let (account, source) = (profile.account(), profile.source.to_string());
-    let holds = Holds::open()?;
-    let now = SystemTime::now();
-    // An unusable state directory only loses what other processes learnt: said, not fatal.
-    match holds.waiting(&account, now) {
-        Ok(Some((error, left))) => return Err(error.retry_in(left)),
-        Ok(None) => {}
-        Err(e) => tracing::warn!("{e}"),
+    if let Some(aside) = Holds::open()?.set_aside_damaged()? {
+        eprintln!("kubex-cred: the holds file was damaged: kept as {} and started afresh", aside.display());
     }
     let waiting = output::Slow::start(format!("checking the password with {}", profile.url));
-    let minted = kubex::mint_blocking(profile, password)?;
+    let proven = crate::daemon::guarded::prove(profile, password);
     drop(waiting);
-    match minted {
-        Ok(token) => {
-            warn_unfiled(holds.succeeded(&account, &source, Some(password), token.lifetime()));
-            Ok(token)
-        }
-        Err(e) => {
-            if let Some(held) = policy::to_file(&e) {
-                warn_unfiled(holds.record(&account, &source, password, &held, now));
-            }
-            Err(Error::from(e))
-        }
-    }
-}
-
-fn warn_unfiled(filed: Result<()>) {
-    if let Err(e) = filed {
-        tracing::warn!("{e}");
-    }
+    proven
 }
 
 /// The longest password line read from stdin.

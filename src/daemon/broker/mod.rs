@@ -6,12 +6,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use super::guarded::{self, Budget, Guarded};
 use super::minter::Minter;
 use super::notify::{Event, Notifier};
 use super::policy::{self, Decision, Hold};
 use crate::config::Profile;
 use crate::error::Error;
-use crate::holds::Holds;
+use crate::holds::{Holds, Purpose};
 use crate::protocol::{ProfileStatus, Rejection};
 use crate::store::Passwords;
 use crate::token::{Moment, Token};
@@ -54,6 +55,8 @@ pub struct Broker {
     minter: Arc<dyn Minter>,
     notifier: Arc<dyn Notifier>,
     holds: Holds,
+    /// `KUBEX_CRED_TIMEOUT`: what a mint's budget is made of (`guarded::Budget`).
+    timeout: Duration,
     /// Both local clocks (`Moment::now`; tests pass their own): token lives are counted on both,
     /// holds on the suspend-counting one, the holds file's waits on the wall clock.
     clock: fn() -> Moment,
@@ -71,6 +74,7 @@ impl Broker {
         minter: Arc<dyn Minter>,
         notifier: Arc<dyn Notifier>,
         holds: Holds,
+        timeout: Duration,
         clock: fn() -> Moment,
     ) -> Arc<Broker> {
         Arc::new(Broker {
@@ -81,6 +85,7 @@ impl Broker {
             minter,
             notifier,
             holds,
+            timeout,
             clock,
         })
     }
@@ -228,8 +233,10 @@ impl Broker {
     }
 
     /// One Authorize call, unless the password read is one Kubex rejected or the account must
-    /// wait, here or (the holds file, checked right before the call) in any other process.
+    /// wait, here or (the holds file, read again under the account's lock) in any other process.
+    /// Reading the password, waiting for the lock and the call share one budget.
     async fn mint_once(&self, slot: &Slot) -> Result<Token, Error> {
+        let budget = Budget::from(std::time::Instant::now(), self.timeout);
         let (profile, hold) = {
             let s = slot.state();
             (s.profile.clone(), s.hold.clone())
@@ -241,25 +248,20 @@ impl Broker {
         if let Some(error) = policy::rejected_again(&hold, print) {
             return Err(error);
         }
-        let (account, source) = (profile.account(), profile.source.to_string());
-        let holds = self.holds.clone();
-        let (checking, checked) = (account.clone(), password.clone());
         let wall = (self.clock)().wall;
-        match blocking(move || holds.check(&checking, &checked, wall)).await {
-            Ok(Some(held)) => {
+        let guarded =
+            guarded::mint(&*self.minter, &self.holds, &profile, &password, Purpose::Get, wall, budget).await?;
+        let result = match guarded {
+            Guarded::Answer(result) => result,
+            Guarded::Held(held) => {
                 let (hold, error) = policy::from_file(held, print, (self.clock)().at);
                 tracing::info!(profile = %profile.name, "not sent: {error}");
                 slot.state().hold = hold;
                 return Err(error);
             }
-            Ok(None) => {}
-            // The state directory is not writable or readable: the holds of this process still apply.
-            Err(e) => tracing::warn!("{e}"),
-        }
-        tracing::debug!(profile = %profile.name, "minting a token");
-        let result = self.minter.mint(&profile, &password).await?;
+        };
         let now = (self.clock)();
-        let (outcome, to_file, event) = {
+        let (outcome, event) = {
             let mut s = slot.state();
             match result {
                 Ok(token) => {
@@ -268,7 +270,7 @@ impl Broker {
                     s.failures = 0;
                     s.mints += 1;
                     s.lifetime = Some(token.lifetime());
-                    (Ok(token), None, None)
+                    (Ok(token), None)
                 }
                 Err(e) => {
                     let error = Error::from(e.clone());
@@ -276,24 +278,12 @@ impl Broker {
                     let after = policy::after_failure(&s.hold, s.failures, &e, print, now.at, fastrand::f64());
                     s.hold = after.hold;
                     s.failures = after.failures;
-                    (Err(error), policy::to_file(&e), after.event)
+                    (Err(error), after.event)
                 }
             }
         };
         if let Some(kind) = event {
             self.notifier.notify(Event::new(kind, &profile));
-        }
-        let (holds, wall) = (self.holds.clone(), now.wall);
-        let filed = match (&outcome, to_file) {
-            (Ok(token), _) => {
-                let lifetime = token.lifetime();
-                blocking(move || holds.succeeded(&account, &source, None, lifetime)).await
-            }
-            (Err(_), Some(held)) => blocking(move || holds.record(&account, &source, &password, &held, wall)).await,
-            (Err(_), None) => Ok(()),
-        };
-        if let Err(e) = filed {
-            tracing::warn!("{e}");
         }
         outcome
     }
@@ -380,7 +370,9 @@ fn evict_one(slots: &mut HashMap<String, Arc<Slot>>) {
 }
 
 /// Runs blocking work (a password source, the holds file) off the async threads.
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T, Error> + Send + 'static) -> Result<T, Error> {
+pub(super) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
     tokio::task::spawn_blocking(work).await.map_err(|e| Error::unexpected(format!("a blocking task failed: {e}")))?
 }
 

@@ -32,7 +32,7 @@ struct FakeKubex {
 }
 
 impl Minter for FakeKubex {
-    fn mint<'a>(&'a self, _: &'a Profile, _: &'a SecretString) -> MintFuture<'a> {
+    fn mint<'a>(&'a self, _: &'a Profile, _: &'a SecretString, _: Duration) -> MintFuture<'a> {
         Box::pin(async move {
             self.calls.fetch_add(1, Ordering::SeqCst);
             let sent = now();
@@ -82,8 +82,8 @@ fn fixture(delay: Duration) -> Fixture {
     let kubex = Arc::new(FakeKubex { calls: AtomicU32::new(0), answer: Mutex::new(Ok(())), delay });
     let events = Arc::new(Recorder::default());
     let state = tempfile::tempdir().expect("state dir");
-    let holds = Holds::in_dir(state.path().to_path_buf());
-    let broker = Broker::new(store.clone(), kubex.clone(), events.clone(), holds, now);
+    let holds = Holds::in_dir(state.path().join("state"));
+    let broker = Broker::new(store.clone(), kubex.clone(), events.clone(), holds, Duration::from_secs(10), now);
     Fixture { broker, kubex, store, events, profile, _state: state }
 }
 
@@ -236,7 +236,8 @@ async fn subscription_expired_holds_ten_minutes() {
     let f = fixture(Duration::ZERO);
     f.fail_with(AuthError::Expired { url: url(), user: "u".into() });
     for _ in 0..5 {
-        assert_eq!(f.get().await.expect_err("403").code(), 5);
+        let e = f.get().await.expect_err("403");
+        assert_eq!(e.code(), 5, "{e}");
     }
     assert_eq!(f.calls(), 1);
     advance(policy::EXPIRED_HOLD);
