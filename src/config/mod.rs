@@ -162,7 +162,40 @@ impl ConfigFile {
     }
 
     /// Resolves the profile in force; a profile that is neither stored nor given is "not logged in".
+    /// A password that is not kept per account (file, command, variable) goes only to its
+    /// profile's own URL and user: an override naming others is refused (exit 2).
     pub fn resolve(&self, overrides: &Overrides) -> Result<Profile> {
+        let profile = self.resolve_for_login(overrides)?;
+        self.check_overrides(&profile)?;
+        Ok(profile)
+    }
+
+    /// Refuses a profile whose URL or user was overridden away from its stored one while its
+    /// password source would hand the same password to any of them.
+    fn check_overrides(&self, profile: &Profile) -> Result<()> {
+        let Some(entry) = self.profiles.get(&profile.name) else { return Ok(()) };
+        if profile.source.keyed_by_account() {
+            return Ok(());
+        }
+        let own_url = base_url(&entry.url)?;
+        let (url_moved, user_moved) = (own_url != profile.url, entry.user != profile.user);
+        if !url_moved && !user_moved {
+            return Ok(());
+        }
+        let how = match (url_moved, user_moved) {
+            (true, true) => format!("to '{}' at {}", profile.user, profile.url),
+            (true, false) => format!("to {}", profile.url),
+            _ => format!("as '{}'", profile.user),
+        };
+        Err(Error::usage(format!(
+            "profile '{}' reads its password from {}, which belongs to '{}' at {own_url}: it is not sent {how}              (KUBEX_URL, KUBEX_USER, --url or --user); for that account log in a profile of its own:              `kubex-cred login --profile NAME --url {} --user {}`",
+            profile.name, profile.source, entry.user, profile.url, profile.user
+        )))
+    }
+
+    /// Resolves the profile in force with whatever URL and user the overrides give: what `login`
+    /// does, which sends the password it was given and writes the profile with those values.
+    pub fn resolve_for_login(&self, overrides: &Overrides) -> Result<Profile> {
         let name = self.profile_name(overrides);
         checks::check_profile_name(&name)?;
         let entry = self.profiles.get(&name);

@@ -17,6 +17,15 @@ pub enum PasswordSource {
     Env(String),
 }
 
+impl PasswordSource {
+    /// Whether the password is kept per account (user at instance), so that another URL or user
+    /// finds another entry or none: the keychain and the kernel keyring. A file, a command or a
+    /// variable gives the same password whatever the URL and user.
+    pub fn keyed_by_account(&self) -> bool {
+        matches!(self, PasswordSource::Keychain | PasswordSource::Keyutils)
+    }
+}
+
 impl FromStr for PasswordSource {
     type Err = String;
 

@@ -255,6 +255,11 @@ impl Holds {
         crate::fs::write_atomic(&self.path(), &text, 0o600).map_err(|e| self.unusable(&self.path(), e))
     }
 
+    /// Whether the state directory and the holds file can be used (`doctor`).
+    pub fn check(&self) -> Result<()> {
+        self.read(Instant::now() + FILE_PATIENCE).map(drop)
+    }
+
     /// The lifetime of `account`'s last token, if one was ever minted.
     pub fn lifetime(&self, account: &str) -> Result<Option<Duration>> {
         let contents = self.read(Instant::now() + FILE_PATIENCE)?;

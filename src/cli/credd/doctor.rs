@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::client::{self, Paths};
 use crate::config::{self, PasswordSource, Profile};
+use crate::holds::{Held, Holds};
 use crate::protocol::{Body, Op, Overrides, Response};
 use crate::store::{self, Passwords, Sources};
 
@@ -46,6 +47,7 @@ pub fn run(profile: Option<String>) -> Report {
     if let Some(profile) = &resolved {
         check_source(&mut report, profile);
     }
+    check_state(&mut report, resolved.as_ref());
     check_daemon(&mut report);
     if let Some(profile) = &resolved {
         check_kubex(&mut report, profile);
@@ -101,6 +103,25 @@ fn check_source(report: &mut Report, profile: &Profile) {
             report.line(level, &check, what);
         }
         Err(e) => report.line(Level::Fail, &check, e),
+    }
+}
+
+/// The state directory and the holds file: usable (else no password is sent), and what they hold
+/// against the profile.
+fn check_state(report: &mut Report, profile: Option<&Profile>) {
+    let holds = match Holds::open().and_then(|holds| holds.check().map(|()| holds)) {
+        Ok(holds) => holds,
+        Err(e) => return report.line(Level::Fail, "state", e),
+    };
+    let dir = holds.dir().display();
+    let Some(profile) = profile else {
+        return report.line(Level::Ok, "state", format!("{dir} is private and its holds file reads"));
+    };
+    match holds.filed(&profile.account(), &profile.source.to_string(), SystemTime::now()) {
+        Ok(None) => report.line(Level::Ok, "state", format!("{dir}: nothing holds '{}' back", profile.name)),
+        Ok(Some(Held::Rejected(e))) => report.line(Level::Fail, "state", e),
+        Ok(Some(Held::Wait(e, left))) => report.line(Level::Warn, "state", e.retry_in(left)),
+        Err(e) => report.line(Level::Fail, "state", e),
     }
 }
 

@@ -48,7 +48,7 @@ pub fn login(args: LoginArgs) -> Result<()> {
     let ca_cert = args.ca_cert.map(|path| std::path::absolute(&path).unwrap_or(path));
     let flags = Overrides { profile: args.profile, url, user: args.user, ca_cert };
     let overrides = config::overrides(flags);
-    let mut profile = file.resolve(&overrides).map_err(|e| match e.kind() {
+    let mut profile = file.resolve_for_login(&overrides).map_err(|e| match e.kind() {
         Exit::NotLoggedIn => Error::usage(format!(
             "login to the new profile '{}' needs --url and --user (or KUBEX_URL and KUBEX_USER)",
             file.profile_name(&overrides)

@@ -9,9 +9,15 @@ pub mod service;
 
 use super::args::{Cli, Command, DaemonArgs, GetArgs, ProfileAction, ServiceAction};
 use super::{front, output};
+use std::time::SystemTime;
+
 use crate::config;
+use crate::daemon::policy;
 use crate::error::{Error, Exit, Result};
+use crate::holds::Holds;
+use crate::protocol::ProfileStatus;
 use crate::store;
+use crate::token::Moment;
 use clap::CommandFactory;
 
 /// `kubex-credd`: every command, in this process.
@@ -39,7 +45,7 @@ pub fn run() -> Result<()> {
         }
         Command::Manpage { command } => manpage(command.as_deref()),
         Command::Daemon(args) => daemon(args),
-        Command::Status { json } => front::status::show(json, Some(&store::password_state)),
+        Command::Status { json } => front::status::show(json, Some(&offline_status)),
         Command::Profile { action } => match action {
             ProfileAction::List { json } => profile::list(json),
             ProfileAction::Use { name } => profile::use_profile(&name),
@@ -100,6 +106,24 @@ fn manpage(name: Option<&str>) -> Result<()> {
         .render(&mut page)
         .map_err(|e| Error::unexpected(format!("cannot render the man page: {e}")))?;
     output::stdout(&page)
+}
+
+/// A profile's state without a daemon: whether its source holds a password, and what the holds
+/// file keeps against it (a rejection, a wait), as a daemon would show it.
+fn offline_status(profile: &config::Profile) -> ProfileStatus {
+    let idle = ProfileStatus { password: Some(store::password_state(profile).to_owned()), ..profile.idle_status() };
+    let filed =
+        Holds::open().and_then(|holds| holds.filed(&profile.account(), &profile.source.to_string(), SystemTime::now()));
+    match filed {
+        Ok(None) => idle,
+        Ok(Some(held)) => {
+            let now = Moment::now();
+            let (hold, _) = policy::from_file(held, [0; 32], now.at);
+            let (state, retry_in_s, last_error) = policy::state(None, &hold, false, now);
+            ProfileStatus { state, retry_in_s, last_error, ..idle }
+        }
+        Err(e) => ProfileStatus { last_error: Some(e.to_string()), ..idle },
+    }
 }
 
 /// `get --no-daemon`: mints in this process, under the same policy and holds as the daemon.

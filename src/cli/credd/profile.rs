@@ -8,7 +8,7 @@ use crate::client;
 use crate::config::{self, Profile};
 use crate::error::{Error, Result};
 use crate::holds::Holds;
-use crate::protocol::Op;
+use crate::protocol::{Op, Overrides};
 use crate::store::{self, SecretStore};
 
 /// One profile as `profile list` shows it: never a secret.
@@ -72,14 +72,26 @@ pub fn remove(name: &str) -> Result<()> {
         eprintln!("kubex-cred: no profile '{name}': nothing to remove");
         return Ok(());
     }
-    let profile: Profile = file.resolve(&config::named(Some(name.to_owned())))?;
+    // The stored profile itself: KUBEX_URL or KUBEX_USER in the environment change nothing here.
+    let profile: Profile = file.resolve(&Overrides { profile: Some(name.to_owned()), ..Overrides::default() })?;
     let (account, source) = (profile.account(), profile.source.to_string());
-    if let Some(store) = store::writable(&profile.source)? {
-        store.delete(&account)?;
-    }
-    client::tell(&Op::Forget { account: account.clone(), source: Some(source.clone()) });
-    if let Err(e) = Holds::open().and_then(|holds| holds.remove(&account, &source)) {
-        tracing::warn!("{e}");
+    // Another profile of the same account and source relies on the same password, token and
+    // holds: all stay while it does.
+    let sharing = file.profiles().find(|p| p.name != name && p.account() == account && p.source == profile.source);
+    match &sharing {
+        Some(other) => eprintln!(
+            "kubex-cred: profile '{}' uses the same account and password source: its password and holds stay",
+            other.name
+        ),
+        None => {
+            if let Some(store) = store::writable(&profile.source)? {
+                store.delete(&account)?;
+            }
+            if let Err(e) = Holds::open().and_then(|holds| holds.remove(&account, &source)) {
+                eprintln!("kubex-cred: warning: {e}");
+            }
+            client::tell(&Op::Forget { account: account.clone(), source: Some(source.clone()) });
+        }
     }
     if let Some(sink) = &profile.sink {
         match std::fs::remove_file(sink) {

@@ -8,7 +8,7 @@ use super::{ask, refused};
 use crate::cli::output;
 use crate::config;
 use crate::error::{Error, Result};
-use crate::protocol::{Body, Op, Response, Status};
+use crate::protocol::{Body, Op, ProfileStatus, Response, Status};
 
 /// `status` as the fronts run it: from the daemon; with none running, `kubex-credd` tells whether
 /// each profile has a password (that needs the keychain, which the fronts do not reach).
@@ -16,22 +16,15 @@ pub fn run(json: bool) -> Result<()> {
     show(json, None)
 }
 
-/// `status` with the configured profiles' password states given by `passwords` when no daemon
-/// (or an older one) answers.
-pub fn show(json: bool, passwords: Option<&dyn Fn(&config::Profile) -> &'static str>) -> Result<()> {
+/// `status` with each configured profile's state given by `offline` (its password, what the holds
+/// file says of it) when no daemon (or an older one) answers.
+pub fn show(json: bool, offline: Option<&dyn Fn(&config::Profile) -> ProfileStatus>) -> Result<()> {
     let configured = || -> Result<Vec<_>> {
-        Ok(config::open()?
-            .1
-            .profiles()
-            .map(|p| {
-                let state = passwords.map(|of| of(&p).to_owned());
-                crate::protocol::ProfileStatus { password: state, ..p.idle_status() }
-            })
-            .collect())
+        Ok(config::open()?.1.profiles().map(|p| offline.map_or_else(|| p.idle_status(), |of| of(&p))).collect())
     };
     let status = match ask(&Op::Status, false)? {
         Some(Response { body: Body::Status(status), .. }) => status,
-        Some(_) | None if passwords.is_none() => return super::hand_over(),
+        Some(_) | None if offline.is_none() => return super::hand_over(),
         // An older daemon: shown, not replaced (`status` changes nothing; the next `get` does).
         Some(Response { body: Body::VersionMismatch, version }) => {
             Status { older_daemon: Some(version), profiles: configured()?, ..Status::default() }

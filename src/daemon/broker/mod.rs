@@ -29,6 +29,8 @@ struct SlotState {
     lifetime: Option<Duration>,
     /// When it was last asked for (the broker's counter), to let the least recently used go.
     used: u64,
+    /// Why the last mint failed, if it did.
+    last_error: Option<Error>,
 }
 
 #[derive(Debug)]
@@ -112,6 +114,7 @@ impl Broker {
                     mints: 0,
                     lifetime: None,
                     used,
+                    last_error: None,
                 }),
                 mint_lock: tokio::sync::Mutex::new(()),
             })
@@ -232,10 +235,18 @@ impl Broker {
         });
     }
 
+    /// One mint attempt; its failure stays on the slot for `status` (the holds set by Kubex's
+    /// answers say more, but a password source or state directory that failed is shown too).
+    async fn mint_once(&self, slot: &Slot) -> Result<Token, Error> {
+        let minted = self.mint_attempt(slot).await;
+        slot.state().last_error = minted.as_ref().err().cloned();
+        minted
+    }
+
     /// One Authorize call, unless the password read is one Kubex rejected or the account must
     /// wait, here or (the holds file, read again under the account's lock) in any other process.
     /// Reading the password, waiting for the lock and the call share one budget.
-    async fn mint_once(&self, slot: &Slot) -> Result<Token, Error> {
+    async fn mint_attempt(&self, slot: &Slot) -> Result<Token, Error> {
         let budget = Budget::from(std::time::Instant::now(), self.timeout);
         let (profile, hold) = {
             let s = slot.state();
@@ -342,7 +353,7 @@ impl Broker {
                     expires_ms: token.map(Token::expires_local_ms),
                     remaining_s: token.map(|t| t.remaining(now).as_secs()),
                     retry_in_s,
-                    last_error,
+                    last_error: last_error.or_else(|| s.last_error.as_ref().map(ToString::to_string)),
                     mints: s.mints,
                     ..s.profile.idle_status()
                 }
