@@ -397,3 +397,46 @@ fn removing_one_of_two_profiles_of_an_account_keeps_the_others_hold() {
     sb.run(&["profile", "remove", "twin"], b"").code(0);
     assert!(!std::fs::read_to_string(state_dir(&sb).join("holds.json")).expect("file").contains("fingerprint"));
 }
+
+#[test]
+fn a_get_queued_behind_a_stuck_signer_is_answered_within_its_budget_and_sends_nothing() {
+    let (sb, emu, _file) = file_profile();
+    // Another process is signing in as the account and does not finish (stopped, say).
+    let locks: Vec<std::fs::File> = std::fs::read_dir(state_dir(&sb))
+        .expect("ls")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("account-"))
+        .map(|e| std::fs::OpenOptions::new().write(true).open(e.path()).expect("open"))
+        .collect();
+    assert_eq!(locks.len(), 1, "one lock file per account");
+    locks[0].lock().expect("take the account's lock");
+    let calls = emu.authorize_calls();
+    let quick = [("KUBEX_CRED_TIMEOUT", "2s")];
+    for args in [&["get"][..], &["get", "--no-daemon"][..]] {
+        let started = std::time::Instant::now();
+        let out =
+            sb.run_env(args, b"", &quick).fails(7, "another kubex-cred process is signing in to Kubex as apiUser@");
+        assert!(out.stderr.contains("sent nothing"), "{}", out.stderr);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{args:?}: within the daemon's deadline: {:?}",
+            started.elapsed()
+        );
+    }
+    assert_eq!(emu.authorize_calls(), calls, "nothing sent while another signs in");
+    drop(locks);
+    assert!(emu.accepts(&sb.run(&["get"], b"").code(0).token()));
+}
+
+#[test]
+fn doctor_fails_on_a_refused_password_and_an_unusable_state() {
+    let (sb, _emu, file) = file_profile();
+    sb.run(&["doctor"], b"").code(0);
+    write_password(&file, "wrong");
+    sb.run(&["get", "--no-daemon"], b"").fails(4, "rejected");
+    let out = sb.run(&["doctor"], b"").code(1);
+    assert!(out.stdout.contains("fail  state: Kubex at") && out.stdout.contains("rejected"), "{}", out.stdout);
+    std::fs::write(state_dir(&sb).join("holds.json"), b"{not json").expect("damage");
+    let out = sb.run(&["doctor"], b"").code(1);
+    assert!(out.stdout.contains("fail  state: the holds file") && out.stdout.contains("is damaged"), "{}", out.stdout);
+}
