@@ -119,13 +119,16 @@ impl Holds {
                     before = if purpose == Purpose::Login { 0 } else { filed.tries };
                     *filed = InFlight { source: source.to_owned(), tries: before + 1, since_ms, ..filed.clone() };
                 }
-                None => c.in_flight.push(InFlight {
-                    account: account.to_owned(),
-                    source: source.to_owned(),
-                    fingerprint: print.clone(),
-                    tries: 1,
-                    since_ms,
-                }),
+                None => {
+                    c.in_flight.push(InFlight {
+                        account: account.to_owned(),
+                        source: source.to_owned(),
+                        fingerprint: print.clone(),
+                        tries: 1,
+                        since_ms,
+                    });
+                    keep_last(&mut c.in_flight, MAX_REJECTED, |a| a.account == account);
+                }
             }
             found = Some(Ok(print));
             Ok(true)
@@ -201,14 +204,7 @@ impl Attempt {
                         fingerprint: print.clone(),
                         message: error.message().to_owned(),
                     });
-                    let ours = |r: &Rejected| r.account == account && r.source == source;
-                    let extra = c.rejected.iter().filter(|r| ours(r)).count().saturating_sub(MAX_REJECTED);
-                    let mut dropped = 0;
-                    c.rejected.retain(|r| {
-                        let drop = dropped < extra && ours(r);
-                        dropped += usize::from(drop);
-                        !drop
-                    });
+                    keep_last(&mut c.rejected, MAX_REJECTED, |r| r.account == account && r.source == source);
                 }
                 Outcome::Answered(Some(Held::Wait(error, wait))) => {
                     c.waits.retain(|w| w.account != account);
@@ -224,4 +220,14 @@ impl Attempt {
             Ok(true)
         })
     }
+}
+
+/// Lets the oldest entries matching `ours` go until at most `max` of them are left.
+fn keep_last<T>(list: &mut Vec<T>, max: usize, ours: impl Fn(&T) -> bool) {
+    let mut extra = list.iter().filter(|e| ours(e)).count().saturating_sub(max);
+    list.retain(|e| {
+        let drop = extra > 0 && ours(e);
+        extra -= usize::from(drop);
+        !drop
+    });
 }

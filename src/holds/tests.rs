@@ -111,6 +111,16 @@ fn an_attempt_that_never_got_its_answer_is_tried_once_more_then_held() {
 }
 
 #[test]
+fn attempts_in_flight_are_bounded_per_account() {
+    let (_dir, h) = holds();
+    let now = SystemTime::now();
+    for i in 0..MAX_REJECTED + 4 {
+        drop(begin(&h, "u@a", "command:rotating", &format!("p{i}"), now).expect("sent"));
+    }
+    assert_eq!(h.read(soon()).expect("read").in_flight.len(), MAX_REJECTED);
+}
+
+#[test]
 fn a_call_that_never_left_does_not_count() {
     let (_dir, h) = holds();
     let now = SystemTime::now();
