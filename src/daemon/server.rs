@@ -56,6 +56,8 @@ pub struct Daemon {
     last_request: Mutex<Stamp>,
     /// The longest one request may take: one Authorize exchange and a margin, less than a client waits.
     request_deadline: Duration,
+    /// How long `status` waits for the keychain to say which profiles have a password.
+    keychain_patience: Duration,
     stop: Notify,
     configs: Arc<ConfigCache>,
     waiting: Waiting,
@@ -121,7 +123,8 @@ impl Daemon {
             started: Stamp::now(),
             idle_timeout,
             last_request: Mutex::new(Stamp::now()),
-            request_deadline: timeout + Duration::from_secs(3),
+            request_deadline: timeout.saturating_add(Duration::from_secs(3)),
+            keychain_patience: crate::store::patience(timeout, false),
             stop: Notify::new(),
             configs: Arc::default(),
             waiting: Waiting::default(),
@@ -378,9 +381,9 @@ impl Daemon {
         let kept = self.broker.status();
         // Every configured profile, with its slot (account and source) if it has one; then other slots.
         // Whether each configured profile has a password, asked without an unlock prompt.
-        let asked = configured.clone();
+        let (asked, patience) = (configured.clone(), self.keychain_patience);
         let passwords: Vec<&'static str> =
-            tokio::task::spawn_blocking(move || asked.iter().map(crate::store::password_state).collect())
+            tokio::task::spawn_blocking(move || crate::store::password_states(&asked, patience))
                 .await
                 .unwrap_or_default();
         let mut profiles: Vec<ProfileStatus> = configured

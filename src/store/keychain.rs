@@ -1,9 +1,9 @@
 //! The OS keychain through keyring-core: the platform's store (Secret Service, macOS Keychain,
-//! Windows Credential Manager) or the Linux kernel keyring, and its lazy opener.
+//! Windows Credential Manager) or the Linux kernel keyring. Every call to the platform's store goes
+//! through `bounded`, which keeps any of them from holding kubex-cred.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use keyring_core::{CredentialStore, Entry};
 use secrecy::{ExposeSecret, SecretString};
@@ -142,108 +142,5 @@ pub fn has_entry(account: &str) -> &'static str {
     {
         let _ = account;
         "unknown"
-    }
-}
-
-/// The longest a keychain read may take before the answer is exit 8: an unlock prompt nobody
-/// answers (the prompt stays open; the next read after the user unlocks gets the password). A
-/// shorter `KUBEX_CRED_TIMEOUT` shortens it, so the answer comes within the client's patience.
-pub const PATIENCE: Duration = Duration::from_secs(5);
-
-/// Opens the OS keychain on first use, and again after it went away (a restarted session bus).
-/// Reads are bounded by its patience: each runs on a thread of its own, and a read still waiting
-/// (a prompt on screen) is joined by the next one for that account instead of raising another.
-#[derive(Debug)]
-pub struct LazyKeychain {
-    inner: Arc<Mutex<Option<Arc<OsKeychain>>>>,
-    reads: Arc<Mutex<HashMap<String, Arc<Read>>>>,
-    patience: Duration,
-}
-
-impl LazyKeychain {
-    /// Reads wait at most `patience` ([`PATIENCE`] at most).
-    pub fn new(patience: Duration) -> LazyKeychain {
-        LazyKeychain { inner: Arc::default(), reads: Arc::default(), patience: patience.min(PATIENCE) }
-    }
-}
-
-/// One keychain read in flight, and its outcome once there.
-#[derive(Debug, Default)]
-struct Read {
-    outcome: Mutex<Option<Result<SecretString, KeychainError>>>,
-    done: Condvar,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn open(inner: &Mutex<Option<Arc<OsKeychain>>>) -> Result<Arc<OsKeychain>, KeychainError> {
-    let mut inner = lock(inner);
-    if let Some(k) = inner.as_ref() {
-        return Ok(k.clone());
-    }
-    let k = Arc::new(OsKeychain::open()?);
-    *inner = Some(k.clone());
-    Ok(k)
-}
-
-impl LazyKeychain {
-    fn start_read(&self, account: &str) -> Arc<Read> {
-        let mut reads = lock(&self.reads);
-        if let Some(read) = reads.get(account) {
-            return read.clone();
-        }
-        let read = Arc::new(Read::default());
-        reads.insert(account.to_owned(), read.clone());
-        let (inner, all, account, mine) = (self.inner.clone(), self.reads.clone(), account.to_owned(), read.clone());
-        std::thread::spawn(move || {
-            let outcome = open(&inner).and_then(|k| k.get(&account));
-            if matches!(outcome, Err(KeychainError::Unavailable { .. })) {
-                *lock(&inner) = None;
-            }
-            lock(&all).remove(&account);
-            *lock(&mine.outcome) = Some(outcome);
-            mine.done.notify_all();
-        });
-        read
-    }
-}
-
-impl SecretStore for LazyKeychain {
-    fn get(&self, account: &str) -> Result<SecretString, KeychainError> {
-        let deadline = std::time::Instant::now() + self.patience;
-        // A read that was waiting on a keychain which has since gone (and maybe come back) fails:
-        // then one fresh read, within the same patience.
-        for attempt in 0..2 {
-            let read = self.start_read(account);
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let outcome = lock(&read.outcome);
-            let (outcome, _) = read
-                .done
-                .wait_timeout_while(outcome, left, |o| o.is_none())
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            match outcome.clone() {
-                Some(Err(KeychainError::Unavailable { .. }))
-                    if attempt == 0 && std::time::Instant::now() < deadline => {}
-                Some(outcome) => return outcome,
-                None => break,
-            }
-        }
-        Err(KeychainError::Unavailable {
-            why: format!(
-                "the keychain did not answer within {} s; an unlock prompt may be waiting for you",
-                self.patience.as_secs_f64().ceil()
-            ),
-            hint: "unlock your keychain, then try again",
-        })
-    }
-
-    fn set(&self, account: &str, password: &SecretString) -> Result<(), KeychainError> {
-        open(&self.inner)?.set(account, password)
-    }
-
-    fn delete(&self, account: &str) -> Result<bool, KeychainError> {
-        open(&self.inner)?.delete(account)
     }
 }

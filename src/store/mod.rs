@@ -1,6 +1,7 @@
 //! Where passwords live: the [`SecretStore`] trait over the OS keychain and the kernel keyring,
 //! the [`Passwords`] every source reads through, and the keychain's typed error.
 
+mod bounded;
 mod keychain;
 mod sources;
 
@@ -9,6 +10,7 @@ use secrecy::SecretString;
 use crate::config::{PasswordSource, Profile};
 use crate::error::{Error, Exit, Result};
 
+pub use bounded::{Bounded, INTERACTIVE_PATIENCE, Keychain, PATIENCE, patience};
 pub use keychain::{BACKEND, OsKeychain};
 pub use sources::{Sources, read_file, run_command};
 
@@ -49,30 +51,74 @@ pub trait Passwords: Send + Sync {
     fn read(&self, profile: &Profile) -> Result<SecretString>;
 }
 
-/// The store `login` keeps the password in and `logout` removes it from, opened now so that an
-/// unavailable one fails before anything is sent; `None` for the sources kubex-cred only reads.
-pub fn writable(source: &PasswordSource) -> Result<Option<OsKeychain>, KeychainError> {
+/// Where `login` keeps the password and `logout` removes it from.
+#[derive(Debug)]
+pub enum Store {
+    /// The platform keychain, each call bounded by its patience.
+    Keychain(Bounded),
+    /// The Linux kernel keyring (system calls: they do not hang).
+    Keyutils(OsKeychain),
+}
+
+impl SecretStore for Store {
+    fn get(&self, account: &str) -> Result<SecretString, KeychainError> {
+        match self {
+            Store::Keychain(k) => k.get(account),
+            Store::Keyutils(k) => k.get(account),
+        }
+    }
+
+    fn set(&self, account: &str, password: &SecretString) -> Result<(), KeychainError> {
+        match self {
+            Store::Keychain(k) => k.set(account, password),
+            Store::Keyutils(k) => k.set(account, password),
+        }
+    }
+
+    fn delete(&self, account: &str) -> Result<bool, KeychainError> {
+        match self {
+            Store::Keychain(k) => k.delete(account),
+            Store::Keyutils(k) => k.delete(account),
+        }
+    }
+}
+
+/// The store `login` keeps the password in and `logout` removes it from, connected to now (within
+/// `patience`) so that an unavailable one fails before anything is sent; `None` for the sources
+/// kubex-cred only reads.
+pub fn writable(source: &PasswordSource, patience: std::time::Duration) -> Result<Option<Store>, KeychainError> {
     match source {
-        PasswordSource::Keychain => OsKeychain::open().map(Some),
-        PasswordSource::Keyutils => OsKeychain::keyutils().map(Some),
+        PasswordSource::Keychain => {
+            Keychain::shared().connect(patience)?;
+            Ok(Some(Store::Keychain(Bounded { patience })))
+        }
+        PasswordSource::Keyutils => OsKeychain::keyutils().map(|k| Some(Store::Keyutils(k))),
         _ => Ok(None),
     }
 }
 
-/// Whether a profile's source holds a password, as `profile list` shows it; asked without an unlock
-/// prompt and without reading the password.
-pub fn password_state(profile: &Profile) -> &'static str {
-    match &profile.source {
-        PasswordSource::Keychain => keychain::has_entry(&profile.account()),
-        PasswordSource::Keyutils => match OsKeychain::keyutils().and_then(|k| k.get(&profile.account())) {
-            Ok(_) => "stored",
-            Err(KeychainError::NotFound { .. }) => "missing",
-            Err(_) => "unknown",
-        },
-        PasswordSource::File(path) if path.is_file() => "present",
-        PasswordSource::File(_) => "missing",
-        PasswordSource::Command(_) | PasswordSource::Env(_) => "n/a",
-    }
+/// Whether each profile's source holds a password, as `status` and `profile list` show it:
+/// `stored`, `missing`, `present` (a file), `unknown` (locked, or no answer within `patience`), `n/a`
+/// (command, env). Asked without an unlock prompt and without reading a keychain password; the
+/// keychain is asked for all profiles at once, so the whole list takes `patience` at most.
+pub fn password_states(profiles: &[Profile], patience: std::time::Duration) -> Vec<&'static str> {
+    let in_keychain: Vec<String> =
+        profiles.iter().filter(|p| p.source == PasswordSource::Keychain).map(Profile::account).collect();
+    let mut found = Keychain::shared().presence(&in_keychain, patience).into_iter();
+    profiles
+        .iter()
+        .map(|profile| match &profile.source {
+            PasswordSource::Keychain => found.next().unwrap_or("unknown"),
+            PasswordSource::Keyutils => match OsKeychain::keyutils().and_then(|k| k.get(&profile.account())) {
+                Ok(_) => "stored",
+                Err(KeychainError::NotFound { .. }) => "missing",
+                Err(_) => "unknown",
+            },
+            PasswordSource::File(path) if path.is_file() => "present",
+            PasswordSource::File(_) => "missing",
+            PasswordSource::Command(_) | PasswordSource::Env(_) => "n/a",
+        })
+        .collect()
 }
 
 /// An in-memory store and password source for unit tests.

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use secrecy::SecretString;
 use zeroize::Zeroizing;
 
-use super::keychain::{LazyKeychain, OsKeychain};
-use super::{Passwords, SecretStore};
+use super::keychain::OsKeychain;
+use super::{Keychain, Passwords, SecretStore};
 use crate::config::{PasswordSource, Profile};
 use crate::error::{Error, Exit, Result};
 
@@ -23,21 +23,23 @@ use crate::error::{Error, Exit, Result};
 /// a profile reading a file never touches D-Bus and a daemon starts while the keychain is away.
 #[derive(Debug)]
 pub struct Sources {
-    keychain: LazyKeychain,
+    /// How long a keychain read may take (`patience`).
+    keychain_patience: Duration,
     /// The bound on a `command:` source.
     pub command_timeout: Duration,
 }
 
 impl Sources {
-    pub fn new(command_timeout: Duration) -> Sources {
-        Sources { keychain: LazyKeychain::new(command_timeout), command_timeout }
+    /// The sources of a script or the daemon: `timeout` is `KUBEX_CRED_TIMEOUT`.
+    pub fn new(timeout: Duration) -> Sources {
+        Sources { keychain_patience: super::patience(timeout, false), command_timeout: timeout }
     }
 }
 
 impl Passwords for Sources {
     fn read(&self, profile: &Profile) -> Result<SecretString> {
         match &profile.source {
-            PasswordSource::Keychain => Ok(self.keychain.get(&profile.account())?),
+            PasswordSource::Keychain => Ok(Keychain::shared().get(&profile.account(), self.keychain_patience)?),
             PasswordSource::Keyutils => Ok(OsKeychain::keyutils()?.get(&profile.account())?),
             PasswordSource::File(path) => read_file(path),
             PasswordSource::Command(cmd) => run_command(cmd, self.command_timeout),

@@ -98,3 +98,91 @@ fn a_keychain_that_does_not_answer_is_exit_8_in_time_and_the_next_get_works_once
     assert!(emu.accepts(&sb.run(&["get"], b"").code(0).token()));
     assert_eq!(sb.daemon_pid(), Some(pid));
 }
+
+/// Every keychain call is bounded: with gnome-keyring stopped (`kill -STOP`), each command ends
+/// within its bound with its documented exit and one line, a cached token is still served, and all
+/// works again once it is let go (`kill -CONT`).
+#[test]
+fn a_stopped_keychain_holds_no_command_and_all_works_again_once_it_goes_on() {
+    use rustix::process::Signal;
+    let sb = Sandbox::new();
+    let emu = Emulator::start(Options::default(), &[("apiUser", "pw")]);
+    sb.login(&emu, "apiUser", "pw").code(0);
+    let origin = emu.origin();
+    sb.run(&["login", "--profile", "two", "--url", &origin, "--user", "apiUser", "--password-stdin"], b"pw\n").code(0);
+    let token = sb.run(&["get"], b"").code(0).token();
+    sb.signal_secret_service(Signal::STOP);
+    let bound = std::time::Duration::from_secs(9);
+
+    // A cached token does not need the keychain.
+    assert_eq!(sb.run(&["get"], b"").code(0).token(), token);
+    // status with the daemon up, then down; profile list: every profile, `unknown`, one note.
+    for stop_first in [false, true] {
+        if stop_first {
+            sb.run(&["stop"], b"").code(0);
+        }
+        let out = sb.run(&["status"], b"").code(0);
+        assert!(out.elapsed < bound, "status took {:?}", out.elapsed);
+        assert!(out.stdout.contains("profile default:") && out.stdout.contains("profile two:"), "{}", out.stdout);
+        assert_eq!(out.stderr.lines().count(), 1, "one note: {}", out.stderr);
+        assert!(out.stderr.contains("did not answer in time") && out.stderr.contains("default, two"), "{}", out.stderr);
+        let json: serde_json::Value =
+            serde_json::from_str(&sb.run(&["status", "--json"], b"").code(0).stdout).expect("json");
+        assert!(json["profiles"].as_array().expect("list").iter().all(|p| p["password"] == "unknown"), "{json}");
+    }
+    let out = sb.run(&["profile", "list"], b"").code(0);
+    assert!(out.elapsed < bound, "profile list took {:?}", out.elapsed);
+    assert!(
+        out.stdout.contains("default") && out.stdout.contains("two") && out.stdout.contains("(unknown)"),
+        "{}",
+        out.stdout
+    );
+    // login and logout: exit 8 in time, nothing written, nothing sent.
+    let calls = emu.authorize_calls();
+    let config = std::fs::read_to_string(sb.config_file()).expect("config");
+    let out =
+        sb.run(&["login", "--profile", "three", "--url", &origin, "--user", "apiUser", "--password-stdin"], b"pw\n");
+    let out = out.fails(8, "did not answer within 5 s");
+    assert!(out.elapsed < bound, "login took {:?}", out.elapsed);
+    let out = sb.run(&["logout", "--profile", "two"], b"").fails(8, "did not answer within 5 s");
+    assert!(out.elapsed < bound, "logout took {:?}", out.elapsed);
+    assert_eq!(emu.authorize_calls(), calls);
+    assert_eq!(std::fs::read_to_string(sb.config_file()).expect("config"), config, "no profile written");
+
+    sb.signal_secret_service(Signal::CONT);
+    let out = sb.run(&["status"], b"").code(0);
+    assert!(out.stderr.is_empty() && out.stdout.contains("password from keychain"), "{out:?}");
+    assert!(emu.accepts(&sb.run(&["get", "--no-daemon"], b"").code(0).token()));
+    sb.run(&["logout", "--profile", "two"], b"").code(0);
+    sb.run(&["login", "--profile", "three", "--url", &origin, "--user", "apiUser", "--password-stdin"], b"pw\n")
+        .code(0);
+}
+
+/// The keychain stops while `login` proves the password: the write is not confirmed in time, so
+/// `login` exits 8 saying the keychain may still complete it, and writes no profile.
+#[test]
+fn a_keychain_that_stops_before_the_write_leaves_no_profile_and_says_so() {
+    use rustix::process::Signal;
+    let sb = Sandbox::new();
+    let emu = Emulator::start(Options::default(), &[("apiUser", "pw")]);
+    emu.set_fault(crate::support::Fault::Delay(std::time::Duration::from_secs(1)));
+    let login = {
+        let mut c = sb.cmd(crate::support::bin("kubex-cred"));
+        c.args(["login", "--url", &emu.origin(), "--user", "apiUser", "--password-stdin"]);
+        c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().expect("login");
+        std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), b"pw\n").expect("password");
+        child
+    };
+    crate::support::wait_until(std::time::Duration::from_secs(20), "the password to reach Kubex", || {
+        emu.authorize_calls() == 1
+    });
+    sb.signal_secret_service(Signal::STOP);
+    let out = login.wait_with_output().expect("login ends");
+    sb.signal_secret_service(Signal::CONT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(8), "{stderr}");
+    assert!(stderr.contains("may still do so: no profile was written"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(!sb.config_file().exists(), "no profile written");
+}

@@ -122,9 +122,10 @@ impl Sandbox {
         });
     }
 
-    /// Kills the sandbox's gnome-keyring (its keyring files stay in the sandbox's home).
-    pub fn kill_secret_service(&self) {
+    /// Sends `sig` to the sandbox's gnome-keyring (`STOP`: a keychain that stops answering).
+    pub fn signal_secret_service(&self, sig: rustix::process::Signal) {
         let marker = format!("DBUS_SESSION_BUS_ADDRESS={}", self.bus_address);
+        let mut found = false;
         for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
             let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
             let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
@@ -132,9 +133,16 @@ impl Sandbox {
             if cmdline.starts_with(b"gnome-keyring-daemon")
                 && environ.split(|&b| b == 0).any(|v| v == marker.as_bytes())
             {
-                signal(pid, rustix::process::Signal::KILL);
+                signal(pid, sig);
+                found = true;
             }
         }
+        assert!(found, "no gnome-keyring-daemon of this sandbox to signal");
+    }
+
+    /// Kills the sandbox's gnome-keyring (its keyring files stay in the sandbox's home).
+    pub fn kill_secret_service(&self) {
+        self.signal_secret_service(rustix::process::Signal::KILL);
         wait_until(Duration::from_secs(10), "the Secret Service to leave the bus", || {
             !self.bus_has("org.freedesktop.secrets")
         });

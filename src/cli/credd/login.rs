@@ -30,6 +30,9 @@ fn prove(profile: &Profile, password: &SecretString) -> Result<Token> {
     proven
 }
 
+/// What a person at a terminal is told while the keychain takes its time.
+const KEYCHAIN_WAIT: &str = "waiting for the keychain (it may be asking you to unlock it)";
+
 /// The longest password line read from stdin.
 const MAX_PASSWORD: usize = 4096;
 
@@ -73,8 +76,11 @@ pub fn login(args: LoginArgs) -> Result<()> {
             profile.name
         );
     }
-    // Opened before the password is asked for or sent, so an unavailable store loses nothing.
-    let store = store::writable(&profile.source).map_err(|e| match (&profile.source, e) {
+    // Opened before the password is asked for or sent, so an unavailable store loses nothing. A
+    // person at a terminal may have an unlock prompt to answer: they wait longer, and are told why.
+    let patience = store::patience(config::timeout()?, super::profile::interactive());
+    let waiting = output::Slow::start(KEYCHAIN_WAIT.to_owned());
+    let store = store::writable(&profile.source, patience).map_err(|e| match (&profile.source, e) {
         (PasswordSource::Keychain, e @ store::KeychainError::Unavailable { .. }) => Error::new(
             Exit::Keychain,
             format!(
@@ -84,6 +90,7 @@ pub fn login(args: LoginArgs) -> Result<()> {
         ),
         (_, e) => Error::from(e),
     })?;
+    drop(waiting);
     let password = if store.is_some() {
         // A terminal on stdin is a person typing: no echo then, even with --password-stdin.
         let typed = !args.password_stdin || std::io::stdin().is_terminal();
@@ -99,7 +106,18 @@ pub fn login(args: LoginArgs) -> Result<()> {
     };
     let token = prove(&profile, &password)?;
     if let Some(store) = store {
-        store.set(&profile.account(), &password)?;
+        let waiting = output::Slow::start(KEYCHAIN_WAIT.to_owned());
+        store.set(&profile.account(), &password).map_err(|e| {
+            Error::new(
+                Exit::Keychain,
+                format!(
+                    "{e}; Kubex accepted the password but the keychain did not confirm storing it, and may still do \
+                     so: no profile was written; `kubex-cred status` shows whether the password arrived, and \
+                     `kubex-cred login` again settles it"
+                ),
+            )
+        })?;
+        drop(waiting);
     }
     config::edit::edit(&path, |doc| config::edit::upsert(doc, &profile))?;
     // A running daemon drops the old token and any rejection of the old password.
@@ -189,11 +207,14 @@ fn check_password(bytes: &[u8]) -> Result<SecretString> {
 
 pub fn logout(profile: Option<String>) -> Result<()> {
     let profile = config::resolve(profile)?;
-    let store = store::writable(&profile.source)?;
+    let patience = store::patience(config::timeout()?, super::profile::interactive());
+    let waiting = output::Slow::start(KEYCHAIN_WAIT.to_owned());
+    let store = store::writable(&profile.source, patience)?;
     let removed = match &store {
         Some(store) => Some(store.delete(&profile.account())?),
         None => None,
     };
+    drop(waiting);
     // A running daemon drops the profile's token and any rejection it remembers.
     client::tell(&Op::Forget { account: profile.account(), source: Some(profile.source.to_string()) });
     // Names, URL and source only: a source is a path, command or variable name, never a password.

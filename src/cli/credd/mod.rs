@@ -108,22 +108,34 @@ fn manpage(name: Option<&str>) -> Result<()> {
     output::stdout(&page)
 }
 
-/// A profile's state without a daemon: whether its source holds a password, and what the holds
-/// file keeps against it (a rejection, a wait), as a daemon would show it.
-fn offline_status(profile: &config::Profile) -> ProfileStatus {
-    let idle = ProfileStatus { password: Some(store::password_state(profile).to_owned()), ..profile.idle_status() };
-    let filed =
-        Holds::open().and_then(|holds| holds.filed(&profile.account(), &profile.source.to_string(), SystemTime::now()));
-    match filed {
-        Ok(None) => idle,
-        Ok(Some(held)) => {
-            let now = Moment::now();
-            let (hold, _) = policy::from_file(held, [0; 32], now.at);
-            let (state, retry_in_s, last_error) = policy::state(None, &hold, false, now);
-            ProfileStatus { state, retry_in_s, last_error, ..idle }
-        }
-        Err(e) => ProfileStatus { last_error: Some(e.to_string()), ..idle },
-    }
+/// The profiles' states without a daemon: whether each source holds a password (the keychain asked
+/// for all at once, within the scripts' patience), and what the holds file keeps against each (a
+/// rejection, a wait), as a daemon would show it.
+fn offline_status(profiles: Vec<config::Profile>) -> Vec<ProfileStatus> {
+    let patience = store::patience(config::timeout().unwrap_or(config::DEFAULT_TIMEOUT), false);
+    let passwords = store::password_states(&profiles, patience);
+    let holds = Holds::open();
+    profiles
+        .iter()
+        .zip(passwords)
+        .map(|(profile, password)| {
+            let idle = ProfileStatus { password: Some(password.to_owned()), ..profile.idle_status() };
+            let filed = holds
+                .as_ref()
+                .map_err(Clone::clone)
+                .and_then(|holds| holds.filed(&profile.account(), &profile.source.to_string(), SystemTime::now()));
+            match filed {
+                Ok(None) => idle,
+                Ok(Some(held)) => {
+                    let now = Moment::now();
+                    let (hold, _) = policy::from_file(held, [0; 32], now.at);
+                    let (state, retry_in_s, last_error) = policy::state(None, &hold, false, now);
+                    ProfileStatus { state, retry_in_s, last_error, ..idle }
+                }
+                Err(e) => ProfileStatus { last_error: Some(e.to_string()), ..idle },
+            }
+        })
+        .collect()
 }
 
 /// `get --no-daemon`: mints in this process, under the same policy and holds as the daemon.

@@ -25,17 +25,22 @@ struct Row {
 
 pub fn list(json: bool) -> Result<()> {
     let (_, file) = config::open()?;
-    let rows: Vec<Row> = file
-        .profiles()
-        .map(|p| Row {
+    let profiles: Vec<Profile> = file.profiles().collect();
+    let patience = store::patience(config::timeout()?, false);
+    let rows: Vec<Row> = profiles
+        .iter()
+        .cloned()
+        .zip(store::password_states(&profiles, patience))
+        .map(|(p, password)| Row {
             default: file.default_profile.as_deref() == Some(p.name.as_str()),
-            password: store::password_state(&p),
+            password,
             password_source: p.source.to_string(),
             url: p.url.to_string(),
             user: p.user.clone(),
             name: p.name,
         })
         .collect();
+    crate::cli::front::status::note_unknown(rows.iter().filter(|r| r.password == "unknown").map(|r| &r.name));
     if json {
         let mut text = serde_json::to_string(&rows).map_err(|e| Error::unexpected(e.to_string()))?;
         text.push('\n');
@@ -84,7 +89,7 @@ pub fn remove(name: &str) -> Result<()> {
             other.name
         ),
         None => {
-            if let Some(store) = store::writable(&profile.source)? {
+            if let Some(store) = store::writable(&profile.source, store::patience(config::timeout()?, interactive()))? {
                 store.delete(&account)?;
             }
             if let Err(e) = Holds::open().and_then(|holds| holds.remove(&account, &source)) {
@@ -106,4 +111,11 @@ pub fn remove(name: &str) -> Result<()> {
         eprintln!("kubex-cred: it was the default: no profile is now; pick one with `kubex-cred profile use NAME`");
     }
     Ok(())
+}
+
+/// A person at a terminal, who can answer an unlock prompt: `login`, `logout` and `profile remove`
+/// then wait for the keychain up to `store::INTERACTIVE_PATIENCE`.
+pub fn interactive() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
 }

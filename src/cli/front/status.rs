@@ -16,15 +16,20 @@ pub fn run(json: bool) -> Result<()> {
     show(json, None)
 }
 
-/// `status` with each configured profile's state given by `offline` (its password, what the holds
-/// file says of it) when no daemon (or an older one) answers.
-pub fn show(json: bool, offline: Option<&dyn Fn(&config::Profile) -> ProfileStatus>) -> Result<()> {
+/// `status` with the configured profiles' states given by `offline` (whether each has a password,
+/// what the holds file says of it) when no daemon (or an older one) answers.
+pub fn show(json: bool, offline: Option<&dyn Fn(Vec<config::Profile>) -> Vec<ProfileStatus>>) -> Result<()> {
     let configured = || -> Result<Vec<_>> {
-        Ok(config::open()?.1.profiles().map(|p| offline.map_or_else(|| p.idle_status(), |of| of(&p))).collect())
+        let profiles: Vec<config::Profile> = config::open()?.1.profiles().collect();
+        Ok(match offline {
+            Some(of) => of(profiles),
+            None => profiles.iter().map(config::Profile::idle_status).collect(),
+        })
     };
     let status = match ask(&Op::Status, false)? {
         Some(Response { body: Body::Status(status), .. }) => status,
-        Some(_) | None if offline.is_none() => return super::hand_over(),
+        // No daemon, or one that does not know `status`: kubex-credd tells what it can without one.
+        Some(Response { body: Body::VersionMismatch, .. }) | None if offline.is_none() => return super::hand_over(),
         // An older daemon: shown, not replaced (`status` changes nothing; the next `get` does).
         Some(Response { body: Body::VersionMismatch, version }) => {
             Status { older_daemon: Some(version), profiles: configured()?, ..Status::default() }
@@ -32,6 +37,7 @@ pub fn show(json: bool, offline: Option<&dyn Fn(&config::Profile) -> ProfileStat
         None => Status { profiles: configured()?, ..Status::default() },
         other => return Err(refused(other)),
     };
+    note_unknown(status.profiles.iter().filter(|p| p.password.as_deref() == Some("unknown")).map(|p| &p.profile));
     let text = if json {
         let mut line = serde_json::to_string(&status).map_err(|e| Error::unexpected(e.to_string()))?;
         line.push('\n');
@@ -90,4 +96,16 @@ fn human(status: &Status) -> String {
         text.push('\n');
     }
     text
+}
+
+/// The one line on stderr for profiles whose password the keychain did not tell about in time.
+pub fn note_unknown<'a>(names: impl Iterator<Item = &'a String>) {
+    let names: Vec<&str> = names.map(String::as_str).collect();
+    if !names.is_empty() {
+        eprintln!(
+            "kubex-cred: the keychain is locked or did not answer in time: whether it holds a password for {} is \
+             shown as unknown",
+            names.join(", ")
+        );
+    }
 }
