@@ -43,7 +43,7 @@ pub enum Command {
     /// Print a token valid for at least --min-ttl.
     #[command(
         after_help = "Examples:\n  curl -H \"$(kubex-cred get --format header)\" \"$api/kubernetes/clusters\"\n  \
-                            kubex-cred get --profile lab --min-ttl 5m\n  \
+                            kubex-cred get --profile lab --min-ttl 2m\n  \
                             kubex-cred get --no-daemon --output /run/kubex/token"
     )]
     Get(GetArgs),
@@ -100,7 +100,7 @@ pub enum Command {
     /// Run COMMAND with a token in KUBEX_TOKEN and the API base in KUBEX_API_URL (never in argv).
     #[command(
         after_help = "Examples:\n  kubex-cred exec -- sh -c 'curl -H \"Authorization: Bearer $KUBEX_TOKEN\" \"$KUBEX_API_URL/kubernetes/clusters\"'\n  \
-                            kubex-cred exec --profile lab --min-ttl 20m -- ./long-report.py"
+                            kubex-cred exec --profile lab --min-ttl 4m -- ./report.py"
     )]
     Exec(ExecArgs),
     /// Drop a token the API refused (read on stdin) if it is still the current one; the next get

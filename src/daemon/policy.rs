@@ -47,6 +47,27 @@ pub enum Decision {
     Mint,
 }
 
+/// How long a token asked for must still be valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    /// At least this long (`--min-ttl`; zero for a plain `get`).
+    AtLeast(Duration),
+    /// This long, or half the token's own life when that is shorter (what `exec` asks without
+    /// `--min-ttl`): counted on each token, so a fresh one always meets it, whatever the lifetime
+    /// was at the last mint.
+    Fitting(Duration),
+}
+
+impl Want {
+    /// What `token` must still have left.
+    pub fn of(self, token: &Token) -> Duration {
+        match self {
+            Want::AtLeast(min_ttl) => min_ttl,
+            Want::Fitting(ceiling) => ceiling.min(token.lifetime() / 2),
+        }
+    }
+}
+
 /// Valid for at least `min_ttl`, and not in the last 10% of its life.
 pub fn servable(token: &Token, now: Moment, min_ttl: Duration) -> bool {
     let left = token.remaining(now);
@@ -54,8 +75,8 @@ pub fn servable(token: &Token, now: Moment, min_ttl: Duration) -> bool {
 }
 
 /// Serve the cached token (and whether to start a background refresh), fail from the hold, or mint.
-pub fn decide(token: Option<&Token>, hold: &Hold, refreshing: bool, now: Moment, min_ttl: Duration) -> Decision {
-    if let Some(token) = token.filter(|t| servable(t, now, min_ttl)) {
+pub fn decide(token: Option<&Token>, hold: &Hold, refreshing: bool, now: Moment, want: Want) -> Decision {
+    if let Some(token) = token.filter(|t| servable(t, now, want.of(t))) {
         let in_window = token.remaining(now) < token.lifetime() / 4;
         let held = match hold {
             Hold::None => false,
@@ -227,14 +248,26 @@ mod tests {
     }
 
     #[test]
+    fn execs_default_is_counted_on_each_token_so_a_fresh_one_always_meets_it() {
+        let t = token(); // lives 100 s (a little less after the truncated second)
+        let fitting = Want::Fitting(Duration::from_secs(300));
+        assert_eq!(fitting.of(&t), t.lifetime() / 2, "half its life, under the 300 s ceiling");
+        assert!(matches!(decide(Some(&t), &Hold::None, false, when(0), fitting), Decision::Serve { .. }));
+        assert!(matches!(decide(Some(&t), &Hold::None, false, when(51), fitting), Decision::Mint), "under half left");
+        assert_eq!(Want::Fitting(Duration::from_secs(10)).of(&t), Duration::from_secs(10), "the ceiling when shorter");
+        assert_eq!(Want::AtLeast(Duration::from_secs(300)).of(&t), Duration::from_secs(300));
+    }
+
+    #[test]
     fn a_token_is_served_then_refreshed_once_then_never_in_its_last_tenth() {
         let t = token();
-        let serve = |now, refreshing| decide(Some(&t), &Hold::None, refreshing, when(now), Duration::ZERO);
+        let serve =
+            |now, refreshing| decide(Some(&t), &Hold::None, refreshing, when(now), Want::AtLeast(Duration::ZERO));
         assert!(matches!(serve(60, false), Decision::Serve { refresh: false, .. }), "40% left");
         assert!(matches!(serve(80, false), Decision::Serve { refresh: true, .. }), "20% left");
         assert!(matches!(serve(80, true), Decision::Serve { refresh: false, .. }), "one refresh at a time");
         assert!(matches!(serve(91, false), Decision::Mint), "9% left is never served");
-        let long = decide(Some(&t), &Hold::None, false, when(30), Duration::from_secs(80));
+        let long = decide(Some(&t), &Hold::None, false, when(30), Want::AtLeast(Duration::from_secs(80)));
         assert!(matches!(long, Decision::Mint), "a min_ttl the token cannot meet mints");
     }
 
@@ -243,7 +276,7 @@ mod tests {
         let rejected = AuthError::Rejected { url: url(), user: "u".into() };
         let after = after_failure(&Hold::None, 0, &rejected, [1; 32], at(5), 0.5);
         assert_eq!(after.event, Some(Kind::Rejected));
-        assert!(matches!(decide(None, &after.hold, false, when(3600), Duration::ZERO), Decision::Mint));
+        assert!(matches!(decide(None, &after.hold, false, when(3600), Want::AtLeast(Duration::ZERO)), Decision::Mint));
         let again = rejected_again(&after.hold, [1; 32]).expect("the same password is not sent");
         assert_eq!(again.kind(), Exit::Rejected);
         assert!(rejected_again(&after.hold, [2; 32]).is_none(), "another password is sent");
@@ -255,9 +288,11 @@ mod tests {
         let expired = AuthError::Expired { url: url(), user: "u".into() };
         let first = after_failure(&Hold::None, 0, &expired, [1; 32], at(0), 0.5);
         assert_eq!(first.event, Some(Kind::Expired));
-        let Decision::Fail(e) = decide(None, &first.hold, false, when(599), Duration::ZERO) else { panic!("held") };
+        let Decision::Fail(e) = decide(None, &first.hold, false, when(599), Want::AtLeast(Duration::ZERO)) else {
+            panic!("held")
+        };
         assert_eq!((e.kind(), e.to_string().ends_with("asks Kubex again in 1 s")), (Exit::Expired, true), "{e}");
-        assert!(matches!(decide(None, &first.hold, false, when(600), Duration::ZERO), Decision::Mint));
+        assert!(matches!(decide(None, &first.hold, false, when(600), Want::AtLeast(Duration::ZERO)), Decision::Mint));
         let second = after_failure(&first.hold, 0, &expired, [1; 32], at(600), 0.5);
         assert_eq!(second.event, None);
         assert_eq!(
@@ -271,10 +306,12 @@ mod tests {
         let limited = AuthError::RateLimited { url: url(), retry_after: Duration::from_secs(40), capped: None };
         let after = after_failure(&Hold::None, 3, &limited, [1; 32], at(0), 0.5);
         assert_eq!((after.failures, after.event), (3, None));
-        let Decision::Fail(e) = decide(None, &after.hold, false, when(39), Duration::ZERO) else { panic!("held") };
+        let Decision::Fail(e) = decide(None, &after.hold, false, when(39), Want::AtLeast(Duration::ZERO)) else {
+            panic!("held")
+        };
         assert!(e.to_string().ends_with("(429); try again in 1 s"), "{e}");
         assert_eq!(state(None, &after.hold, false, when(10)).0, State::RateLimited);
-        assert!(matches!(decide(None, &after.hold, false, when(40), Duration::ZERO), Decision::Mint));
+        assert!(matches!(decide(None, &after.hold, false, when(40), Want::AtLeast(Duration::ZERO)), Decision::Mint));
     }
 
     #[test]
@@ -285,7 +322,7 @@ mod tests {
         let t = token();
         assert!(
             matches!(
-                decide(Some(&t), &first.hold, false, when(80), Duration::ZERO),
+                decide(Some(&t), &first.hold, false, when(80), Want::AtLeast(Duration::ZERO)),
                 Decision::Serve { refresh: false, .. }
             ),
             "served through the outage, no refresh during the backoff"
@@ -307,7 +344,7 @@ mod tests {
         assert!(matches!(to_file(&expired), Some(Held::Wait(_, wait)) if wait == EXPIRED_HOLD));
         let (hold, answer) = from_file(Held::Wait(Error::from(expired), Duration::from_secs(30)), [7; 32], at(0));
         assert!(answer.to_string().ends_with("asks Kubex again in 30 s"), "{answer}");
-        assert!(matches!(decide(None, &hold, false, when(29), Duration::ZERO), Decision::Fail(_)));
+        assert!(matches!(decide(None, &hold, false, when(29), Want::AtLeast(Duration::ZERO)), Decision::Fail(_)));
         assert!(to_file(&AuthError::Server { url: url(), status: 503 }).is_none(), "a backoff is this process's");
     }
 

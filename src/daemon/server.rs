@@ -13,6 +13,7 @@ use super::SinkSpec;
 use super::broker::Broker;
 use super::configs::ConfigCache;
 use super::platform;
+use super::policy::Want;
 use crate::client::Paths;
 use crate::config::{self, Profile};
 use crate::error::{Error, Result};
@@ -319,11 +320,8 @@ impl Daemon {
                     Err(e) => return answer_error(&e),
                 };
                 let min_ttl = Duration::from_millis(min_ttl_ms);
-                let token = if at_most_half_life {
-                    self.broker.get_fitting(&profile, min_ttl).await
-                } else {
-                    self.broker.get(&profile, min_ttl).await
-                };
+                let want = if at_most_half_life { Want::Fitting(min_ttl) } else { Want::AtLeast(min_ttl) };
+                let token = self.broker.get_as(&profile, want).await;
                 match token {
                     Ok(token) => Body::Token {
                         token: token.jwt().to_owned(),

@@ -40,7 +40,7 @@ fn blocks(markdown: &str) -> Vec<Block> {
 fn world() -> (Sandbox, Emulator) {
     let mut sb = Sandbox::new();
     let users = [("apiUser", "pw"), ("tester", "pw"), ("svc-kubex", "pw")];
-    let emu = Emulator::start(Options { lifetime: Duration::from_secs(3600), ..Options::default() }, &users);
+    let emu = Emulator::start(Options { lifetime: Duration::from_secs(300), ..Options::default() }, &users);
     sb.extra_env.push(("PW".into(), "pw".into()));
     sb.extra_env.push(("api".into(), emu.url()));
     sb.login(&emu, "apiUser", "pw").code(0);

@@ -55,6 +55,24 @@ fn exec_fits_its_default_minimum_to_short_tokens_and_refuses_a_longer_one_withou
     assert_eq!(emu.tokens_minted(), mints, "the lifetime is known: no mint for an impossible --min-ttl");
 }
 
+/// `exec`'s default minimum holds on first use: with 5-minute tokens and no lifetime on file, and
+/// after the tokens' lifetime shrank since the last mint (300 s, then 3 s).
+#[test]
+fn execs_default_minimum_holds_on_a_fresh_state_and_after_the_lifetime_changes() {
+    let (sb, emu) = start(Duration::from_secs(300));
+    let state = sb.home().join(".local/state/kubex-cred/holds.json");
+    std::fs::remove_file(&state).expect("a fresh state: no lifetime on file");
+    let check = "test -n \"$KUBEX_TOKEN\" && printf %s \"$KUBEX_TOKEN\"";
+    let out = run(&sb, &["exec", "--", "sh", "-c", check]).code(0);
+    assert!(emu.accepts(&out.stdout), "{out:?}");
+    emu.set_lifetime(Duration::from_secs(3));
+    run(&sb, &["stop"]).code(0);
+    let out = run(&sb, &["exec", "--", "sh", "-c", check]).code(0);
+    assert!(emu.accepts(&out.stdout), "a 3 s token after 300 s ones: {out:?}");
+    // An explicit minimum the tokens cannot meet is still refused.
+    run(&sb, &["exec", "--min-ttl", "5m", "--", "true"]).fails(2, "cannot be met");
+}
+
 fn reject(sb: &Sandbox, token: &str) -> Out {
     sb.run(&["reject"], token.as_bytes())
 }

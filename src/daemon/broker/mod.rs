@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::guarded::{self, Budget, Guarded};
 use super::minter::Minter;
 use super::notify::{Event, Notifier};
-use super::policy::{self, Decision, Hold};
+use super::policy::{self, Decision, Hold, Want};
 use crate::config::Profile;
 use crate::error::Error;
 use crate::holds::{Holds, Purpose};
@@ -140,48 +140,39 @@ impl Broker {
 
     /// A token for the profile valid for at least `min_ttl`, minting once for all who wait.
     pub async fn get(self: &Arc<Self>, profile: &Profile, min_ttl: Duration) -> Result<Token, Error> {
-        self.get_from(self.slot(profile), profile, min_ttl).await
+        self.get_as(profile, Want::AtLeast(min_ttl)).await
     }
 
-    async fn get_from(self: &Arc<Self>, slot: Arc<Slot>, profile: &Profile, min_ttl: Duration) -> Result<Token, Error> {
-        if let Some(answer) = self.answer(&slot, min_ttl) {
+    /// A token for the profile that meets `want`, minting once for all who wait.
+    pub async fn get_as(self: &Arc<Self>, profile: &Profile, want: Want) -> Result<Token, Error> {
+        let slot = self.slot(profile);
+        if let Some(answer) = self.answer(&slot, want) {
             return answer;
         }
         // The wait and the mint run in a task of their own: a caller that goes away (its client
         // left) does not cancel the mint that others wait for.
         let (broker, profile) = (self.clone(), profile.clone());
-        tokio::spawn(async move { broker.wait_or_mint(&slot, &profile, min_ttl).await })
+        tokio::spawn(async move { broker.wait_or_mint(&slot, &profile, want).await })
             .await
             .map_err(|e| Error::unexpected(format!("the mint task failed: {e}")))?
     }
 
-    async fn wait_or_mint(
-        self: &Arc<Self>,
-        slot: &Arc<Slot>,
-        profile: &Profile,
-        min_ttl: Duration,
-    ) -> Result<Token, Error> {
+    async fn wait_or_mint(self: &Arc<Self>, slot: &Arc<Slot>, profile: &Profile, want: Want) -> Result<Token, Error> {
         let _minting = slot.mint_lock.lock().await;
-        if let Some(answer) = self.answer(slot, min_ttl) {
+        if let Some(answer) = self.answer(slot, want) {
             return answer;
         }
-        if let Some(error) = policy::unmeetable(min_ttl, self.lifetime(slot, min_ttl).await, &profile.url) {
+        if let Want::AtLeast(min_ttl) = want
+            && let Some(error) = policy::unmeetable(min_ttl, self.lifetime(slot, min_ttl).await, &profile.url)
+        {
             return Err(error);
         }
         let token = self.mint_once(slot).await?;
         let left = token.remaining((self.clock)());
-        if left < min_ttl {
-            return Err(policy::min_ttl_error(min_ttl, &profile.url, left));
+        if left < want.of(&token) {
+            return Err(policy::min_ttl_error(want.of(&token), &profile.url, left));
         }
         Ok(token)
-    }
-
-    /// A token valid for at least `ceiling`, or half the tokens' life when that is shorter (what
-    /// `exec` asks without `--min-ttl`: always met, even by short-lived tokens).
-    pub async fn get_fitting(self: &Arc<Self>, profile: &Profile, ceiling: Duration) -> Result<Token, Error> {
-        let slot = self.slot(profile);
-        let min_ttl = self.lifetime(&slot, ceiling).await.map_or(ceiling, |life| ceiling.min(life / 2));
-        self.get_from(slot, profile, min_ttl).await
     }
 
     /// The lifetime of the slot's tokens, if known here or from the holds file (only looked up
@@ -204,10 +195,10 @@ impl Broker {
     }
 
     /// Serves from the slot or fails from its hold; `None` means a mint is needed.
-    fn answer(self: &Arc<Self>, slot: &Arc<Slot>, min_ttl: Duration) -> Option<Result<Token, Error>> {
+    fn answer(self: &Arc<Self>, slot: &Arc<Slot>, want: Want) -> Option<Result<Token, Error>> {
         let decision = {
             let mut s = slot.state();
-            let decision = policy::decide(s.token.as_ref(), &s.hold, s.refreshing, (self.clock)(), min_ttl);
+            let decision = policy::decide(s.token.as_ref(), &s.hold, s.refreshing, (self.clock)(), want);
             if let Decision::Serve { refresh: true, .. } = decision {
                 s.refreshing = true;
             }
