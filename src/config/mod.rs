@@ -292,14 +292,27 @@ pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 30s, 5m, 1h)"))
 }
 
+/// The shortest and the longest `KUBEX_CRED_TIMEOUT`: below a second nothing could answer, and
+/// past an hour a wait is a hang.
+pub const MIN_TIMEOUT: Duration = Duration::from_secs(1);
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// The bound on one Authorize exchange: `KUBEX_CRED_TIMEOUT`, else 10 s.
 pub fn timeout() -> Result<Duration> {
     match std::env::var("KUBEX_CRED_TIMEOUT") {
-        Ok(text) if !text.is_empty() => {
-            parse_duration(&text).map_err(|e| Error::usage(format!("invalid KUBEX_CRED_TIMEOUT '{text}': {e}")))
-        }
+        Ok(text) if !text.is_empty() => parse_timeout(&text),
         _ => Ok(DEFAULT_TIMEOUT),
     }
+}
+
+/// `KUBEX_CRED_TIMEOUT`'s value: a duration from 1 s to 1 h.
+fn parse_timeout(text: &str) -> Result<Duration> {
+    let invalid = |why: String| Error::usage(format!("invalid KUBEX_CRED_TIMEOUT '{text}': {why}"));
+    let timeout = parse_duration(text).map_err(invalid)?;
+    if !(MIN_TIMEOUT..=MAX_TIMEOUT).contains(&timeout) {
+        return Err(invalid("it must be from 1s to 1h".to_owned()));
+    }
+    Ok(timeout)
 }
 
 #[cfg(test)]
@@ -321,6 +334,18 @@ mod tests {
         assert_eq!(p.url.as_str(), "https://a.example.com/api/v2");
         let flags = Overrides { user: Some("flag".into()), ..Overrides::default() };
         assert_eq!(file.resolve(&with_env(flags, env)).expect("resolves").user, "flag");
+    }
+
+    #[test]
+    fn the_timeout_is_from_a_second_to_an_hour() {
+        assert_eq!(parse_timeout("1s").expect("ok"), MIN_TIMEOUT);
+        assert_eq!(parse_timeout("1h").expect("ok"), MAX_TIMEOUT);
+        for text in ["0", "0s", "1ns", "999ms", "61m", "18446744073709551615s", "soon"] {
+            let e = parse_timeout(text).expect_err(text);
+            assert_eq!(e.code(), 2);
+            assert!(e.to_string().contains(&format!("invalid KUBEX_CRED_TIMEOUT '{text}'")), "{e}");
+        }
+        assert!(parse_timeout("0s").expect_err("zero").to_string().contains("from 1s to 1h"));
     }
 
     #[test]

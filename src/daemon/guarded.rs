@@ -32,7 +32,7 @@ pub struct Budget {
 impl Budget {
     /// A budget of the timeout and [`MARGIN`] from `start`.
     pub fn from(start: Instant, timeout: Duration) -> Budget {
-        Budget { deadline: start + timeout + MARGIN, timeout }
+        Budget { deadline: start + timeout.saturating_add(MARGIN), timeout }
     }
 
     /// The lock is waited for only while half the timeout is still left for the call: a call cut

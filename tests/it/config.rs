@@ -105,3 +105,25 @@ fn login_to_a_new_profile_needs_url_and_user() {
     sb.run(&["login", "--profile", "bad name", "--url", "https://h", "--user", "u", "--password-stdin"], b"pw\n")
         .fails(2, "invalid profile name");
 }
+
+/// `KUBEX_CRED_TIMEOUT` outside 1 s to 1 h is a usage error naming the variable and the range, in
+/// every binary; never a panic, never an instant timeout.
+#[test]
+fn a_timeout_outside_a_second_to_an_hour_is_exit_2_in_every_binary() {
+    let (sb, emu) = crate::support::logged_in(std::time::Duration::from_secs(300));
+    for value in ["18446744073709551615s", "0", "0s", "1ns", "2h"] {
+        let env = [("KUBEX_CRED_TIMEOUT", value)];
+        for args in [&["get"][..], &["get", "--no-daemon"][..], &["status"][..], &["exec", "--", "true"][..]] {
+            let out = sb.run_env(args, b"", &env).fails(2, "invalid KUBEX_CRED_TIMEOUT");
+            assert!(out.stderr.contains("from 1s to 1h") || value == "0", "{value}: {}", out.stderr);
+        }
+        for binary in ["kubex-credd", "git-credential-kubex"] {
+            let mut c = sb.cmd(crate::support::bin(binary));
+            c.arg("get").env("KUBEX_CRED_TIMEOUT", value);
+            let input = format!("protocol=http\nhost=127.0.0.1:{}\n\n", emu.port());
+            let out = crate::support::run_with_input(c, input.as_bytes());
+            assert_eq!(out.code, 2, "{binary} {value}: {out:?}");
+            assert!(out.stderr.contains("invalid KUBEX_CRED_TIMEOUT"), "{binary} {value}: {}", out.stderr);
+        }
+    }
+}

@@ -117,12 +117,18 @@ pub(super) fn ask_get(op: &Op) -> Result<Option<Response>> {
         Op::Get { config: path, profile, .. } => config::load(path)?.resolve(profile).map(drop),
         _ => Ok(()),
     };
-    client::call_with(op, true, config::timeout()? + Duration::from_secs(5), &resolves)
+    client::call_with(op, true, patience()?, &resolves)
 }
 
 /// Asks the daemon, waiting for one Authorize exchange and a margin; with `autostart`, starts one.
 pub(super) fn ask(op: &Op, autostart: bool) -> Result<Option<Response>> {
-    client::call(op, autostart, config::timeout()? + Duration::from_secs(5))
+    client::call(op, autostart, patience()?)
+}
+
+/// How long a client waits for the daemon: `KUBEX_CRED_TIMEOUT` and 5 s (the daemon answers within
+/// the timeout and 3 s).
+fn patience() -> Result<Duration> {
+    Ok(config::timeout()?.saturating_add(Duration::from_secs(5)))
 }
 
 /// The error for an answer that is not the one asked for: the daemon's own failure, rendered by
