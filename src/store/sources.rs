@@ -134,9 +134,10 @@ fn read_env(var: &str) -> Result<SecretString> {
 }
 
 /// `command:CMD`: run without a shell, stdin closed, in a process group of its own; its first line
-/// of stdout is the password. At `timeout`, or once it exits, whatever is left of its group is
-/// killed, so a background child holding its output cannot hold kubex-cred too. A failure or a
-/// timeout is exit 8 with the command's first line of stderr, never its stdout.
+/// of stdout is the password. One deadline (`timeout`) for the whole run: the output is taken as
+/// soon as the command has exited, whatever a child of it (one that escaped its group with `setsid`,
+/// say) still holds open, and what is left of its group is killed. A failure or a timeout is exit 8
+/// with the command's first line of stderr, never its stdout.
 pub fn run_command(text: &str, timeout: Duration) -> Result<SecretString> {
     let argv = crate::config::split_command(text)
         .map_err(|e| Error::usage(format!("invalid password command '{text}': {e}")))?;
@@ -151,23 +152,9 @@ pub fn run_command(text: &str, timeout: Duration) -> Result<SecretString> {
     #[cfg(unix)]
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
     let mut child = command.spawn().map_err(|e| unavailable(format!("cannot be run: {e}")))?;
-    let stdout = child.stdout.take().map(|out| read_all(out, 64 * 1024));
-    let stderr = child.stderr.take().map(|err| read_all(err, 4096));
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if Instant::now() >= deadline => break None,
-            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-            Err(e) => {
-                kill_group(&mut child);
-                return Err(unavailable(format!("cannot be waited for: {e}")));
-            }
-        }
-    };
+    let ran = output::collect(&mut child, Instant::now() + timeout);
     kill_group(&mut child);
-    let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
-    let stderr = stderr.and_then(|err| err.recv_timeout(left).ok()).unwrap_or_default();
+    let (status, stdout, stderr) = ran.map_err(|e| unavailable(format!("cannot be waited for: {e}")))?;
     let why = String::from_utf8_lossy(&stderr);
     let why = why.lines().next().unwrap_or("no message").trim().to_owned();
     let Some(status) = status else {
@@ -179,22 +166,126 @@ pub fn run_command(text: &str, timeout: Duration) -> Result<SecretString> {
     if !status.success() {
         return Err(unavailable(format!("failed ({status}): {why}")));
     }
-    let stdout = stdout
-        .and_then(|out| out.recv_timeout(left).ok())
-        .ok_or_else(|| unavailable("left its output open past its end".to_owned()))?;
     first_line(&stdout, &what)
 }
 
-/// Reads a pipe to its end (at most `limit` bytes) on a thread of its own, so a chatty command
-/// cannot block on a full pipe; the bytes arrive on the channel.
-fn read_all(mut pipe: impl Read + Send + 'static, limit: u64) -> std::sync::mpsc::Receiver<Zeroizing<Vec<u8>>> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = Zeroizing::new(Vec::new());
-        let _ = (&mut pipe).take(limit).read_to_end(&mut buf);
-        let _ = tx.send(buf);
-    });
-    rx
+/// The largest output kept of a password command: stdout (the password's line) and stderr (the
+/// first line of a failure). More is read and dropped, so a chatty command never blocks on a pipe.
+const MAX_STDOUT: usize = 64 * 1024;
+const MAX_STDERR: usize = 4096;
+
+/// What a command left: its exit status (`None`: still running at the deadline), stdout, stderr.
+type Ran = (Option<std::process::ExitStatus>, Zeroizing<Vec<u8>>, Vec<u8>);
+
+/// Waits for a command until `deadline` while reading its stdout and stderr, in this thread.
+#[cfg(unix)]
+mod output {
+    use std::io::Read;
+    use std::process::Child;
+    use std::time::{Duration, Instant};
+
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    use zeroize::Zeroizing;
+
+    use super::{MAX_STDERR, MAX_STDOUT};
+
+    /// Both pipes are read without blocking, so once the command has exited what it wrote is taken at
+    /// once, even if something else still holds the pipes open: no thread is left behind.
+    pub fn collect(child: &mut Child, deadline: Instant) -> std::io::Result<super::Ran> {
+        let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
+        for fd in [out.as_ref().map(|p| rustix::fd::AsFd::as_fd(p)), err.as_ref().map(|p| rustix::fd::AsFd::as_fd(p))]
+            .into_iter()
+            .flatten()
+        {
+            rustix::io::ioctl_fionbio(fd, true)?;
+        }
+        let (mut stdout, mut stderr) = (Zeroizing::new(Vec::new()), Vec::new());
+        loop {
+            // The status first, then the pipes: all a command wrote before it exited is in them.
+            let status = child.try_wait()?;
+            drain(&mut out, &mut stdout, MAX_STDOUT)?;
+            drain(&mut err, &mut stderr, MAX_STDERR)?;
+            let now = Instant::now();
+            if status.is_some() || now >= deadline {
+                return Ok((status, stdout, stderr));
+            }
+            // Until output comes, or a short slice to look at the status again.
+            let slice = (deadline - now).min(Duration::from_millis(5));
+            let wait = Timespec::try_from(slice).unwrap_or(Timespec { tv_sec: 0, tv_nsec: 5_000_000 });
+            let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(2);
+            if let Some(pipe) = &out {
+                fds.push(PollFd::new(pipe, PollFlags::IN));
+            }
+            if let Some(pipe) = &err {
+                fds.push(PollFd::new(pipe, PollFlags::IN));
+            }
+            if fds.is_empty() {
+                std::thread::sleep(slice);
+            } else {
+                poll(&mut fds, Some(&wait))?;
+            }
+        }
+    }
+
+    /// Reads what the pipe holds now (keeping at most `limit` bytes); at its end, lets it go.
+    fn drain<P: Read>(pipe: &mut Option<P>, into: &mut Vec<u8>, limit: usize) -> std::io::Result<()> {
+        let Some(reader) = pipe.as_mut() else { return Ok(()) };
+        let mut chunk = Zeroizing::new([0u8; 4096]);
+        loop {
+            match reader.read(chunk.as_mut()) {
+                Ok(0) => {
+                    *pipe = None;
+                    return Ok(());
+                }
+                Ok(n) => {
+                    let room = limit.saturating_sub(into.len()).min(n);
+                    into.extend_from_slice(&chunk[..room]);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Elsewhere (Windows) pipes cannot be polled: each is read to its end on a thread of its own, and
+/// what the threads have once the command exited (or the deadline passed) is taken.
+#[cfg(not(unix))]
+mod output {
+    use std::io::Read;
+    use std::process::Child;
+    use std::time::{Duration, Instant};
+
+    use zeroize::Zeroizing;
+
+    use super::{MAX_STDERR, MAX_STDOUT};
+
+    pub fn collect(child: &mut Child, deadline: Instant) -> std::io::Result<super::Ran> {
+        let stdout = child.stdout.take().map(|out| read_all(out, MAX_STDOUT));
+        let stderr = child.stderr.take().map(|err| read_all(err, MAX_STDERR));
+        let status = loop {
+            match child.try_wait()? {
+                Some(status) => break Some(status),
+                None if Instant::now() >= deadline => break None,
+                None => std::thread::sleep(Duration::from_millis(5)),
+            }
+        };
+        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
+        let out = stdout.and_then(|rx| rx.recv_timeout(left).ok()).unwrap_or_default();
+        let err = stderr.and_then(|rx| rx.recv_timeout(Duration::from_millis(100)).ok()).unwrap_or_default();
+        Ok((status, out, err.to_vec()))
+    }
+
+    fn read_all(mut pipe: impl Read + Send + 'static, limit: usize) -> std::sync::mpsc::Receiver<Zeroizing<Vec<u8>>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = Zeroizing::new(Vec::new());
+            let _ = (&mut pipe).take(limit as u64).read_to_end(&mut buf);
+            let _ = tx.send(buf);
+        });
+        rx
+    }
 }
 
 /// Kills the command and what is left of its process group.

@@ -216,3 +216,27 @@ fn the_kernel_keyring_says_so_where_it_is_unavailable() {
     assert_eq!(emu.authorize_calls(), 0, "the password was sent although it could not be stored");
     assert!(!sb.config_file().exists());
 }
+
+/// A command that exits at once but leaves a child, escaped from its process group with `setsid`,
+/// holding its output: the password it printed is used at once, well under the timeout.
+#[test]
+fn a_command_whose_escaped_child_holds_its_output_is_served_at_once() {
+    let sb = Sandbox::without_keyring();
+    let emu = Emulator::start(Options::default(), &[("apiUser", "pw")]);
+    let marker = format!("kubex-escaped-{}", std::process::id());
+    let escaping = script(&sb, "escaping", &format!("setsid sh -c 'exec -a {marker} sleep 300' &\necho pw\nexit 0"));
+    login_with(&sb, &emu, &escaping, &[], &[]).code(0);
+    for args in [&["get", "--no-daemon"][..], &["get"][..]] {
+        let out = sb.run(args, b"").code(0);
+        assert!(emu.accepts(&out.token()));
+        assert!(out.elapsed < Duration::from_secs(4), "{args:?} waited for the escaped child: {:?}", out.elapsed);
+    }
+    // The escaped child is out of kubex-cred's reach (its own session): the test ends it.
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        if std::fs::read(entry.path().join("cmdline")).unwrap_or_default().starts_with(marker.as_bytes())
+            && let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>()
+        {
+            support::signal(pid, rustix::process::Signal::KILL);
+        }
+    }
+}
