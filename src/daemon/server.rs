@@ -31,16 +31,44 @@ pub const MAX_REQUEST: usize = 16 * 1024;
 /// How often the daemon checks that the socket path is still its own.
 const SOCKET_CHECK: Duration = Duration::from_secs(2);
 
-/// Resolves when the client has closed its end (or it fails): nothing more is read from a client
-/// after its request line, so any end of the stream means it left.
+/// Resolves when the client has gone (or its socket fails), so that its request is dropped at
+/// once. The end of its stream alone does not say so: a client that half-closed after its request
+/// line (`nc -N`, socat) still reads the answer. After the end, the socket is looked at every
+/// 100 ms for a hang-up, which on Linux a full close raises and a half-close does not (`hung_up`).
 async fn client_gone(stream: &Stream) {
     let mut scrap = [0u8; 64];
     loop {
         match tokio::io::AsyncReadExt::read(&mut &*stream, &mut scrap).await {
-            Ok(0) | Err(_) => return,
+            Err(_) => return,
+            Ok(0) => break,
             Ok(_) => {}
         }
     }
+    while !hung_up(stream) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether the peer closed its socket entirely (POLLHUP), not just its sending side. Linux raises
+/// POLLHUP on a Unix socket only when both directions are shut, which a peer's close does and its
+/// `shutdown(SHUT_WR)` does not. macOS's poll follows the same rule for sockets, but this was not
+/// run there; its kqueue (tokio's backend) reports `EV_EOF` for both, which is why poll is asked.
+#[cfg(unix)]
+fn hung_up(stream: &Stream) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    use std::os::fd::AsFd;
+    #[allow(irrefutable_let_patterns)]
+    let Stream::UdSocket(socket) = stream else { return true };
+    let fd = socket.inner().as_fd();
+    let mut fds = [PollFd::new(&fd, PollFlags::empty())];
+    let now = Timespec { tv_sec: 0, tv_nsec: 0 };
+    poll(&mut fds, Some(&now)).map_or(true, |_| fds[0].revents().intersects(PollFlags::HUP | PollFlags::ERR))
+}
+
+/// Windows pipes have no half-close: the end of the stream means the client left.
+#[cfg(not(unix))]
+fn hung_up(_: &Stream) -> bool {
+    true
 }
 
 /// A failure as the daemon answers it: its exit code and its line, rendered here once.

@@ -732,3 +732,31 @@ fn a_request_that_cannot_finish_is_answered_within_its_deadline() {
     wait_until(Duration::from_secs(10), "the mint to go on once the lock is free", || get(&sb).code == 0);
     assert!(emu.accepts(&get(&sb).code(0).token()));
 }
+
+/// A client that half-closes after its request line (as `nc -N` and socat do) still gets its
+/// answer, even when the answer waits for a mint; one that closes fully is let go at once (see
+/// `abandoned_gets_are_let_go_while_their_mint_still_hangs`).
+#[test]
+fn a_half_closed_client_gets_its_answer_while_the_mint_takes_a_second() {
+    use std::io::{Read, Write};
+    let (sb, emu) = start(Duration::from_secs(300), 0);
+    sb.run(&["daemon"], b"").code(0);
+    emu.set_fault(Fault::Delay(Duration::from_secs(1)));
+    let request = kubex_cred::protocol::to_line(&kubex_cred::protocol::Request {
+        version: kubex_cred::protocol::version(),
+        op: kubex_cred::protocol::Op::Get {
+            config: sb.config_file(),
+            profile: kubex_cred::protocol::Overrides::default(),
+            min_ttl_ms: 0,
+            at_most_half_life: false,
+        },
+    });
+    let mut s = std::os::unix::net::UnixStream::connect(sb.socket()).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    s.write_all(&request).expect("write");
+    s.shutdown(std::net::Shutdown::Write).expect("half-close");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).expect("read the answer");
+    let response: serde_json::Value = serde_json::from_str(answer.trim()).expect("one JSON line");
+    assert!(response["token"].as_str().is_some_and(|t| emu.accepts(t)), "{answer}");
+}
