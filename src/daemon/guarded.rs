@@ -116,7 +116,11 @@ pub fn prove(profile: &Profile, password: &SecretString) -> Result<Token> {
         budget,
     ))?;
     match guarded {
-        Guarded::Answer(answer) => answer.map_err(Error::from),
+        // A wait Kubex asked for (403, 429) is said with when Kubex is asked again.
+        Guarded::Answer(answer) => answer.map_err(|e| match policy::to_file(&e) {
+            Some(Held::Wait(error, wait)) => error.retry_in(wait),
+            _ => Error::from(e),
+        }),
         Guarded::Held(Held::Wait(error, left)) => Err(error.retry_in(left)),
         Guarded::Held(Held::Rejected(error)) => Err(error),
     }

@@ -51,6 +51,12 @@ pub enum AuthError {
 
 fn capped_note(capped: Option<Duration>) -> String {
     match capped {
+        Some(Duration::MAX) => {
+            format!(
+                " and asked for a wait beyond counting, which kubex-cred shortens to {} s",
+                MAX_RATE_LIMIT.as_secs()
+            )
+        }
         Some(asked) => format!(
             " and asked for a wait of {} s, which kubex-cred shortens to {} s",
             asked.as_secs(),
@@ -164,8 +170,9 @@ pub fn interpret(
 pub fn retry_after(headers: &header::HeaderMap, message: &str, server_now: Option<SystemTime>) -> Option<Duration> {
     if let Some(value) = headers.get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()) {
         let value = value.trim();
-        if let Ok(secs) = value.parse::<u64>() {
-            return Some(Duration::from_secs(secs));
+        if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+            // Beyond u64: longer than any cap, so the cap applies (and is said), not a default.
+            return Some(value.parse::<u64>().map_or(Duration::MAX, Duration::from_secs));
         }
         if let Ok(at) = httpdate::parse_http_date(value) {
             let now = server_now.unwrap_or_else(SystemTime::now);
@@ -175,7 +182,7 @@ pub fn retry_after(headers: &header::HeaderMap, message: &str, server_now: Optio
     let lower = message.to_ascii_lowercase();
     let rest = &lower[lower.find("retry after")? + "retry after".len()..];
     let digits: String = rest.trim_start_matches([':', ' ']).chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().ok().map(Duration::from_secs)
+    (!digits.is_empty()).then(|| digits.parse::<u64>().map_or(Duration::MAX, Duration::from_secs))
 }
 
 #[cfg(test)]
@@ -197,6 +204,14 @@ mod tests {
         let now = httpdate::parse_http_date("Wed, 21 Oct 2015 07:28:00 GMT").expect("date");
         let h = headers(&[(header::RETRY_AFTER, "Wed, 21 Oct 2015 07:28:30 GMT")]);
         assert_eq!(retry_after(&h, "", Some(now)), Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn a_retry_after_beyond_any_number_is_the_longest_wait() {
+        let h = headers(&[(header::RETRY_AFTER, "99999999999999999999")]);
+        assert_eq!(retry_after(&h, "", None), Some(Duration::MAX));
+        let none = header::HeaderMap::new();
+        assert_eq!(retry_after(&none, "Retry After: 99999999999999999999 seconds", None), Some(Duration::MAX));
     }
 
     #[test]

@@ -167,6 +167,30 @@ fn a_retry_after_of_zero_is_a_second_and_a_day_is_capped_and_said_so() {
 }
 
 #[test]
+fn a_retry_after_beyond_any_number_is_capped_at_an_hour_and_said_so() {
+    let (sb, emu) = start(Duration::from_secs(300));
+    emu.set_fault(Fault::Respond {
+        status: 429,
+        headers: vec![("Retry-After".into(), "99999999999999999999".into())],
+        body: r#"{"status":429}"#.into(),
+    });
+    let out = get(&sb, &["--no-daemon"]).fails(6, "beyond counting, which kubex-cred shortens to 3600 s");
+    assert!(out.stderr.contains("try again in 3600 s"), "{}", out.stderr);
+    get(&sb, &[]).fails(6, "shortens to 3600 s; try again in 3");
+}
+
+#[test]
+fn every_403_says_when_kubex_is_asked_again() {
+    let (sb, emu) = start(Duration::from_secs(300));
+    emu.expire_subscription("apiUser");
+    get(&sb, &[]).fails(5, "asks Kubex again in 600 s");
+    get(&sb, &[]).fails(5, "asks Kubex again in");
+    sb.run(&["stop"], b"").code(0);
+    emu.set_fault(Fault::None);
+    sb.login(&emu, "apiUser", "pw").fails(5, "asks Kubex again in");
+}
+
+#[test]
 fn an_expired_subscription_is_not_asked_again_by_a_restarted_daemon() {
     let (sb, emu) = start(Duration::from_secs(300));
     emu.expire_subscription("apiUser");

@@ -11,7 +11,7 @@ use super::minter::Minter;
 use super::notify::{Event, Notifier};
 use super::policy::{self, Decision, Hold, Want};
 use crate::config::Profile;
-use crate::error::Error;
+use crate::error::{Error, Exit};
 use crate::holds::{Holds, Purpose};
 use crate::protocol::{ProfileStatus, Rejection};
 use crate::store::Passwords;
@@ -278,6 +278,13 @@ impl Broker {
                     let error = Error::from(e.clone());
                     tracing::info!(profile = %profile.name, code = error.code(), "mint failed: {error}");
                     let after = policy::after_failure(&s.hold, s.failures, &e, print, now.at, fastrand::f64());
+                    // The first answer says when Kubex is asked again, as every later one does.
+                    let error = match &after.hold {
+                        Hold::Until { until, .. } if error.kind() != Exit::RateLimited => {
+                            error.retry_in(until.saturating_sub(now.at))
+                        }
+                        _ => error,
+                    };
                     s.hold = after.hold;
                     s.failures = after.failures;
                     (Err(error), after.event)
