@@ -11,6 +11,11 @@ use std::time::{Duration, Instant};
 use super::{Paths, connect, daemon_answers, exchange};
 use crate::error::{Error, Result};
 
+/// The variables `exec` gives its command: the token, and the API base it is for. A daemon never
+/// inherits them.
+pub const TOKEN_VARIABLE: &str = "KUBEX_TOKEN";
+pub const API_URL_VARIABLE: &str = "KUBEX_API_URL";
+
 /// Starts a daemon, unless another client is starting one: then waits for that one.
 pub(super) fn start_daemon(paths: &Paths) -> Result<()> {
     paths.ensure_private_dir()?;
@@ -36,6 +41,9 @@ pub fn launch(exe: &Path, args: &[OsString]) -> Result<()> {
     let mut child = Command::new(exe)
         .args(["daemon", "--foreground", "--detached"])
         .args(args)
+        // Started from inside `exec`, it must not carry that command's token for its whole life.
+        .env_remove(TOKEN_VARIABLE)
+        .env_remove(API_URL_VARIABLE)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(stderr)

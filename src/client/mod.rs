@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 use crate::error::{Error, Result};
 use crate::protocol::{self, Body, Op, Request, Response};
 
-pub use launch::{core_exe, launch, open_lock_file, wait_for_exit};
+pub use launch::{API_URL_VARIABLE, TOKEN_VARIABLE, core_exe, launch, open_lock_file, wait_for_exit};
 pub use paths::{Paths, check_private};
 
 /// Exits the process with code 9 if it is still running after `limit` (only while starting a daemon).

@@ -205,3 +205,25 @@ fn the_shell_completes_profile_names_from_the_config() {
     let script = sb.run_env(&[], b"", &[("COMPLETE", "bash")]).code(0).stdout;
     assert!(script.contains("complete ") && script.contains("kubex-cred"), "{script}");
 }
+
+/// A daemon started by a `get` inside `exec` does not carry `exec`'s token in its environment.
+#[test]
+fn a_daemon_started_inside_exec_does_not_inherit_its_token() {
+    let (sb, emu) = start(Duration::from_secs(300));
+    // exec's own daemon is stopped inside the command, so that the inner get starts one from there.
+    let bin = crate::support::bin("kubex-cred");
+    let inner =
+        format!("{bin} stop 2>/dev/null && {bin} get >/dev/null && printf %s \"$KUBEX_TOKEN\"", bin = bin.display());
+    let out = run(&sb, &["exec", "--", "sh", "-c", &inner]).code(0);
+    assert!(emu.accepts(&out.stdout));
+    let pid = sb.daemon_pid().expect("the inner get started a daemon");
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+    let names: Vec<String> = environ
+        .split(|&b| b == 0)
+        .filter_map(|v| v.split(|&b| b == b'=').next())
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .collect();
+    assert!(names.iter().any(|n| n == "HOME"), "the environment was read: {names:?}");
+    assert!(!names.iter().any(|n| n == "KUBEX_TOKEN" || n == "KUBEX_API_URL"), "{names:?}");
+    assert!(!String::from_utf8_lossy(&environ).contains(&out.stdout), "no token anywhere in it");
+}

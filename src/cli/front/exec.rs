@@ -9,9 +9,9 @@ use zeroize::Zeroizing;
 
 use super::{ask, ask_get, get_op, refused};
 use crate::cli::args::ExecArgs;
-use crate::config;
 use crate::error::{Error, Exit, Result};
 use crate::protocol::{Body, Op, Rejection, Response};
+use crate::{client, config};
 
 /// `exec`'s minimum token life without `--min-ttl`: this, or half the tokens' life when shorter.
 const EXEC_MIN_TTL: Duration = Duration::from_secs(300);
@@ -34,7 +34,7 @@ pub fn exec(args: ExecArgs) -> Result<()> {
     };
     let (program, rest) = args.command.split_first().ok_or_else(|| Error::usage("exec needs a command"))?;
     let mut command = std::process::Command::new(program);
-    command.args(rest).env("KUBEX_TOKEN", token.as_str()).env("KUBEX_API_URL", url);
+    command.args(rest).env(client::TOKEN_VARIABLE, token.as_str()).env(client::API_URL_VARIABLE, url);
     #[cfg(unix)]
     {
         let e = std::os::unix::process::CommandExt::exec(&mut command);
