@@ -235,3 +235,24 @@ fn doctor_colours_its_verdicts_on_a_terminal_only_and_honours_no_color() {
     assert!(!on_terminal(&sb, "doctor", None, &[("NO_COLOR", "1")]).stdout.contains("\x1b["), "NO_COLOR");
     assert!(!sb.run(&["doctor"], b"").code(0).stdout.contains("\x1b["), "plain to a pipe");
 }
+
+/// At a terminal, `logout` waits for a keychain that does not answer longer than a script would
+/// (an unlock prompt may be up), saying so; once the keychain goes on it completes.
+#[test]
+fn at_a_terminal_logout_waits_for_the_keychain_saying_so() {
+    use rustix::process::Signal;
+    let (sb, _emu) = logged_in();
+    sb.signal_secret_service(Signal::STOP);
+    let sb = std::sync::Arc::new(sb);
+    let logout = {
+        let sb = sb.clone();
+        std::thread::spawn(move || on_terminal(&sb, "logout", None, &[]))
+    };
+    // Past the 5 s a script waits at most: the terminal's patience is longer.
+    std::thread::sleep(Duration::from_secs(7));
+    sb.signal_secret_service(Signal::CONT);
+    let out = logout.join().expect("thread");
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    assert!(out.stdout.contains("waiting for the keychain"), "{}", out.stdout);
+    assert!(out.stdout.contains("removed the password"), "{}", out.stdout);
+}
