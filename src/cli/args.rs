@@ -112,9 +112,11 @@ pub enum Command {
         #[arg(long, env = "KUBEX_PROFILE", add = ArgValueCandidates::new(profile_names))]
         profile: Option<String>,
     },
-    /// List, pick or remove profiles (the config file is edited in place, comments kept).
+    /// List, pick or remove profiles (the config file is edited in place, comments kept); prune
+    /// keychain entries no profile uses.
     #[command(
-        after_help = "Examples:\n  kubex-cred profile list\n  kubex-cred profile use lab\n  kubex-cred profile remove old"
+        after_help = "Examples:\n  kubex-cred profile list\n  kubex-cred profile use lab\n  kubex-cred profile remove old\n  \
+                            kubex-cred profile prune --dry-run"
     )]
     Profile {
         #[command(subcommand)]
@@ -143,6 +145,13 @@ pub enum ProfileAction {
         /// A profile.
         #[arg(add = ArgValueCandidates::new(profile_names))]
         name: String,
+    },
+    /// Remove the keychain entries of kubex-cred that no profile uses (`profile list` shows them as
+    /// `(no profile)`).
+    Prune {
+        /// Only list them, one account per line.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -265,18 +274,54 @@ fn profile_names() -> Vec<CompletionCandidate> {
 /// Parses the command line. A usage error is one line on stderr (`kubex-cred: …; see --help`)
 /// and exit 2, as every other error is; `--help` and `--version` print as clap does.
 pub fn parse() -> Cli {
-    match Cli::try_parse() {
+    // Named `kubex-cred` in usage and help even when `kubex-cred` handed the command to `kubex-credd`.
+    let parsed = <Cli as clap::CommandFactory>::command()
+        .bin_name("kubex-cred")
+        .try_get_matches_from(std::env::args_os())
+        .and_then(|matches| <Cli as clap::FromArgMatches>::from_arg_matches(&matches));
+    match parsed {
         Ok(cli) => cli,
         Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => {
             e.exit()
         }
         Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
         Err(e) => {
-            let rendered = e.render().to_string();
-            let first = rendered.lines().next().unwrap_or("invalid usage");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("kubex-cred: {first}; see `kubex-cred --help` (or the command's --help)");
+            eprintln!("kubex-cred: {}; see `kubex-cred --help` (or the command's --help)", one_line(&e));
             std::process::exit(2)
         }
     }
+}
+
+/// A usage error on one line that keeps what clap knew: the missing arguments, the suggestion, the
+/// values allowed, a tip.
+pub fn one_line(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    let rendered = e.render().to_string();
+    let first = rendered.lines().next().unwrap_or("invalid usage");
+    let mut line = first.strip_prefix("error: ").unwrap_or(first).trim_end_matches(':').to_owned();
+    let list = |value: &ContextValue| match value {
+        ContextValue::String(one) => Some(one.clone()),
+        ContextValue::Strings(many) if !many.is_empty() => Some(many.join(", ")),
+        ContextValue::StyledStr(text) => Some(text.to_string()),
+        ContextValue::StyledStrs(texts) if !texts.is_empty() => {
+            Some(texts.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
+        }
+        _ => None,
+    };
+    for (kind, value) in e.context() {
+        let Some(text) = list(value) else { continue };
+        match kind {
+            ContextKind::InvalidArg if e.kind() == clap::error::ErrorKind::MissingRequiredArgument => {
+                line.push_str(&format!(": {text}"));
+            }
+            ContextKind::SuggestedArg | ContextKind::SuggestedSubcommand | ContextKind::SuggestedValue => {
+                line.push_str(&format!(" (did you mean '{text}'?)"));
+            }
+            ContextKind::ValidValue => line.push_str(&format!(" (possible values: {text})")),
+            ContextKind::ValidSubcommand => line.push_str(&format!(" (commands: {text})")),
+            ContextKind::Suggested => line.push_str(&format!("; {}", text.trim_start_matches("tip: "))),
+            _ => {}
+        }
+    }
+    line.replace(['\n', '\r'], " ")
 }

@@ -211,6 +211,13 @@ pub fn state(
     }
 }
 
+/// How `status` shows what the holds file keeps against a profile that has no slot (no daemon,
+/// or a daemon that has not served it): as a slot held so would be shown.
+pub fn filed_state(held: Held, now: Moment) -> (State, Option<u64>, Option<String>) {
+    let (hold, _) = from_file(held, [0; 32], now.at);
+    state(None, &hold, false, now)
+}
+
 pub fn fingerprint(password: &SecretString) -> Fingerprint {
     Sha256::digest(password.expose_secret().as_bytes()).into()
 }

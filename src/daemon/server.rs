@@ -71,6 +71,18 @@ fn hung_up(_: &Stream) -> bool {
     true
 }
 
+/// A profile's status from the holds file alone, when it holds something against it (`None`
+/// otherwise): what `status` shows for a profile this daemon has no slot for.
+fn filed_status(holds: &crate::holds::Holds, profile: &Profile) -> Option<ProfileStatus> {
+    let filed = holds.filed(&profile.account(), &profile.source.to_string(), std::time::SystemTime::now());
+    let (state, retry_in_s, last_error) = match filed {
+        Ok(None) => return None,
+        Ok(Some(held)) => super::policy::filed_state(held, crate::token::Moment::now()),
+        Err(e) => (crate::protocol::State::None, None, Some(e.to_string())),
+    };
+    Some(ProfileStatus { state, retry_in_s, last_error, ..profile.idle_status() })
+}
+
 /// A failure as the daemon answers it: its exit code and its line, rendered here once.
 fn answer_error(e: &Error) -> Body {
     Body::Error { code: e.code(), message: e.to_string() }
@@ -407,15 +419,21 @@ impl Daemon {
         let kept = self.broker.status();
         // Every configured profile, with its slot (account and source) if it has one; then other slots.
         // Whether each configured profile has a password, asked without an unlock prompt.
-        let (asked, patience) = (configured.clone(), self.keychain_patience);
-        let passwords: Vec<&'static str> =
-            tokio::task::spawn_blocking(move || crate::store::password_states(&asked, patience))
-                .await
-                .unwrap_or_default();
+        let (asked, patience, holds) = (configured.clone(), self.keychain_patience, self.broker.holds().clone());
+        // And what the holds file keeps against each (another process may have learnt it).
+        let (passwords, filed): (Vec<&'static str>, Vec<Option<ProfileStatus>>) =
+            tokio::task::spawn_blocking(move || {
+                let filed = asked.iter().map(|p| filed_status(&holds, p)).collect();
+                (crate::store::password_states(&asked, patience), filed)
+            })
+            .await
+            .unwrap_or_default();
+        let mut filed = filed.into_iter();
         let mut profiles: Vec<ProfileStatus> = configured
             .iter()
             .zip(passwords.into_iter().map(Some).chain(std::iter::repeat(None)))
             .map(|(p, password)| {
+                let on_file = filed.next().flatten();
                 let shown = match kept.iter().find(|s| same(s, p)) {
                     Some(slot) => ProfileStatus {
                         profile: p.name.clone(),
@@ -423,7 +441,7 @@ impl Daemon {
                         sink: p.sink.clone(),
                         ..slot.clone()
                     },
-                    None => p.idle_status(),
+                    None => on_file.unwrap_or_else(|| p.idle_status()),
                 };
                 ProfileStatus { password: password.map(str::to_owned), ..shown }
             })

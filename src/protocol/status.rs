@@ -51,15 +51,16 @@ pub enum State {
 
 impl fmt::Display for State {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // In words, for people (`status`, `doctor`); the JSON keeps the names above.
         f.write_str(match self {
-            State::None => "none",
-            State::Valid => "valid",
-            State::Refreshing => "refreshing",
-            State::Expired => "expired",
-            State::Rejected => "rejected",
+            State::None => "no token yet (the next get mints one)",
+            State::Valid => "token valid",
+            State::Refreshing => "token valid, a fresh one on its way",
+            State::Expired => "token expired (the next get mints one)",
+            State::Rejected => "password rejected",
             State::SubscriptionExpired => "subscription expired",
             State::RateLimited => "rate limited",
-            State::BackingOff => "backing off",
+            State::BackingOff => "backing off after a failure",
         })
     }
 }
@@ -109,7 +110,9 @@ mod tests {
         ];
         for (state, wire) in names {
             assert_eq!(serde_json::to_string(&state).expect("serialises"), format!("\"{wire}\""));
-            assert_eq!(state.to_string(), wire.replace('_', " "));
+            let words = state.to_string();
+            assert!(words.contains(' ') && !words.contains('_'), "in words for people: {words}");
         }
+        assert_eq!(State::None.to_string(), "no token yet (the next get mints one)");
     }
 }

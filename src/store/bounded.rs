@@ -13,7 +13,7 @@ use secrecy::SecretString;
 
 use super::KeychainError;
 use super::SecretStore;
-use super::keychain::{OsKeychain, has_entry};
+use super::keychain::{OsKeychain, accounts, has_entry};
 
 /// How long scripts and the daemon wait for the keychain, at most (a shorter `KUBEX_CRED_TIMEOUT`
 /// shortens it, so the answer comes within the client's patience).
@@ -36,6 +36,8 @@ enum Op {
     Delete,
     /// Whether an entry exists, without an unlock prompt (`has_entry`).
     Search,
+    /// Every account with an entry (`accounts`).
+    List,
 }
 
 impl Op {
@@ -52,6 +54,8 @@ enum Answer {
     Stored,
     Deleted(bool),
     Presence(&'static str),
+    /// `None`: this platform's store cannot list its entries.
+    Accounts(Option<Vec<String>>),
 }
 
 #[derive(Debug)]
@@ -74,8 +78,9 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// The lane of calls that concern no one account.
+/// The lanes of calls that concern no one account.
 const CONNECT_LANE: &str = "";
+const LIST_LANE: &str = "\0list";
 
 impl Keychain {
     /// This process's keychain: every caller shares its lanes, so a call in flight is joined.
@@ -151,6 +156,14 @@ impl Keychain {
         }
     }
 
+    /// Every account the keychain holds an entry for; `None` where the store cannot list them.
+    pub fn accounts(&self, patience: Duration) -> Result<Option<Vec<String>>, KeychainError> {
+        match self.call(LIST_LANE, Op::List, patience)? {
+            Answer::Accounts(accounts) => Ok(accounts),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Whether the keychain holds an entry for each account (`stored`, `missing`, `unknown`), all
     /// asked at once and waited for together: `unknown` for what did not answer within `patience`.
     pub fn presence(&self, accounts: &[String], patience: Duration) -> Vec<&'static str> {
@@ -188,8 +201,10 @@ fn work(store: &Mutex<Option<Arc<OsKeychain>>>, lanes: &Mutex<HashMap<String, Ve
 }
 
 fn run(store: &Mutex<Option<Arc<OsKeychain>>>, account: &str, op: &Op) -> Result<Answer, KeychainError> {
-    if let Op::Search = op {
-        return Ok(Answer::Presence(has_entry(account)));
+    match op {
+        Op::Search => return Ok(Answer::Presence(has_entry(account))),
+        Op::List => return accounts().transpose().map(Answer::Accounts),
+        _ => {}
     }
     let keychain = {
         let mut store = lock(store);
@@ -207,7 +222,7 @@ fn run(store: &Mutex<Option<Arc<OsKeychain>>>, account: &str, op: &Op) -> Result
         Op::Get => keychain.get(account).map(Answer::Password),
         Op::Set(password) => keychain.set(account, password).map(|()| Answer::Stored),
         Op::Delete => keychain.delete(account).map(Answer::Deleted),
-        Op::Search => unreachable!("answered above"),
+        Op::Search | Op::List => unreachable!("answered above"),
     };
     // A keychain that went away is opened again by the next call (a restarted session bus).
     if matches!(outcome, Err(KeychainError::Unavailable { .. })) {
@@ -234,6 +249,7 @@ fn unexpected(answer: &Answer) -> KeychainError {
         Answer::Stored => "a write",
         Answer::Deleted(_) => "a deletion",
         Answer::Presence(_) => "a search",
+        Answer::Accounts(_) => "a list",
     };
     KeychainError::Unavailable { why: format!("the keychain answered with {what}"), hint: "try again" }
 }

@@ -144,3 +144,35 @@ pub fn has_entry(account: &str) -> &'static str {
         "unknown"
     }
 }
+
+/// Every account the platform keychain holds a kubex-cred entry for (locked ones included: their
+/// attributes are readable without an unlock). Linux asks the Secret Service's search; macOS and
+/// Windows stores cannot list entries by service through keyring-core: `None` there.
+pub fn accounts() -> Option<Result<Vec<String>, KeychainError>> {
+    #[cfg(target_os = "linux")]
+    {
+        use secret_service::EncryptionType;
+        use secret_service::blocking::SecretService;
+        let failed = |e: secret_service::Error| KeychainError::Unavailable {
+            why: format!("the keychain's search failed ({e})"),
+            hint: HINT,
+        };
+        let listed = (|| {
+            let ss = SecretService::connect(EncryptionType::Plain).map_err(failed)?;
+            let found = ss.search_items(HashMap::from([("service", super::SERVICE)])).map_err(failed)?;
+            let mut accounts = Vec::new();
+            for item in found.unlocked.iter().chain(found.locked.iter()) {
+                let attributes = item.get_attributes().map_err(failed)?;
+                accounts.extend(attributes.get("username").cloned());
+            }
+            accounts.sort();
+            accounts.dedup();
+            Ok(accounts)
+        })();
+        Some(listed)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}

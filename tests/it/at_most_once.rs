@@ -430,12 +430,18 @@ fn a_get_queued_behind_a_stuck_signer_is_answered_within_its_budget_and_sends_no
 
 #[test]
 fn doctor_fails_on_a_refused_password_and_an_unusable_state() {
-    let (sb, _emu, file) = file_profile();
+    let (sb, emu, file) = file_profile();
     sb.run(&["doctor"], b"").code(0);
     write_password(&file, "wrong");
     sb.run(&["get", "--no-daemon"], b"").fails(4, "rejected");
+    let calls = emu.authorize_calls();
     let out = sb.run(&["doctor"], b"").code(1);
-    assert!(out.stdout.contains("fail  state: Kubex at") && out.stdout.contains("rejected"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("fail  token 'default': Kubex at") && out.stdout.contains("kubex-cred login"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(emu.authorize_calls(), calls, "doctor never calls Authorize");
     std::fs::write(state_dir(&sb).join("holds.json"), b"{not json").expect("damage");
     let out = sb.run(&["doctor"], b"").code(1);
     assert!(out.stdout.contains("fail  state: the holds file") && out.stdout.contains("is damaged"), "{}", out.stdout);

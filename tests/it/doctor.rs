@@ -85,3 +85,46 @@ fn doctor_checks_the_tls_chain_with_the_profiles_ca() {
     let out = sb.run(&["doctor"], b"").code(1).stdout;
     assert!(line(&out, "kubex").starts_with("fail") && line(&out, "kubex").contains("certificate"), "{out}");
 }
+
+/// doctor shows every profile's token as `get` would find it, from the daemon when one runs and
+/// from the holds file when none does, never calling Authorize: a refused password and an expired
+/// subscription fail (exit 1), a rate-limit wait warns; `--profile` checks that one only.
+#[test]
+fn doctor_reports_each_profiles_holds_from_the_daemon_or_the_holds_file_without_authorize() {
+    use crate::support::Fault;
+    let sb = Sandbox::new();
+    let emu = Emulator::start(Options::default(), &[("apiUser", "pw"), ("other", "pw"), ("third", "pw")]);
+    let origin = emu.origin();
+    for (profile, user) in [("a", "apiUser"), ("b", "other"), ("c", "third")] {
+        let login = ["login", "--profile", profile, "--url", &origin, "--user", user, "--password-stdin"];
+        sb.run(&login, b"pw\n").code(0);
+    }
+    emu.set_password("apiUser", "changed");
+    sb.run(&["get", "--profile", "a"], b"").fails(4, "rejected");
+    emu.set_fault(Fault::Respond {
+        status: 429,
+        headers: vec![("Retry-After".into(), "600".into())],
+        body: r#"{"status":429}"#.into(),
+    });
+    sb.run(&["get", "--profile", "b"], b"").fails(6, "try again in");
+    emu.set_fault(Fault::None);
+    emu.expire_subscription("third");
+    sb.run(&["get", "--profile", "c"], b"").fails(5, "subscription has expired");
+    let calls = emu.authorize_calls();
+    for daemon_running in [true, false] {
+        if !daemon_running {
+            sb.run(&["stop"], b"").code(0);
+        }
+        let out = sb.run(&["doctor"], b"").code(1).stdout;
+        let a = line(&out, "token 'a'");
+        assert!(a.starts_with("fail") && a.contains("kubex-cred login"), "daemon {daemon_running}: {out}");
+        let b = line(&out, "token 'b'");
+        let wait = b.contains(" in 600 s") || b.contains(" in 599 s") || b.contains(" in 598 s");
+        assert!(b.starts_with("warn") && wait, "the wait, daemon {daemon_running}: {out}");
+        let c = line(&out, "token 'c'");
+        assert!(c.starts_with("fail") && c.contains("renew"), "daemon {daemon_running}: {out}");
+    }
+    let out = sb.run(&["doctor", "--profile", "b"], b"").code(0).stdout;
+    assert!(line(&out, "token 'b'").starts_with("warn") && !out.contains("token 'a'"), "{out}");
+    assert_eq!(emu.authorize_calls(), calls, "doctor never calls Authorize");
+}

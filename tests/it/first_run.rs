@@ -182,12 +182,32 @@ fn every_flag_has_a_help_line_and_every_command_examples() {
     assert!(git.status.success() && String::from_utf8_lossy(&git.stdout).starts_with("usage: git-credential-kubex"));
 }
 
+/// Each kind of usage error is one line that keeps what clap knew: the missing argument, the
+/// suggestion, the values allowed.
 #[test]
-fn usage_errors_are_one_line() {
-    let sb = Sandbox::new();
-    sb.run(&["get", "--bogus"], b"").fails(2, "unexpected argument '--bogus'");
-    sb.run(&["get", "--format", "xml"], b"").fails(2, "invalid value 'xml'");
-    sb.run(&["login", "--profile"], b"").fails(2, "a value is required");
+fn usage_errors_are_one_line_and_keep_their_content() {
+    let sb = Sandbox::without_keyring();
+    let cases: &[(&[&str], &str)] = &[
+        (&["get", "--bogus"], "unexpected argument '--bogus'"),
+        (&["get", "--fromat", "json"], "unexpected argument '--fromat' found (did you mean '--format'?)"),
+        (
+            &["get", "--format", "xml"],
+            "invalid value 'xml' for '--format <FORMAT>' (possible values: token, header, json, env)",
+        ),
+        (&["get", "--min-ttl", "soon"], "invalid value 'soon' for '--min-ttl <DURATION>'"),
+        (&["login", "--profile"], "a value is required for '--profile <PROFILE>'"),
+        (&["exec"], "the following required arguments were not provided: <COMMAND>"),
+        (&["profile", "use"], "the following required arguments were not provided: <NAME>"),
+        (&["completions"], "the following required arguments were not provided: <SHELL>"),
+        (&["git-credential"], "the following required arguments were not provided: <OPERATION>"),
+        (&["stauts"], "unrecognized subcommand 'stauts' (did you mean 'status'?)"),
+        (&["get", "extra"], "unexpected argument 'extra' found"),
+    ];
+    for (args, needle) in cases {
+        let out = sb.run(args, b"").fails(2, needle);
+        assert!(out.stderr.contains("see `kubex-cred --help`"), "{args:?}: {}", out.stderr);
+        assert!(!out.stderr.contains(":;") && !out.stderr.contains("kubex-credd"), "{args:?}: {}", out.stderr);
+    }
 }
 
 #[test]

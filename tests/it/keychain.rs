@@ -186,3 +186,50 @@ fn a_keychain_that_stops_before_the_write_leaves_no_profile_and_says_so() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(!sb.config_file().exists(), "no profile written");
 }
+
+/// No password is left in the keychain that no profile uses, and none is removed while a profile
+/// uses it: `login` moving a profile, `profile remove`, and entries left by hand are shown by
+/// `profile list` and removed by `profile prune`.
+#[test]
+fn no_orphaned_passwords_and_none_removed_under_another_profile() {
+    let sb = Sandbox::new();
+    let emu = Emulator::start(Options::default(), &[("apiUser", "pw"), ("bob", "pw")]);
+    let origin = emu.origin();
+    let login = |profile: &str, user: &str| {
+        sb.run(&["login", "--profile", profile, "--url", &origin, "--user", user, "--password-stdin"], b"pw\n")
+    };
+    let has = |user: &str| sb.keychain_items().contains(&format!("attribute.username = {user}@{}", emu.url()));
+    login("z", "apiUser").code(0);
+    login("y", "apiUser").code(0);
+    // z moves to bob: apiUser's entry stays, y uses it.
+    let out = login("z", "bob").code(0);
+    assert!(out.stderr.contains("profile 'y' uses it") && has("apiUser") && has("bob"), "{}", out.stderr);
+    // profile remove of one of two profiles of an account keeps the password.
+    login("x", "bob").code(0);
+    sb.run(&["profile", "remove", "x"], b"").code(0);
+    assert!(has("bob"), "z still uses bob's password");
+    // y moves to bob too: apiUser's entry now belongs to no profile and goes.
+    let out = login("y", "bob").code(0);
+    assert!(out.stderr.contains("removed the password of 'apiUser'") && !has("apiUser"), "{}", out.stderr);
+
+    // An entry left behind by hand (the profile deleted from the config file): listed, then pruned.
+    login("w", "apiUser").code(0);
+    let config = std::fs::read_to_string(sb.config_file()).expect("config");
+    let start = config.find("[profiles.w]").expect("w's table");
+    let end = config[start + 1..].find("\n[").map_or(config.len(), |i| start + 1 + i);
+    std::fs::write(sb.config_file(), format!("{}{}", &config[..start], &config[end..])).expect("edit");
+    let list = sb.run(&["profile", "list"], b"").code(0).stdout;
+    assert!(list.contains("(no profile)") && list.contains("profile prune"), "{list}");
+    let json: serde_json::Value =
+        serde_json::from_str(&sb.run(&["profile", "list", "--json"], b"").code(0).stdout).expect("json");
+    let orphan = json.as_array().expect("rows").iter().find(|r| r["orphaned"] == true).cloned().expect("an orphan");
+    assert_eq!((orphan["name"].clone(), orphan["user"].clone()), (serde_json::Value::Null, "apiUser".into()));
+    let dry = sb.run(&["profile", "prune", "--dry-run"], b"").code(0);
+    assert_eq!(dry.stdout, format!("apiUser@{}\n", emu.url()));
+    assert!(has("apiUser"), "a dry run removes nothing");
+    sb.run(&["profile", "prune"], b"").code(0);
+    assert!(!has("apiUser") && has("bob"), "{}", sb.keychain_items());
+    let again = sb.run(&["profile", "prune"], b"").code(0);
+    assert!(again.stderr.contains("nothing to prune"), "{}", again.stderr);
+    assert!(emu.accepts(&sb.run(&["get", "--profile", "z"], b"").code(0).token()));
+}

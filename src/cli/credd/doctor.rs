@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime};
 
 use crate::client::{self, Paths};
 use crate::config::{self, PasswordSource, Profile};
-use crate::holds::{Held, Holds};
-use crate::protocol::{Body, Op, Overrides, Response};
+use crate::holds::Holds;
+use crate::protocol::{Body, Op, Overrides, Response, State, Status};
 use crate::store::{self, Passwords, Sources};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,17 +42,58 @@ const CLOCK_WARN: Duration = Duration::from_secs(60);
 
 pub fn run(profile: Option<String>) -> Report {
     let mut report = Report::default();
+    let only = profile.clone();
     let overrides = config::named(profile);
     let resolved = check_config(&mut report, &overrides);
     if let Some(profile) = &resolved {
         check_source(&mut report, profile);
     }
-    check_state(&mut report, resolved.as_ref());
-    check_daemon(&mut report);
+    check_state(&mut report);
+    let status = check_daemon(&mut report);
+    check_profiles(&mut report, status, only.as_deref());
     if let Some(profile) = &resolved {
         check_kubex(&mut report, profile);
     }
     report
+}
+
+/// Each profile (or the one named) as `get` would find it, never by calling Authorize: from the
+/// running daemon, else from the holds file. A refused password or an expired subscription fails,
+/// a wait warns, each with its fix.
+fn check_profiles(report: &mut Report, daemon: Option<Status>, only: Option<&str>) {
+    let profiles = match daemon {
+        Some(status) => status.profiles,
+        None => match config::open() {
+            Ok((_, file)) => super::offline_status(file.profiles().collect()),
+            Err(_) => return,
+        },
+    };
+    for p in profiles.iter().filter(|p| only.is_none_or(|name| name == p.profile)) {
+        let check = format!("token '{}'", p.profile);
+        let error = p.last_error.clone().unwrap_or_default();
+        let login = format!("run `kubex-cred login --profile {}` with the current password", p.profile);
+        match (p.state, p.password.as_deref()) {
+            // The refusal's own message names the fix (`kubex-cred login`).
+            (State::Rejected, _) if !error.is_empty() => report.line(Level::Fail, &check, error),
+            (State::Rejected, _) => report.line(Level::Fail, &check, format!("password rejected; fix: {login}")),
+            (State::SubscriptionExpired, _) => report.line(Level::Fail, &check, error),
+            (State::RateLimited | State::BackingOff, _) => {
+                let when = match p.retry_in_s {
+                    Some(s) if !error.contains(" again in ") => format!("; next attempt in {s} s"),
+                    _ => String::new(),
+                };
+                report.line(Level::Warn, &check, format!("{error}{when}"));
+            }
+            (_, Some("missing")) => report.line(Level::Fail, &check, format!("not logged in; fix: {login}")),
+            _ if !error.is_empty() => report.line(Level::Fail, &check, error),
+            (_, Some("unknown")) => report.line(
+                Level::Warn,
+                &check,
+                "the keychain is locked or did not say in time whether it holds the password",
+            ),
+            (state, _) => report.line(Level::Ok, &check, format!("{state}; password from {}", p.password_source)),
+        }
+    }
 }
 
 fn check_config(report: &mut Report, overrides: &Overrides) -> Option<Profile> {
@@ -106,34 +147,32 @@ fn check_source(report: &mut Report, profile: &Profile) {
     }
 }
 
-/// The state directory and the holds file: usable (else no password is sent), and what they hold
-/// against the profile.
-fn check_state(report: &mut Report, profile: Option<&Profile>) {
-    let holds = match Holds::open().and_then(|holds| holds.check().map(|()| holds)) {
-        Ok(holds) => holds,
-        Err(e) => return report.line(Level::Fail, "state", e),
-    };
-    let dir = holds.dir().display();
-    let Some(profile) = profile else {
-        return report.line(Level::Ok, "state", format!("{dir} is private and its holds file reads"));
-    };
-    match holds.filed(&profile.account(), &profile.source.to_string(), SystemTime::now()) {
-        Ok(None) => report.line(Level::Ok, "state", format!("{dir}: nothing holds '{}' back", profile.name)),
-        Ok(Some(Held::Rejected(e))) => report.line(Level::Fail, "state", e),
-        Ok(Some(Held::Wait(e, left))) => report.line(Level::Warn, "state", e.retry_in(left)),
+/// The state directory and the holds file: usable, else no password is sent.
+fn check_state(report: &mut Report) {
+    match Holds::open().and_then(|holds| holds.check().map(|()| holds)) {
+        Ok(holds) => {
+            report.line(Level::Ok, "state", format!("{} is private and its holds file reads", holds.dir().display()))
+        }
         Err(e) => report.line(Level::Fail, "state", e),
     }
 }
 
-fn check_daemon(report: &mut Report) {
+/// The socket directory and the daemon; the daemon's status when one answered.
+fn check_daemon(report: &mut Report) -> Option<Status> {
     let paths = match Paths::new() {
         Ok(paths) => paths,
-        Err(e) => return report.line(Level::Fail, "socket", e),
+        Err(e) => {
+            report.line(Level::Fail, "socket", e);
+            return None;
+        }
     };
     if paths.dir.exists() {
         match client::check_private(&paths.dir) {
             Ok(()) => report.line(Level::Ok, "socket", format!("{} is private (0700, yours)", paths.dir.display())),
-            Err(e) => return report.line(Level::Fail, "socket", e),
+            Err(e) => {
+                report.line(Level::Fail, "socket", e);
+                return None;
+            }
         }
     } else {
         report.line(
@@ -143,22 +182,28 @@ fn check_daemon(report: &mut Report) {
         );
     }
     let ours = crate::protocol::version();
-    match client::call(&Op::Status, false, Duration::from_secs(5)) {
-        Ok(Some(Response { body: Body::Status(status), .. })) => match status.daemon {
-            Some(daemon) if daemon.version == ours => {
-                report.line(Level::Ok, "daemon", format!("pid {}, version {} (same as this client)", daemon.pid, ours));
-            }
-            // It served this client's request: a newer daemon that still speaks its protocol.
-            Some(daemon) => report.line(
-                Level::Warn,
-                "daemon",
-                format!(
-                    "pid {} runs version {}, newer than this client ({ours}), which uses it; update this installation",
-                    daemon.pid, daemon.version
+    match client::call(&Op::Status, false, Duration::from_secs(15)) {
+        Ok(Some(Response { body: Body::Status(status), .. })) => {
+            match &status.daemon {
+                Some(daemon) if daemon.version == ours => report.line(
+                    Level::Ok,
+                    "daemon",
+                    format!("pid {}, version {} (same as this client)", daemon.pid, ours),
                 ),
-            ),
-            None => report.line(Level::Ok, "daemon", "not running; the next get starts one"),
-        },
+                // It served this client's request: a newer daemon that still speaks its protocol.
+                Some(daemon) => report.line(
+                    Level::Warn,
+                    "daemon",
+                    format!(
+                        "pid {} runs version {}, newer than this client ({ours}), which uses it; update this \
+                         installation",
+                        daemon.pid, daemon.version
+                    ),
+                ),
+                None => report.line(Level::Ok, "daemon", "not running; the next get starts one"),
+            }
+            return Some(status);
+        }
         Ok(Some(Response { body: Body::VersionMismatch, version })) => report.line(
             Level::Warn,
             "daemon",
@@ -168,6 +213,7 @@ fn check_daemon(report: &mut Report) {
         Ok(Some(_)) => report.line(Level::Warn, "daemon", "answered status with something else"),
         Err(e) => report.line(Level::Fail, "daemon", e),
     }
+    None
 }
 
 /// `…/api/v2` → `…/api/ping`; a base without `/v2` gets `/ping`.

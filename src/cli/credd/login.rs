@@ -30,6 +30,35 @@ fn prove(profile: &Profile, password: &SecretString) -> Result<Token> {
     proven
 }
 
+/// After `login` moved a profile to another user, URL or source: the password it kept before is
+/// deleted when no other profile uses it, so no entry is left that no profile shows.
+fn forget_moved(file: &config::ConfigFile, before: &Profile, now: &Profile, patience: Duration) {
+    let moved = before.account() != now.account() || before.source != now.source;
+    if !moved || !before.source.keyed_by_account() {
+        return;
+    }
+    if let Some(other) = super::profile::sharing(file, &before.name, before) {
+        eprintln!("kubex-cred: the password of '{}' at {} stays: profile '{other}' uses it", before.user, before.url);
+        return;
+    }
+    let deleted = store::writable(&before.source, patience).and_then(|store| match store {
+        Some(store) => store.delete(&before.account()),
+        None => Ok(false),
+    });
+    match deleted {
+        Ok(true) => eprintln!(
+            "kubex-cred: removed the password of '{}' at {} that profile '{}' used before",
+            before.user, before.url, before.name
+        ),
+        Ok(false) => {}
+        Err(e) => eprintln!(
+            "kubex-cred: warning: the password of '{}' at {} that no profile uses now could not be removed ({e}); \
+             `kubex-cred profile prune` removes it later",
+            before.user, before.url
+        ),
+    }
+}
+
 /// What a person at a terminal is told while the keychain takes its time.
 const KEYCHAIN_WAIT: &str = "waiting for the keychain (it may be asking you to unlock it)";
 
@@ -119,9 +148,15 @@ pub fn login(args: LoginArgs) -> Result<()> {
         })?;
         drop(waiting);
     }
+    // What the profile was before: its stored password may now belong to no profile.
+    let before =
+        file.resolve_for_login(&Overrides { profile: Some(profile.name.clone()), ..Overrides::default() }).ok();
     config::edit::edit(&path, |doc| config::edit::upsert(doc, &profile))?;
     // A running daemon drops the old token and any rejection of the old password.
     client::tell(&Op::Forget { account: profile.account(), source: Some(profile.source.to_string()) });
+    if let Some(before) = before.filter(|b| file.profiles.contains_key(&b.name)) {
+        forget_moved(&file, &before, &profile, patience);
+    }
     eprintln!(
         "kubex-cred: logged in as '{}' at {} (profile '{}'); tokens live {}",
         profile.user,

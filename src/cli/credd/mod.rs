@@ -50,6 +50,7 @@ pub fn run() -> Result<()> {
             ProfileAction::List { json } => profile::list(json),
             ProfileAction::Use { name } => profile::use_profile(&name),
             ProfileAction::Remove { name } => profile::remove(&name),
+            ProfileAction::Prune { dry_run } => profile::prune(dry_run),
         },
         command => front::run_here(command).unwrap_or_else(|| Err(Error::unexpected("unhandled command"))),
     }
@@ -111,7 +112,7 @@ fn manpage(name: Option<&str>) -> Result<()> {
 /// The profiles' states without a daemon: whether each source holds a password (the keychain asked
 /// for all at once, within the scripts' patience), and what the holds file keeps against each (a
 /// rejection, a wait), as a daemon would show it.
-fn offline_status(profiles: Vec<config::Profile>) -> Vec<ProfileStatus> {
+pub(super) fn offline_status(profiles: Vec<config::Profile>) -> Vec<ProfileStatus> {
     let patience = store::patience(config::timeout().unwrap_or(config::DEFAULT_TIMEOUT), false);
     let passwords = store::password_states(&profiles, patience);
     let holds = Holds::open();
@@ -127,9 +128,7 @@ fn offline_status(profiles: Vec<config::Profile>) -> Vec<ProfileStatus> {
             match filed {
                 Ok(None) => idle,
                 Ok(Some(held)) => {
-                    let now = Moment::now();
-                    let (hold, _) = policy::from_file(held, [0; 32], now.at);
-                    let (state, retry_in_s, last_error) = policy::state(None, &hold, false, now);
+                    let (state, retry_in_s, last_error) = policy::filed_state(held, Moment::now());
                     ProfileStatus { state, retry_in_s, last_error, ..idle }
                 }
                 Err(e) => ProfileStatus { last_error: Some(e.to_string()), ..idle },

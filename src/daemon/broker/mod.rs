@@ -133,6 +133,11 @@ impl Broker {
         self.minter.reload();
     }
 
+    /// The holds file it checks before every mint (`status` shows it for profiles without a slot).
+    pub fn holds(&self) -> &Holds {
+        &self.holds
+    }
+
     /// How many slots and HTTP clients it keeps (`status`).
     pub fn sizes(&self) -> (usize, usize) {
         (self.slots().len(), self.minter.clients())
