@@ -17,9 +17,9 @@ use crate::config::{PasswordSource, parse_duration};
     disable_help_subcommand = true,
     after_help = "Examples:\n  kubex-cred login --url https://acme.kubex.ai --user apiUser\n  \
                   curl -H \"$(kubex-cred get --format header)\" https://acme.kubex.ai/api/v2/kubernetes/clusters\n  \
-                  kubex-cred exec -- ./report.sh\n\nEach command's --help shows its own. Exit codes and fixes: \
-                  docs/troubleshooting.md; environment: KUBEX_CRED_TIMEOUT, KUBEX_CRED_LOG, KUBEX_CRED_NOTIFY \
-                  (docs/configuration.md)."
+                  kubex-cred exec -- ./report.sh\n\nEach command's --help shows its own; `man kubex-cred` has the \
+                  exit codes, the environment (KUBEX_CRED_TIMEOUT, KUBEX_CRED_LOG, KUBEX_CRED_NOTIFY, …) and the \
+                  files. Fixes by exit code: https://github.com/kubex/kubex-cred/blob/main/docs/troubleshooting.md"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -76,10 +76,12 @@ pub enum Command {
         #[command(subcommand)]
         action: ServiceAction,
     },
-    /// Print a shell completion script: `kubex-cred completions bash > /etc/bash_completion.d/kubex-cred`.
+    /// Print a shell completion script (flags, their values and profile names; it asks kubex-cred
+    /// as you type, so it never goes stale).
     #[command(
         after_help = "Examples:\n  kubex-cred completions bash > ~/.local/share/bash-completion/completions/kubex-cred\n  \
-                            source <(COMPLETE=bash kubex-cred)   # also completes profile names"
+                            kubex-cred completions zsh > ~/.zfunc/_kubex-cred   # with fpath+=(~/.zfunc) before compinit\n  \
+                            kubex-cred completions fish > ~/.config/fish/completions/kubex-cred.fish"
     )]
     Completions {
         /// The shell to complete for.

@@ -218,6 +218,18 @@ impl ConfigFile {
         Ok(profile)
     }
 
+    /// What keeps stored profiles from resolving, one line each naming the file (`path`) and the
+    /// profile: what `status` and `doctor` report instead of leaving the profile out.
+    pub fn problems(&self, path: &Path) -> Vec<String> {
+        self.profiles
+            .keys()
+            .filter_map(|name| {
+                let e = self.resolve(&Overrides { profile: Some(name.clone()), ..Overrides::default() }).err()?;
+                Some(format!("config file {}: profile '{name}': {e}", path.display()))
+            })
+            .collect()
+    }
+
     /// Every stored profile that resolves, by name.
     pub fn profiles(&self) -> impl Iterator<Item = Profile> + '_ {
         self.profiles

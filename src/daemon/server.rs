@@ -404,14 +404,19 @@ impl Daemon {
 
     async fn status(&self) -> protocol::Status {
         let (slots, http_clients) = self.broker.sizes();
-        let config = match config::config_path() {
-            Ok(path) => self.configs.load(&path).await,
-            Err(e) => Err(e),
+        let path = config::config_path();
+        let config = match &path {
+            Ok(path) => self.configs.load(path).await,
+            Err(e) => Err(e.clone()),
         };
+        let mut problems = Vec::new();
         let config = config.unwrap_or_else(|e| {
-            tracing::warn!("cannot load the config: {e}");
+            problems.push(e.to_string());
             Arc::default()
         });
+        if let Ok(path) = &path {
+            problems.extend(config.problems(path));
+        }
         let same = |s: &ProfileStatus, p: &Profile| {
             s.url == p.url.as_str() && s.user == p.user && s.password_source == p.source.to_string()
         };
@@ -460,6 +465,7 @@ impl Daemon {
                 http_clients,
             }),
             profiles,
+            problems,
         }
     }
 }

@@ -40,7 +40,8 @@ pub enum AuthError {
     )]
     Redirect { url: String, status: u16, location: String },
     /// No connection could be made: nothing reached Kubex.
-    #[error("cannot reach Kubex at {url}: {why}; check the address, the network, HTTPS_PROXY and the CA (--ca-cert)")]
+    /// `why` ends with the advice that applies to it.
+    #[error("cannot reach Kubex at {url}: {why}")]
     Unreachable { url: String, why: String },
     /// The request may have reached Kubex, but no answer came (a timeout, a connection cut).
     #[error("no answer from Kubex at {url}: {why}; check the network and HTTPS_PROXY, or raise KUBEX_CRED_TIMEOUT")]

@@ -89,7 +89,10 @@ impl Client {
             Ok(Err(Fail::TooBig)) => Err(AuthError::Malformed { url: shown, why: "the answer is too large".into() }),
             Err(_) => Err(AuthError::Unreachable {
                 url: shown,
-                why: format!("no answer within {}", humantime::format_duration(self.timeout)),
+                why: format!(
+                    "no answer within {}; check the network, VPN and HTTPS_PROXY",
+                    humantime::format_duration(self.timeout)
+                ),
             }),
         }
     }
@@ -137,9 +140,10 @@ impl Client {
             // A connection never made sent nothing; anything later may have carried the password.
             Ok(Err(Fail::Http(e))) if e.is_connect() => return Err(self.transport_error(&shown, &e)),
             Ok(Err(Fail::Http(e))) => {
-                let why = match self.transport_error(&shown, &e) {
-                    AuthError::Unreachable { why, .. } => why,
-                    other => other.to_string(),
+                let why = if e.is_timeout() {
+                    format!("no answer within {}", humantime::format_duration(limit))
+                } else {
+                    chain(&e)
                 };
                 return Err(AuthError::NoAnswer { url: shown, why });
             }
@@ -171,7 +175,7 @@ impl Client {
                  (allowed to a loopback address only)"
             )
         } else {
-            why
+            format!("{why}; {}", advice(&why))
         };
         AuthError::Unreachable { url: url.to_owned(), why }
     }
@@ -200,6 +204,22 @@ async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, Fail> {
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+/// What to check for a connection that failed, by what failed: only the advice that applies.
+fn advice(why: &str) -> &'static str {
+    let why = why.to_ascii_lowercase();
+    if why.contains("connection refused") {
+        "nothing listens there: check the address and port, and that Kubex is up"
+    } else if why.contains("dns error") || why.contains("lookup") || why.contains("name or service not known") {
+        "the host name does not resolve: check it, and the DNS or VPN"
+    } else if why.contains("certificate") || why.contains("unknownissuer") || why.contains("tls") {
+        "the server's certificate is not trusted: give its CA with --ca-cert (or KUBEX_CA_CERT)"
+    } else if why.contains("proxy") {
+        "check HTTPS_PROXY and NO_PROXY"
+    } else {
+        "check the address, the network, VPN and HTTPS_PROXY"
+    }
 }
 
 /// The error and its causes on one line, without repeating the URL reqwest puts in front.

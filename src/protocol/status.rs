@@ -13,6 +13,10 @@ pub struct Status {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub older_daemon: Option<String>,
     pub profiles: Vec<ProfileStatus>,
+    /// What is wrong with the config file: it cannot be read, or a profile in it does not resolve
+    /// (each line names the file and the profile or key). `status` shows the rest, then fails.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -276,3 +276,59 @@ fn at_a_terminal_logout_waits_for_the_keychain_saying_so() {
     assert!(out.stdout.contains("waiting for the keychain"), "{}", out.stdout);
     assert!(out.stdout.contains("removed the password"), "{}", out.stdout);
 }
+
+/// Messages that tell the truth: what is the default after removing it, a broken config file
+/// (status shows the rest and fails naming the file and key), token states in words, advice that
+/// fits the failure, and help that points where the docs are.
+#[test]
+fn messages_tell_the_truth() {
+    let (sb, emu) = logged_in();
+    let origin = emu.origin();
+    let status = sb.run(&["status"], b"").code(0).stdout;
+    assert!(status.contains("no token yet"), "{status}");
+    // Removing the default: what a command without --profile uses now.
+    sb.run(&["login", "--profile", "lab", "--url", &origin, "--user", "apiUser", "--password-stdin"], b"pw\n").code(0);
+    sb.run(&["profile", "use", "lab"], b"").code(0);
+    let out = sb.run(&["profile", "remove", "lab"], b"").code(0);
+    assert!(out.stderr.contains("now use the profile named 'default'"), "{}", out.stderr);
+    sb.run(&["login", "--profile", "solo", "--url", &origin, "--user", "apiUser", "--password-stdin"], b"pw\n").code(0);
+    sb.run(&["profile", "use", "solo"], b"").code(0);
+    sb.run(&["profile", "remove", "default"], b"").code(0);
+    let out = sb.run(&["profile", "remove", "solo"], b"").code(0);
+    assert!(out.stderr.contains("now find no profile"), "{}", out.stderr);
+
+    // A profile with an unknown key, then one with a bad URL: status fails naming file and key.
+    sb.run(&["login", "--profile", "ok", "--url", &origin, "--user", "apiUser", "--password-stdin"], b"pw\n").code(0);
+    let config = std::fs::read_to_string(sb.config_file()).expect("config");
+    let path = sb.config_file().display().to_string();
+    for stop_first in [true, false] {
+        if stop_first {
+            sb.run(&["stop"], b"").code(0);
+        } else {
+            sb.run(&["daemon"], b"").code(0);
+        }
+        std::fs::write(
+            sb.config_file(),
+            format!("{config}\n[profiles.bad]\nurl = \"{origin}\"\nuser = \"u\"\ncolour = \"red\"\n"),
+        )
+        .expect("write");
+        let out = sb.run(&["status"], b"").fails_after_stdout(2, &path);
+        assert!(out.stderr.contains("colour"), "the key is named: {}", out.stderr);
+        std::fs::write(sb.config_file(), format!("{config}\n[profiles.bad]\nurl = \"ftp://x\"\nuser = \"u\"\n"))
+            .expect("write");
+        let out = sb.run(&["status"], b"").fails_after_stdout(2, "profile 'bad'");
+        assert!(out.stdout.contains("profile ok:"), "the others are shown: {}", out.stdout);
+    }
+    std::fs::write(sb.config_file(), &config).expect("restore");
+
+    // Connection refused advises what applies to it, not the CA.
+    let port = emu.port();
+    drop(emu);
+    let out = sb.run_env(&["get", "--no-daemon"], b"", &[("KUBEX_URL", &format!("http://127.0.0.1:{port}"))]);
+    let out = out.fails(7, "nothing listens there");
+    assert!(!out.stderr.contains("--ca-cert"), "{}", out.stderr);
+
+    let help = sb.run(&["--help"], b"").code(0).stdout;
+    assert!(help.contains("https://github.com/kubex/kubex-cred/blob/main/docs/troubleshooting.md"), "{help}");
+    assert!(help.contains("man kubex-cred"), "{help}");
+}

@@ -312,6 +312,17 @@ impl Out {
         out
     }
 
+    /// Asserts a failure after output (`status` shows what it can, then fails): the exit code and
+    /// one `kubex-cred: ` line on stderr containing `needle`.
+    #[track_caller]
+    pub fn fails_after_stdout(self, expected: i32, needle: &str) -> Out {
+        let out = self.code(expected);
+        let lines: Vec<&str> = out.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "one line on stderr, got: {}", out.stderr);
+        assert!(lines[0].starts_with("kubex-cred: ") && lines[0].contains(needle), "{needle:?}: {}", out.stderr);
+        out
+    }
+
     /// The token from `get` (default format).
     #[track_caller]
     pub fn token(&self) -> String {

@@ -38,11 +38,7 @@ pub fn run() -> Result<()> {
             }
             Ok(())
         }
-        Command::Completions { shell } => {
-            let mut script = Vec::new();
-            clap_complete::generate(shell, &mut Cli::command(), "kubex-cred", &mut script);
-            output::stdout(&script)
-        }
+        Command::Completions { shell } => output::stdout(&completion_script(shell)?),
         Command::Manpage { command } => manpage(command.as_deref()),
         Command::Daemon(args) => daemon(args),
         Command::Status { json } => front::status::show(json, Some(&offline_status)),
@@ -54,6 +50,27 @@ pub fn run() -> Result<()> {
         },
         command => front::run_here(command).unwrap_or_else(|| Err(Error::unexpected("unhandled command"))),
     }
+}
+
+/// The shell's completion script: clap's dynamic registration, which asks `kubex-cred` (with
+/// `COMPLETE=SHELL`) as the user types, so flags, their values, profile names and hidden commands
+/// are always what this binary knows. (clap's static scripts are not shipped: for a hyphenated
+/// program name the bash one completes only command names, clap_complete issue 6421.)
+fn completion_script(shell: clap_complete::Shell) -> Result<Vec<u8>> {
+    use clap_complete::env::{Bash, Elvish, EnvCompleter, Fish, Powershell, Zsh};
+    let completer: &dyn EnvCompleter = match shell {
+        clap_complete::Shell::Bash => &Bash,
+        clap_complete::Shell::Zsh => &Zsh,
+        clap_complete::Shell::Fish => &Fish,
+        clap_complete::Shell::Elvish => &Elvish,
+        clap_complete::Shell::PowerShell => &Powershell,
+        other => return Err(Error::usage(format!("no completion for {other}"))),
+    };
+    let mut script = Vec::new();
+    completer
+        .write_registration("COMPLETE", "kubex-cred", "kubex-cred", "kubex-cred", &mut script)
+        .map_err(|e| Error::unexpected(format!("cannot write the completion script: {e}")))?;
+    Ok(script)
 }
 
 fn daemon(args: DaemonArgs) -> Result<()> {

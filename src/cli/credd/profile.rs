@@ -204,7 +204,19 @@ pub fn remove(name: &str) -> Result<()> {
     let was_default = config::edit::edit(&path, |doc| config::edit::remove(doc, name))?;
     eprintln!("kubex-cred: removed profile '{name}' ({} at {})", profile.user, profile.url);
     if was_default {
-        eprintln!("kubex-cred: it was the default: no profile is now; pick one with `kubex-cred profile use NAME`");
+        // What a command without --profile (or KUBEX_PROFILE) now uses: the profile named `default`.
+        let fallback = config::DEFAULT_PROFILE;
+        if name != fallback && file.profiles.contains_key(fallback) {
+            eprintln!(
+                "kubex-cred: it was the default: commands without --profile now use the profile named \
+                 '{fallback}'; pick another with `kubex-cred profile use NAME`"
+            );
+        } else {
+            eprintln!(
+                "kubex-cred: it was the default: commands without --profile now find no profile; pick one with \
+                 `kubex-cred profile use NAME`"
+            );
+        }
     }
     Ok(())
 }

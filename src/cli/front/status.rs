@@ -19,12 +19,18 @@ pub fn run(json: bool) -> Result<()> {
 /// `status` with the configured profiles' states given by `offline` (whether each has a password,
 /// what the holds file says of it) when no daemon (or an older one) answers.
 pub fn show(json: bool, offline: Option<&dyn Fn(Vec<config::Profile>) -> Vec<ProfileStatus>>) -> Result<()> {
-    let configured = || -> Result<Vec<_>> {
-        let profiles: Vec<config::Profile> = config::open()?.1.profiles().collect();
-        Ok(match offline {
+    // The configured profiles as shown without a daemon, and what is wrong with the config file.
+    let configured = || -> (Vec<ProfileStatus>, Vec<String>) {
+        let (path, file) = match config::open() {
+            Ok(opened) => opened,
+            Err(e) => return (Vec::new(), vec![e.to_string()]),
+        };
+        let profiles: Vec<config::Profile> = file.profiles().collect();
+        let shown = match offline {
             Some(of) => of(profiles),
             None => profiles.iter().map(config::Profile::idle_status).collect(),
-        })
+        };
+        (shown, file.problems(&path))
     };
     let status = match ask(&Op::Status, false)? {
         Some(Response { body: Body::Status(status), .. }) => status,
@@ -32,9 +38,13 @@ pub fn show(json: bool, offline: Option<&dyn Fn(Vec<config::Profile>) -> Vec<Pro
         Some(Response { body: Body::VersionMismatch, .. }) | None if offline.is_none() => return super::hand_over(),
         // An older daemon: shown, not replaced (`status` changes nothing; the next `get` does).
         Some(Response { body: Body::VersionMismatch, version }) => {
-            Status { older_daemon: Some(version), profiles: configured()?, ..Status::default() }
+            let (profiles, problems) = configured();
+            Status { older_daemon: Some(version), profiles, problems, ..Status::default() }
         }
-        None => Status { profiles: configured()?, ..Status::default() },
+        None => {
+            let (profiles, problems) = configured();
+            Status { profiles, problems, ..Status::default() }
+        }
         other => return Err(refused(other)),
     };
     note_unknown(status.profiles.iter().filter(|p| p.password.as_deref() == Some("unknown")).map(|p| &p.profile));
@@ -45,7 +55,12 @@ pub fn show(json: bool, offline: Option<&dyn Fn(Vec<config::Profile>) -> Vec<Pro
     } else {
         human(&status)
     };
-    output::stdout(text.as_bytes())
+    output::stdout(text.as_bytes())?;
+    // A config file that is broken, or a profile that does not resolve: shown, and a failure.
+    match status.problems.is_empty() {
+        true => Ok(()),
+        false => Err(Error::usage(format!("{}; fix the config file", status.problems.join("; ")))),
+    }
 }
 
 fn human(status: &Status) -> String {
