@@ -7,6 +7,7 @@ mod support;
 
 mod at_most_once;
 mod cli;
+mod completion;
 mod config;
 mod daemon;
 mod docs;
