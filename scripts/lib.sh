@@ -19,6 +19,20 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "$@" >&2
 }
 
+# The cache of the cargo tools the scripts build (cargo-deb, cargo-generate-rpm, hyperfine): one
+# directory outside the clone, never ~/.cargo/bin. Remove it to reclaim the space.
+DEV_CACHE=${KUBEX_CRED_DEV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kubex-cred-dev}
+
+# dev_tool COMMAND CRATE VERSION: makes COMMAND available, built once into $DEV_CACHE (a COMMAND
+# already on PATH is used as it is).
+dev_tool() {
+  local command=$1 crate=$2 version=$3
+  export PATH="$DEV_CACHE/bin:$PATH"
+  command -v "$command" >/dev/null 2>&1 && return 0
+  echo "building $crate $version into $DEV_CACHE (once)" >&2
+  CARGO_TARGET_DIR="$DEV_CACHE/build" cargo install --quiet --locked --root "$DEV_CACHE" --version "$version" "$crate" >&2
+}
+
 # need_rust_components NAME ...: rustup adds the toolchain components that are missing.
 need_rust_components() {
   local c

@@ -91,8 +91,11 @@ pub enum Command {
     /// Print the man page (roff) of kubex-cred, or of one of its commands.
     #[command(hide = true)]
     Manpage {
-        /// A command, e.g. `get`; none for the main page.
+        /// A command, e.g. `get`, `profile list` or `profile-list`; none for the main page.
         command: Option<String>,
+        /// Write every page (kubex-cred.1 and one per command) into this directory instead.
+        #[arg(long, value_name = "DIR", conflicts_with = "command")]
+        all: Option<std::path::PathBuf>,
     },
     /// git's credential helper (what `git-credential-kubex` runs): get, store, erase, capability.
     GitCredential {

@@ -119,14 +119,72 @@ fn completions_come_from_the_command_definitions() {
     assert_eq!(sb.run(&["completions", "tcsh"], b"").code, 2);
 }
 
+/// Man pages a Unix user expects, one per command (nested ones too), linting clean with mandoc:
+/// the version in the footer, SYNOPSIS with the program and value names, the sections, the
+/// README's exit codes, examples unfilled.
 #[test]
-fn man_pages_come_from_the_command_definitions() {
-    let sb = Sandbox::new();
+fn man_pages_come_from_the_command_definitions_and_lint_clean() {
+    let sb = Sandbox::without_keyring();
     let main = sb.run(&["manpage"], b"").code(0).stdout;
-    assert!(main.contains(".TH kubex-cred 1") && main.contains("login"), "{main}");
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(main.contains(".TH KUBEX-CRED 1 ") && main.contains(&format!("\"kubex-cred {version}\"")), "{main}");
     let get = sb.run(&["manpage", "get"], b"").code(0).stdout;
-    assert!(get.contains(".TH kubex-cred-get 1") && get.contains("min\\-ttl"), "{get}");
+    assert!(get.contains(".TH KUBEX-CRED-GET 1 ") && get.contains(&format!("\"kubex-cred {version}\"")), "{get}");
+    assert!(get.contains("\\fBkubex\\-cred get\\fR [\\fB\\-\\-profile\\fR \\fIPROFILE\\fR]"), "{get}");
+    for section in [
+        "NAME",
+        "SYNOPSIS",
+        "DESCRIPTION",
+        "OPTIONS",
+        "\"EXIT STATUS\"",
+        "ENVIRONMENT",
+        "FILES",
+        "EXAMPLES",
+        "\"SEE ALSO\"",
+    ] {
+        assert!(get.contains(&format!(".SH {section}")), "no {section}: {get}");
+    }
+    // The examples are not filled or hyphenated (a URL stays whole).
+    let examples = &get[get.find(".SH EXAMPLES").expect("examples")..];
+    assert!(examples.contains(".nf") && examples.contains("kubernetes/clusters"), "{examples}");
+    // The exit codes are the README's.
+    let readme =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).expect("README");
+    for line in readme.lines().filter(|l| l.starts_with("| ") && l[2..].starts_with(|c: char| c.is_ascii_digit())) {
+        let code = line[2..].split(" |").next().expect("code").trim();
+        assert!(get.contains(&format!("\\fB{code}\\fR")), "exit {code} of the README is not in the page");
+    }
+    // Nested commands by words or by page name.
+    for name in ["profile list", "profile-list", "kubex-cred-profile-list"] {
+        let page = sb.run(&["manpage", name], b"").code(0).stdout;
+        assert!(page.contains(".TH KUBEX-CRED-PROFILE-LIST 1"), "{name}: {page}");
+    }
+    assert!(sb.run(&["manpage", "git-credential"], b"").code(0).stdout.contains(".TH KUBEX-CRED-GIT-CREDENTIAL 1"));
     sb.run(&["manpage", "nope"], b"").fails(2, "no command 'nope'");
+    // Every page, written by `manpage --all`, lints clean.
+    let dir = sb.dir.path().join("man");
+    std::fs::create_dir(&dir).expect("mkdir");
+    sb.run(&["manpage", "--all", dir.to_str().expect("utf8")], b"").code(0);
+    let pages: Vec<std::path::PathBuf> = std::fs::read_dir(&dir).expect("ls").flatten().map(|e| e.path()).collect();
+    for page in ["kubex-cred.1", "kubex-cred-get.1", "kubex-cred-profile-prune.1", "kubex-cred-service-install.1"] {
+        assert!(dir.join(page).exists(), "no {page} among {pages:?}");
+    }
+    assert!(!dir.join("kubex-cred-manpage.1").exists(), "a hidden command got a page");
+    for page in &pages {
+        let lint = sb
+            .cmd("mandoc")
+            .args(["-T", "lint", "-W", "warning"])
+            .arg(page)
+            .output()
+            .expect("mandoc (scripts/test installs it)");
+        assert!(
+            lint.status.success() && lint.stdout.is_empty() && lint.stderr.is_empty(),
+            "{}: {}{}",
+            page.display(),
+            String::from_utf8_lossy(&lint.stdout),
+            String::from_utf8_lossy(&lint.stderr)
+        );
+    }
 }
 
 /// The docs cover what a user meets: every visible command (as `kubex-cred COMMAND` in README.md

@@ -177,7 +177,7 @@ fn every_flag_has_a_help_line_and_every_command_examples() {
     assert!(help(&sb, &["get"]).contains("[env: KUBEX_PROFILE"), "the variables a command reads are listed");
     assert!(help(&sb, &["login"]).contains("[env: KUBEX_URL"));
     let page = sb.run(&["manpage"], b"").code(0).stdout;
-    assert!(!page.contains("kubex\\-cred\\-help") && page.contains("Examples"), "{page}");
+    assert!(!page.contains("kubex\\-cred\\-help") && page.contains(".SH EXAMPLES"), "{page}");
     let git = sb.cmd(support::bin("git-credential-kubex")).arg("--help").output().expect("run");
     assert!(git.status.success() && String::from_utf8_lossy(&git.stdout).starts_with("usage: git-credential-kubex"));
 }

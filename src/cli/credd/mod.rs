@@ -4,10 +4,11 @@
 
 mod doctor;
 mod login;
+mod manpage;
 mod profile;
 pub mod service;
 
-use super::args::{Cli, Command, DaemonArgs, GetArgs, ProfileAction, ServiceAction};
+use super::args::{Command, DaemonArgs, GetArgs, ProfileAction, ServiceAction};
 use super::{front, output};
 use std::time::SystemTime;
 
@@ -18,7 +19,6 @@ use crate::holds::Holds;
 use crate::protocol::ProfileStatus;
 use crate::store;
 use crate::token::Moment;
-use clap::CommandFactory;
 
 /// `kubex-credd`: every command, in this process.
 pub fn run() -> Result<()> {
@@ -39,7 +39,8 @@ pub fn run() -> Result<()> {
             Ok(())
         }
         Command::Completions { shell } => output::stdout(&completion_script(shell)?),
-        Command::Manpage { command } => manpage(command.as_deref()),
+        Command::Manpage { all: Some(dir), .. } => manpage::all(&dir),
+        Command::Manpage { command, all: None } => output::stdout(&manpage::page(command.as_deref())?),
         Command::Daemon(args) => daemon(args),
         Command::Status { json } => front::status::show(json, Some(&offline_status)),
         Command::Profile { action } => match action {
@@ -103,27 +104,6 @@ fn service(action: ServiceAction) -> Result<()> {
         service::check_manager()?;
     }
     output::stdout(service::apply(&steps, dry_run)?.as_bytes())
-}
-
-/// The man page of kubex-cred or of one command, from the clap definitions like the completions,
-/// so neither drifts from the CLI.
-fn manpage(name: Option<&str>) -> Result<()> {
-    let root = Cli::command();
-    let command = match name {
-        None => root,
-        Some(name) => {
-            let sub = root
-                .find_subcommand(name)
-                .cloned()
-                .ok_or_else(|| Error::usage(format!("no command '{name}': see `kubex-cred --help`")))?;
-            sub.display_name(format!("kubex-cred-{name}"))
-        }
-    };
-    let mut page = Vec::new();
-    clap_mangen::Man::new(command)
-        .render(&mut page)
-        .map_err(|e| Error::unexpected(format!("cannot render the man page: {e}")))?;
-    output::stdout(&page)
 }
 
 /// The profiles' states without a daemon: whether each source holds a password (the keychain asked
