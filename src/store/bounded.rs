@@ -65,13 +65,52 @@ struct Job {
     done: Condvar,
 }
 
+/// What the lanes call: the platform's keychain and its search (a fake in unit tests).
+trait Backend: Send + Sync {
+    fn open(&self) -> Result<Arc<dyn SecretStore>, KeychainError>;
+    fn has_entry(&self, account: &str) -> &'static str;
+    fn accounts(&self) -> Option<Result<Vec<String>, KeychainError>>;
+}
+
+struct Platform;
+
+impl Backend for Platform {
+    fn open(&self) -> Result<Arc<dyn SecretStore>, KeychainError> {
+        Ok(Arc::new(OsKeychain::open()?))
+    }
+
+    fn has_entry(&self, account: &str) -> &'static str {
+        has_entry(account)
+    }
+
+    fn accounts(&self) -> Option<Result<Vec<String>, KeychainError>> {
+        accounts()
+    }
+}
+
+/// The store once opened; `None` until then, and again after it went away.
+type Opened = Arc<Mutex<Option<Arc<dyn SecretStore>>>>;
+/// Each account's calls, the one running first; a lane exists while its worker runs.
+type Lanes = Arc<Mutex<HashMap<String, VecDeque<Arc<Job>>>>>;
+
 /// The platform keychain, opened on first use (and again after it went away), with a lane of
 /// calls per account.
-#[derive(Debug, Default)]
 pub struct Keychain {
-    store: Arc<Mutex<Option<Arc<OsKeychain>>>>,
-    /// Each account's calls, the one running first; a lane exists while its worker runs.
-    lanes: Arc<Mutex<HashMap<String, VecDeque<Arc<Job>>>>>,
+    backend: Arc<dyn Backend>,
+    store: Opened,
+    lanes: Lanes,
+}
+
+impl Default for Keychain {
+    fn default() -> Self {
+        Keychain::on(Arc::new(Platform))
+    }
+}
+
+impl std::fmt::Debug for Keychain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keychain").field("lanes", &lock(&self.lanes).len()).finish()
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -83,6 +122,10 @@ const CONNECT_LANE: &str = "";
 const LIST_LANE: &str = "\0list";
 
 impl Keychain {
+    fn on(backend: Arc<dyn Backend>) -> Keychain {
+        Keychain { backend, store: Arc::default(), lanes: Arc::default() }
+    }
+
     /// This process's keychain: every caller shares its lanes, so a call in flight is joined.
     pub fn shared() -> &'static Keychain {
         static SHARED: OnceLock<Keychain> = OnceLock::new();
@@ -100,8 +143,9 @@ impl Keychain {
         let job = Arc::new(Job { op, outcome: Mutex::new(None), done: Condvar::new() });
         lane.push_back(job.clone());
         if fresh {
-            let (store, lanes, account) = (self.store.clone(), self.lanes.clone(), account.to_owned());
-            std::thread::spawn(move || work(&store, &lanes, &account));
+            let (backend, store, lanes) = (self.backend.clone(), self.store.clone(), self.lanes.clone());
+            let account = account.to_owned();
+            std::thread::spawn(move || work(&*backend, &store, &lanes, &account));
         }
         job
     }
@@ -179,7 +223,7 @@ impl Keychain {
 }
 
 /// Runs the lane's calls in order until it is empty, then lets the lane go.
-fn work(store: &Mutex<Option<Arc<OsKeychain>>>, lanes: &Mutex<HashMap<String, VecDeque<Arc<Job>>>>, account: &str) {
+fn work(backend: &dyn Backend, store: &Opened, lanes: &Lanes, account: &str) {
     loop {
         let job = {
             let mut all = lock(lanes);
@@ -191,7 +235,7 @@ fn work(store: &Mutex<Option<Arc<OsKeychain>>>, lanes: &Mutex<HashMap<String, Ve
                 }
             }
         };
-        let outcome = run(store, account, &job.op);
+        let outcome = run(backend, store, account, &job.op);
         *lock(&job.outcome) = Some(outcome);
         job.done.notify_all();
         if let Some(lane) = lock(lanes).get_mut(account) {
@@ -200,10 +244,10 @@ fn work(store: &Mutex<Option<Arc<OsKeychain>>>, lanes: &Mutex<HashMap<String, Ve
     }
 }
 
-fn run(store: &Mutex<Option<Arc<OsKeychain>>>, account: &str, op: &Op) -> Result<Answer, KeychainError> {
+fn run(backend: &dyn Backend, store: &Opened, account: &str, op: &Op) -> Result<Answer, KeychainError> {
     match op {
-        Op::Search => return Ok(Answer::Presence(has_entry(account))),
-        Op::List => return accounts().transpose().map(Answer::Accounts),
+        Op::Search => return Ok(Answer::Presence(backend.has_entry(account))),
+        Op::List => return backend.accounts().transpose().map(Answer::Accounts),
         _ => {}
     }
     let keychain = {
@@ -211,7 +255,7 @@ fn run(store: &Mutex<Option<Arc<OsKeychain>>>, account: &str, op: &Op) -> Result
         match store.as_ref() {
             Some(k) => k.clone(),
             None => {
-                let k = Arc::new(OsKeychain::open()?);
+                let k = backend.open()?;
                 *store = Some(k.clone());
                 k
             }
@@ -271,5 +315,104 @@ impl SecretStore for Bounded {
 
     fn delete(&self, account: &str) -> Result<bool, KeychainError> {
         Keychain::shared().delete(account, self.patience)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use super::*;
+
+    /// A keychain whose calls for `u@a` wait until the test lets each go (others pass at once),
+    /// and which logs every call in the order it was carried out.
+    #[derive(Default)]
+    struct Gated {
+        log: Mutex<Vec<String>>,
+        gate: Mutex<Option<mpsc::Receiver<()>>>,
+    }
+
+    impl Gated {
+        fn pass(&self, what: String) {
+            if what.ends_with(" u@a")
+                && let Some(gate) = lock(&self.gate).as_ref()
+            {
+                let _ = gate.recv();
+            }
+            lock(&self.log).push(what);
+        }
+    }
+
+    struct Fake(Arc<Gated>);
+
+    impl SecretStore for Fake {
+        fn get(&self, account: &str) -> Result<SecretString, KeychainError> {
+            self.0.pass(format!("get {account}"));
+            Ok(SecretString::from("pw"))
+        }
+        fn set(&self, account: &str, _: &SecretString) -> Result<(), KeychainError> {
+            self.0.pass(format!("set {account}"));
+            Ok(())
+        }
+        fn delete(&self, account: &str) -> Result<bool, KeychainError> {
+            self.0.pass(format!("delete {account}"));
+            Ok(true)
+        }
+    }
+
+    impl Backend for Fake {
+        fn open(&self) -> Result<Arc<dyn SecretStore>, KeychainError> {
+            Ok(Arc::new(Fake(self.0.clone())))
+        }
+        fn has_entry(&self, _: &str) -> &'static str {
+            "stored"
+        }
+        fn accounts(&self) -> Option<Result<Vec<String>, KeychainError>> {
+            None
+        }
+    }
+
+    /// A keychain whose calls each wait for one `()` on the returned sender.
+    fn gated() -> (Keychain, Arc<Gated>, mpsc::Sender<()>) {
+        let (tx, rx) = mpsc::channel();
+        let gated = Arc::new(Gated { gate: Mutex::new(Some(rx)), ..Gated::default() });
+        (Keychain::on(Arc::new(Fake(gated.clone()))), gated, tx)
+    }
+
+    const SHORT: Duration = Duration::from_millis(50);
+
+    fn wait_for(gated: &Gated, n: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while lock(&gated.log).len() < n && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        lock(&gated.log).clone()
+    }
+
+    #[test]
+    fn a_stuck_write_times_out_and_a_later_delete_still_lands_after_it() {
+        let (keychain, gated, go) = gated();
+        let password = SecretString::from("pw");
+        let late = keychain.set("u@a", &password, SHORT).expect_err("no answer in time");
+        assert!(late.to_string().contains("did not answer within"), "{late}");
+        keychain.delete("u@a", SHORT).expect_err("queued behind the write");
+        go.send(()).expect("let the write go");
+        go.send(()).expect("let the delete go");
+        assert_eq!(wait_for(&gated, 2), ["set u@a", "delete u@a"], "in the order they were asked");
+    }
+
+    #[test]
+    fn reads_in_flight_are_joined_and_other_accounts_are_not_held_up() {
+        let (keychain, gated, go) = gated();
+        keychain.get("u@a", SHORT).expect_err("stuck");
+        keychain.get("u@a", SHORT).expect_err("joined the stuck read");
+        // Another account's lane is its own: it answers while u@a's read is still stuck.
+        keychain.get("v@b", Duration::from_secs(10)).expect("not held up");
+        assert_eq!(*lock(&gated.log), ["get v@b"]);
+        go.send(()).expect("let u@a's read go");
+        let log = wait_for(&gated, 2);
+        assert_eq!(log, ["get v@b", "get u@a"], "one read of u@a for its two callers");
+        std::thread::sleep(SHORT);
+        assert_eq!(lock(&gated.log).len(), 2, "no second read of u@a");
     }
 }

@@ -110,12 +110,20 @@ fn a_stopped_keychain_holds_no_command_and_all_works_again_once_it_goes_on() {
     sb.login(&emu, "apiUser", "pw").code(0);
     let origin = emu.origin();
     sb.run(&["login", "--profile", "two", "--url", &origin, "--user", "apiUser", "--password-stdin"], b"pw\n").code(0);
+    let file = sb.dir.path().join("password");
+    std::fs::write(&file, "pw\n").expect("write");
+    crate::support::set_mode(&file, 0o600);
+    let source = format!("file:{}", file.display());
+    let from_file = ["login", "--profile", "f", "--url", &origin, "--user", "apiUser", "--password-source", &source];
+    sb.run(&from_file, b"").code(0);
     let token = sb.run(&["get"], b"").code(0).token();
     sb.signal_secret_service(Signal::STOP);
     let bound = std::time::Duration::from_secs(9);
 
-    // A cached token does not need the keychain.
+    // A cached token does not need the keychain, nor does a profile of another source.
     assert_eq!(sb.run(&["get"], b"").code(0).token(), token);
+    let out = sb.run(&["get", "--profile", "f"], b"").code(0);
+    assert!(emu.accepts(&out.token()) && out.elapsed < bound, "{out:?}");
     // status with the daemon up, then down; profile list: every profile, `unknown`, one note.
     for stop_first in [false, true] {
         if stop_first {
@@ -126,9 +134,11 @@ fn a_stopped_keychain_holds_no_command_and_all_works_again_once_it_goes_on() {
         assert!(out.stdout.contains("profile default:") && out.stdout.contains("profile two:"), "{}", out.stdout);
         assert_eq!(out.stderr.lines().count(), 1, "one note: {}", out.stderr);
         assert!(out.stderr.contains("did not answer in time") && out.stderr.contains("default, two"), "{}", out.stderr);
+        assert!(out.stdout.contains("profile f:"), "the file profile is listed too: {}", out.stdout);
         let json: serde_json::Value =
             serde_json::from_str(&sb.run(&["status", "--json"], b"").code(0).stdout).expect("json");
-        assert!(json["profiles"].as_array().expect("list").iter().all(|p| p["password"] == "unknown"), "{json}");
+        let keychain = json["profiles"].as_array().expect("list").iter().filter(|p| p["password_source"] == "keychain");
+        assert!(keychain.clone().count() == 2 && keychain.into_iter().all(|p| p["password"] == "unknown"), "{json}");
     }
     let out = sb.run(&["profile", "list"], b"").code(0);
     assert!(out.elapsed < bound, "profile list took {:?}", out.elapsed);
