@@ -26,6 +26,8 @@ pub enum Exit {
     Keychain = 8,
     /// The daemon could not be reached or started.
     Daemon = 9,
+    /// `api`: the Kubex API answered with a status other than 2xx (its body is on stdout).
+    Api = 10,
     /// `exec`: the command exists but cannot be run (as shells say).
     CannotRun = 126,
     /// `exec`: the command was not found (as shells say).
@@ -49,6 +51,7 @@ impl Exit {
             7 => Exit::Unreachable,
             8 => Exit::Keychain,
             9 => Exit::Daemon,
+            10 => Exit::Api,
             126 => Exit::CannotRun,
             127 => Exit::NotFound,
             _ => Exit::Unexpected,

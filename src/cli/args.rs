@@ -102,6 +102,12 @@ pub enum Command {
         /// The operation git asks for.
         operation: String,
     },
+    /// Call the Kubex API at PATH (under the profile's API base) with a current token; a refused
+    /// token is replaced once.
+    #[command(after_help = "Examples:\n  kubex-cred api /kubernetes/clusters\n  \
+                            kubex-cred api -i /kubernetes/clusters?details=true\n  \
+                            printf '{\"name\":\"x\"}' | kubex-cred api -X POST --input - /analysis/cloud/aws")]
+    Api(ApiArgs),
     /// Run COMMAND with a token in KUBEX_TOKEN and the API base in KUBEX_API_URL (never in argv).
     #[command(
         after_help = "Examples:\n  kubex-cred exec -- sh -c 'curl -H \"Authorization: Bearer $KUBEX_TOKEN\" \"$KUBEX_API_URL/kubernetes/clusters\"'\n  \
@@ -158,6 +164,27 @@ pub enum ProfileAction {
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct ApiArgs {
+    /// The profile whose token and API base to use [default: KUBEX_PROFILE, else the default profile].
+    #[arg(long, env = "KUBEX_PROFILE", add = ArgValueCandidates::new(profile_names))]
+    pub profile: Option<String>,
+    /// The HTTP method.
+    #[arg(short = 'X', long, default_value = "GET")]
+    pub method: String,
+    /// A request header, repeatable; an Authorization header is replaced by the token's.
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+    /// The request body from FILE, or `-` for stdin (JSON unless -H says another Content-Type).
+    #[arg(long, value_name = "FILE")]
+    pub input: Option<std::path::PathBuf>,
+    /// Print the status line and the response headers before the body.
+    #[arg(short, long)]
+    pub include: bool,
+    /// A path under the API base (`/kubernetes/clusters`, a query kept), or a full URL under it.
+    pub path: String,
 }
 
 #[derive(Debug, Args)]

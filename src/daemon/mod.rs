@@ -46,8 +46,9 @@ fn broker(timeout: Duration, notifier: Arc<dyn notify::Notifier>) -> Result<Arc<
     Ok(Broker::new(passwords, minter, notifier, Holds::open()?, timeout, Moment::now))
 }
 
-/// The daemon's single-threaded runtime (blocking work goes to its blocking pool).
-fn runtime() -> Result<tokio::runtime::Runtime> {
+/// The daemon's single-threaded runtime (blocking work goes to its blocking pool); also the one
+/// `kubex-cred api` runs its request on.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

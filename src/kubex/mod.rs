@@ -2,6 +2,7 @@
 //! What an answer means is `answer`'s job.
 
 mod answer;
+pub mod api;
 
 use std::path::Path;
 use std::time::Duration;
@@ -50,12 +51,22 @@ impl Client {
     /// with `direct` no proxy (`HTTP_PROXY` would otherwise carry a loopback `http://` password in
     /// clear text to the proxy).
     pub fn new(ca_cert: Option<&Path>, direct: bool, timeout: Duration) -> Result<Client> {
+        Client::build(ca_cert, direct, timeout, false)
+    }
+
+    /// The client of `kubex-cred api`: as [`Client::for_profile`], but a response body may take
+    /// longer than the timeout as long as bytes keep coming (`api::IDLE`).
+    pub fn for_api(profile: &Profile, timeout: Duration) -> Result<Client> {
+        Client::build(profile.ca_cert.as_deref(), crate::config::is_loopback(&profile.url), timeout, true)
+    }
+
+    fn build(ca_cert: Option<&Path>, direct: bool, timeout: Duration, streaming: bool) -> Result<Client> {
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .timeout(timeout)
             .user_agent(concat!("kubex-cred/", env!("CARGO_PKG_VERSION")));
+        builder = if streaming { builder.read_timeout(api::IDLE) } else { builder.timeout(timeout) };
         if direct {
             builder = builder.no_proxy();
         }

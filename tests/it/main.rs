@@ -5,6 +5,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod api;
 mod at_most_once;
 mod cli;
 mod completion;

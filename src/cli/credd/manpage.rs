@@ -38,6 +38,7 @@ const EXIT_STATUS: &[(&str, &str)] = &[
     ),
     ("8", "The keychain or password source is unavailable (locked, not answering, a failing command)."),
     ("9", "The daemon could not be reached or started, or its socket directory is not private."),
+    ("10", "api: the Kubex API answered with a status other than 2xx (its body is on stdout)."),
     ("126, 127", "exec: the command cannot be run, or was not found; otherwise exec exits with its status."),
 ];
 

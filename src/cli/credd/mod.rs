@@ -2,6 +2,7 @@
 //! the daemon itself (`login`, `logout`, `get --no-daemon`, `daemon`, `doctor`, `service`), which
 //! `kubex-cred` hands over to it.
 
+mod api;
 mod doctor;
 mod login;
 mod manpage;
@@ -27,6 +28,7 @@ pub fn run() -> Result<()> {
     crate::logging::init();
     match cli.command {
         Command::Login(args) => login::login(args),
+        Command::Api(args) => api::api(args),
         Command::Logout { profile } => login::logout(profile),
         Command::Get(args) if args.no_daemon => get_no_daemon(args),
         Command::Service { action } => service(action),

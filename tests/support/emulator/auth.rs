@@ -35,6 +35,22 @@ fn mint(secret: &[u8], user: &str, now_ms: i64, lifetime: Duration, serial: u64)
     (format!("{signing}.{sig}"), expires)
 }
 
+/// The serial a token was minted with (from its `jti`), 0 when it has none.
+pub(super) fn serial(token: &str) -> u64 {
+    let claims = token
+        .split('.')
+        .nth(1)
+        .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+    claims
+        .as_ref()
+        .and_then(|c| c.get("jti"))
+        .and_then(serde_json::Value::as_str)
+        .and_then(|jti| jti.split('-').next())
+        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        .unwrap_or(0)
+}
+
 pub(super) fn verify(token: &str, secret: &[u8], now_s: i64) -> bool {
     let Some((signing, sig)) = token.rsplit_once('.') else {
         return false;

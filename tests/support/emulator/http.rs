@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::auth::{authorize, server_now_ms, verify};
+use super::auth::{authorize, serial, server_now_ms, verify};
 use super::{Fault, Received, State};
 
 /// A connection, plain or TLS.
@@ -85,12 +85,27 @@ pub(super) async fn serve(mut stream: Box<dyn Io>, state: Arc<Mutex<State>>, sec
         return write(stream, &answer).await;
     }
     if path != format!("{base}/authorize") {
-        lock().api_calls += 1;
+        let revoked_before = {
+            let mut s = lock();
+            s.api_calls += 1;
+            s.revoked_before
+        };
         let bearer = req.header("authorization").and_then(|h| h.strip_prefix("Bearer ")).unwrap_or("");
-        let answer = if verify(bearer, &secret, server_now_ms(offset) / 1000) {
-            json(200, serde_json::json!([]))
-        } else {
-            error(401, "Unauthorized")
+        let valid = verify(bearer, &secret, server_now_ms(offset) / 1000) && serial(bearer) >= revoked_before;
+        let answer = match path.strip_prefix(&base) {
+            _ if !valid => error(401, "Unauthorized"),
+            // What the API saw of the request, for the tests of `kubex-cred api` and the proxy.
+            Some("/echo") => json(
+                200,
+                serde_json::json!({
+                    "method": req.method,
+                    "path": req.path,
+                    "content_type": req.header("content-type"),
+                    "body": String::from_utf8_lossy(&req.body),
+                }),
+            ),
+            Some("/missing") => error(404, "Not Found"),
+            _ => json(200, serde_json::json!([])),
         };
         return write(stream, &answer).await;
     }
@@ -234,17 +249,41 @@ pub(super) async fn read_request(stream: &mut Box<dyn Io>) -> Option<Received> {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
-    let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0).min(1 << 20);
     let mut body = buf[head_end..].to_vec();
-    while body.len() < len {
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            break;
+    if headers.get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        // A streamed body (at most 8 MiB kept): chunks until the empty one.
+        while !body.ends_with(b"0\r\n\r\n") && body.len() < 9 << 20 {
+            let n = stream.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..n]);
         }
-        body.extend_from_slice(&chunk[..n]);
+        body = dechunk(&body);
+    } else {
+        let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0).min(8 << 20);
+        while body.len() < len {
+            let n = stream.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+        body.truncate(len);
     }
-    body.truncate(len);
     Some(Received { method, path, headers, body, at: Instant::now() })
+}
+
+/// The data of a chunked body (`SIZE\r\nDATA\r\n`… `0\r\n\r\n`).
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut data = Vec::new();
+    while let Some(end) = raw.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&raw[..end]).ok().and_then(|s| usize::from_str_radix(s.trim(), 16).ok());
+        let Some(size) = size.filter(|&n| n > 0 && raw.len() >= end + 2 + n) else { break };
+        data.extend_from_slice(&raw[end + 2..end + 2 + size]);
+        raw = raw.get(end + 2 + size + 2..).unwrap_or_default();
+    }
+    data
 }
 
 struct Conn {

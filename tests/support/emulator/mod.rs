@@ -105,6 +105,8 @@ struct State {
     received: Vec<Received>,
     blocked_until: Option<Instant>,
     minted: u64,
+    /// API calls are refused with tokens of a serial below this (a signing-key rotation).
+    revoked_before: u64,
     /// Each token minted, and when.
     tokens: Vec<(String, Instant)>,
     /// Where `git http-backend` finds repositories served under `/git/`, when set.
@@ -170,6 +172,7 @@ impl Emulator {
             received: Vec::new(),
             blocked_until: None,
             minted: 0,
+            revoked_before: 0,
             tokens: Vec::new(),
             git_root: None,
         }));
@@ -285,6 +288,29 @@ impl Emulator {
     /// Serves the git repositories under `root` at `/git/`, behind Bearer authentication.
     pub fn serve_git(&self, root: &std::path::Path) {
         self.state().git_root = Some(root.to_path_buf());
+    }
+
+    /// Refuses every token minted so far on the API (as a rotation of the signing key does);
+    /// tokens minted afterwards are accepted.
+    pub fn rotate_signing_key(&self) {
+        let mut s = self.state();
+        s.revoked_before = s.minted + 1;
+    }
+
+    /// Refuses every token on the API, minted so far or later (a user without API access).
+    pub fn refuse_all_tokens(&self) {
+        self.state().revoked_before = u64::MAX;
+    }
+
+    /// The API calls (anything under the base but Authorize) it received.
+    pub fn api_requests(&self) -> Vec<Received> {
+        let base = self.state().options.base_path.clone();
+        self.state()
+            .received
+            .iter()
+            .filter(|r| !r.path.ends_with("/authorize") && r.path.starts_with(&base))
+            .cloned()
+            .collect()
     }
 
     /// When the emulator minted this token.

@@ -1,0 +1,187 @@
+//! `kubex-cred api PATH`: one call to the Kubex API with the daemon's current token, the plumbing
+//! every script writes around `get` done once: the header, a 401 answered by rejecting the token
+//! through the daemon (concurrent refusals of one token cost one mint) and one replay, the body on
+//! stdout as received, a non-2xx answer as exit 10 with its body still on stdout (as `gh api`).
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::Path;
+
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use reqwest::{Method, StatusCode};
+use zeroize::Zeroizing;
+
+use crate::cli::args::ApiArgs;
+use crate::cli::front::{ask, ask_get, get_op, refused};
+use crate::config;
+use crate::error::{Error, Exit, Result};
+use crate::kubex::Client;
+use crate::kubex::api::{self, Payload};
+use crate::protocol::{Body, Op, Rejection, Response};
+
+/// The largest request body kept for a replay after a 401; a larger one is streamed once.
+const REPLAYABLE: usize = 1024 * 1024;
+
+/// What is sent: nothing, bytes that can be sent again, or a stream sent once (its first bytes, read
+/// to learn its size, then the rest).
+enum Input {
+    None,
+    Bytes(Vec<u8>),
+    Stream(Vec<u8>, Source),
+}
+
+/// Where a streamed body's rest comes from.
+enum Source {
+    Stdin,
+    File(std::fs::File),
+}
+
+impl Input {
+    fn read(path: Option<&Path>) -> Result<Input> {
+        let Some(path) = path else { return Ok(Input::None) };
+        let failed = |e: std::io::Error| Error::usage(format!("cannot read --input {}: {e}", path.display()));
+        let mut head = Vec::new();
+        let source = if path == Path::new("-") {
+            std::io::stdin().lock().take(REPLAYABLE as u64 + 1).read_to_end(&mut head).map_err(failed)?;
+            Source::Stdin
+        } else {
+            let mut file = std::fs::File::open(path).map_err(failed)?;
+            (&mut file).take(REPLAYABLE as u64 + 1).read_to_end(&mut head).map_err(failed)?;
+            Source::File(file)
+        };
+        Ok(if head.len() <= REPLAYABLE { Input::Bytes(head) } else { Input::Stream(head, source) })
+    }
+
+    fn replayable(&self) -> bool {
+        !matches!(self, Input::Stream(..))
+    }
+
+    /// The body for one send; a stream is handed over (it can be sent once only).
+    fn body(&mut self) -> Payload {
+        match std::mem::replace(self, Input::None) {
+            Input::None => Payload::Bytes(Vec::new()),
+            Input::Bytes(bytes) => {
+                *self = Input::Bytes(bytes.clone());
+                Payload::Bytes(bytes)
+            }
+            Input::Stream(head, source) => {
+                let head = futures_util::stream::once(async move { Ok::<_, std::io::Error>(bytes::Bytes::from(head)) });
+                let rest: std::pin::Pin<Box<dyn futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send>> =
+                    match source {
+                        Source::Stdin => Box::pin(tokio_util::io::ReaderStream::new(tokio::io::stdin())),
+                        Source::File(file) => {
+                            Box::pin(tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file)))
+                        }
+                    };
+                let all = futures_util::StreamExt::chain(head, rest);
+                Payload::Stream(reqwest::Body::wrap_stream(api::idle_bounded(Box::pin(all))))
+            }
+        }
+    }
+}
+
+pub fn api(args: ApiArgs) -> Result<()> {
+    let profile = config::resolve(args.profile.clone())?;
+    let url = api::target(&profile.url, &args.path)?;
+    let method = Method::from_bytes(args.method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| Error::usage(format!("invalid method '{}'", args.method)))?;
+    let mut headers = HeaderMap::new();
+    for header in &args.headers {
+        let (name, value) = header
+            .split_once(':')
+            .ok_or_else(|| Error::usage(format!("invalid header '{header}': write it as 'Name: value'")))?;
+        let name = HeaderName::from_bytes(name.trim().as_bytes())
+            .map_err(|_| Error::usage(format!("invalid header name '{}'", name.trim())))?;
+        let value =
+            HeaderValue::from_str(value.trim()).map_err(|_| Error::usage(format!("invalid value of header {name}")))?;
+        headers.append(name, value);
+    }
+    let mut input = Input::read(args.input.as_deref())?;
+    if !matches!(input, Input::None) && !headers.contains_key(CONTENT_TYPE) {
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    let client = Client::for_api(&profile, config::timeout()?)?;
+    let shown = format!("{method} {}", args.path.split('?').next().unwrap_or_default());
+    let runtime = crate::daemon::runtime()?;
+    let mut token = token(args.profile.clone())?;
+    let mut response = runtime.block_on(api::send(&client, &method, &url, &headers, &token, input.body()))?;
+    let mut refused_fresh = false;
+    if response.status() == StatusCode::UNAUTHORIZED && input.replayable() {
+        // The API refused the token: drop it through the daemon (one mint for all who saw the
+        // refusal), then once more with the new one; a refusal within the cooldown is final.
+        match reject(args.profile.clone(), &token)? {
+            Rejection::TooSoon { .. } => refused_fresh = true,
+            Rejection::Dropped | Rejection::NotCurrent => {
+                token = self::token(args.profile.clone())?;
+                response = runtime.block_on(api::send(&client, &method, &url, &headers, &token, input.body()))?;
+                refused_fresh = response.status() == StatusCode::UNAUTHORIZED;
+            }
+        }
+    }
+    drop(token);
+    let status = response.status();
+    runtime.block_on(print(&mut response, args.include))?;
+    if status.is_success() {
+        return Ok(());
+    }
+    let reason = status.canonical_reason().unwrap_or("");
+    let why = if refused_fresh {
+        "; a fresh token was refused too: the user may not be allowed to use the API (ask your Kubex administrator)"
+    } else {
+        ""
+    };
+    Err(Error::new(Exit::Api, format!("{shown}: {} {reason}{why}", status.as_u16())))
+}
+
+/// The profile's current token, from the daemon (started when none runs).
+fn token(profile: Option<String>) -> Result<Zeroizing<String>> {
+    match ask_get(&get_op(profile, std::time::Duration::ZERO, false)?)? {
+        Some(Response { body: Body::Token { token, .. }, .. }) => Ok(Zeroizing::new(token)),
+        other => Err(refused(other)),
+    }
+}
+
+fn reject(profile: Option<String>, token: &str) -> Result<Rejection> {
+    let op = Op::Reject { config: config::config_path()?, profile: config::named(profile), token: token.to_owned() };
+    match ask(&op, false)? {
+        Some(Response { body: Body::Rejected(rejection), .. }) => Ok(rejection),
+        // No daemon, or an older one: the next get mints afresh.
+        None | Some(Response { body: Body::VersionMismatch, .. }) => Ok(Rejection::Dropped),
+        other => Err(refused(other)),
+    }
+}
+
+/// The answer on stdout: with `include`, the status line and headers first; the body as received,
+/// pretty-printed when it is JSON and stdout is a terminal.
+async fn print(response: &mut reqwest::Response, include: bool) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    let failed = |e: std::io::Error| Error::unexpected(format!("cannot write to stdout: {e}"));
+    if include {
+        let status = response.status();
+        let mut head = format!("{:?} {}\r\n", response.version(), status);
+        for (name, value) in response.headers() {
+            head.push_str(&format!("{name}: {}\r\n", String::from_utf8_lossy(value.as_bytes())));
+        }
+        head.push_str("\r\n");
+        out.write_all(head.as_bytes()).map_err(failed)?;
+    }
+    let json = response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("json"));
+    if json && std::io::stdout().is_terminal() {
+        let mut body = Vec::new();
+        while let Some(chunk) = api::next_chunk(response).await? {
+            body.extend_from_slice(&chunk);
+        }
+        let pretty = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| serde_json::to_vec_pretty(&v).ok())
+            .map(|mut p| {
+                p.push(b'\n');
+                p
+            })
+            .unwrap_or(body);
+        return out.write_all(&pretty).map_err(failed);
+    }
+    while let Some(chunk) = api::next_chunk(response).await? {
+        out.write_all(&chunk).map_err(failed)?;
+    }
+    out.flush().map_err(failed)
+}
