@@ -134,6 +134,19 @@ pub fn private_dir_problem(dir: &Path) -> Option<String> {
     }
 }
 
+/// `EMFILE` or `ENFILE`: the process or the system is out of file descriptors.
+pub fn out_of_descriptors(e: &std::io::Error) -> bool {
+    #[cfg(unix)]
+    return e.raw_os_error().is_some_and(|code| {
+        code == rustix::io::Errno::MFILE.raw_os_error() || code == rustix::io::Errno::NFILE.raw_os_error()
+    });
+    #[cfg(not(unix))]
+    return {
+        let _ = e;
+        false
+    };
+}
+
 /// Opens a file only the user may read, creating it: a lock file (`append` false) or a log (true).
 /// Opened without blocking and checked on the descriptor: a FIFO, a device or a directory in its
 /// place fails at once (`InvalidInput`) rather than hanging or being written into.

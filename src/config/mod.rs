@@ -286,6 +286,10 @@ pub fn load(path: &Path) -> Result<ConfigFile> {
     let text = match crate::fs::read_regular(path, MAX_CONFIG) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ConfigFile::default()),
+        // Out of descriptors: nothing wrong with the file (a daemon under a flood, say).
+        Err(e) if crate::fs::out_of_descriptors(&e) => {
+            return Err(Error::unexpected(format!("cannot open config file {} now: {e}", path.display())));
+        }
         Err(e) => {
             return Err(Error::usage(format!("cannot read config file {}: {e}", path.display())));
         }

@@ -144,17 +144,6 @@ impl Waiting {
     }
 }
 
-/// `EMFILE` or `ENFILE`: no descriptor left for another connection.
-fn is_out_of_fds(code: i32) -> bool {
-    #[cfg(unix)]
-    return code == rustix::io::Errno::MFILE.raw_os_error() || code == rustix::io::Errno::NFILE.raw_os_error();
-    #[cfg(not(unix))]
-    return {
-        let _ = code;
-        false
-    };
-}
-
 impl Daemon {
     pub fn new(paths: Paths, idle_timeout: Duration) -> Result<Daemon> {
         let timeout = config::timeout()?;
@@ -213,7 +202,7 @@ impl Daemon {
                         // Out of descriptors: the connection that has waited longest for its
                         // request goes, so a flood of silent ones cannot lock real clients out
                         // below the cap on waiting connections too. Otherwise pause, not spin.
-                        let out_of_fds = matches!(e.raw_os_error(), Some(code) if is_out_of_fds(code));
+                        let out_of_fds = crate::fs::out_of_descriptors(&e);
                         if out_of_fds && self.waiting.evict_oldest() {
                             // Let the runtime drop the aborted task, and with it its descriptor.
                             tokio::task::yield_now().await;
@@ -411,7 +400,13 @@ impl Daemon {
         };
         let mut problems = Vec::new();
         let config = config.unwrap_or_else(|e| {
-            problems.push(e.to_string());
+            // A file that is broken is the user's to fix; one the daemon cannot open right now
+            // (out of descriptors) is not a problem of the file.
+            if e.kind() == crate::error::Exit::Usage {
+                problems.push(e.to_string());
+            } else {
+                tracing::warn!("cannot load the config: {e}");
+            }
             Arc::default()
         });
         if let Ok(path) = &path {

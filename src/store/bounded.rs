@@ -235,7 +235,15 @@ fn work(backend: &dyn Backend, store: &Opened, lanes: &Lanes, account: &str) {
                 }
             }
         };
-        let outcome = run(backend, store, account, &job.op);
+        // A panic in the keychain library (it happens when the process is out of descriptors)
+        // is a failure of this call, not a worker gone silent until every caller's deadline.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(backend, store, account, &job.op)))
+            .unwrap_or_else(|_| {
+                Err(KeychainError::Unavailable {
+                    why: "the keychain library failed (out of file descriptors?)".to_owned(),
+                    hint: "try again",
+                })
+            });
         *lock(&job.outcome) = Some(outcome);
         job.done.notify_all();
         if let Some(lane) = lock(lanes).get_mut(account) {
