@@ -332,3 +332,14 @@ fn messages_tell_the_truth() {
     assert!(help.contains("https://github.com/kubex/kubex-cred/blob/main/docs/troubleshooting.md"), "{help}");
     assert!(help.contains("man kubex-cred"), "{help}");
 }
+
+/// `api` on a terminal pretty-prints a JSON answer; to a pipe it passes it on unchanged.
+#[test]
+fn api_pretty_prints_json_on_a_terminal_only() {
+    let (sb, _emu) = logged_in();
+    let out = on_terminal(&sb, "api /echo", None, &[]);
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    assert!(out.stdout.contains("{\r\n  \"") || out.stdout.contains("{\n  \""), "indented: {:?}", out.stdout);
+    let piped = sb.run(&["api", "/echo"], b"").code(0).stdout;
+    assert!(piped.starts_with('{') && !piped.contains("\n  "), "unchanged: {piped:?}");
+}
