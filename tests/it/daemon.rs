@@ -588,6 +588,19 @@ fn a_daemon_started_from_a_pipeline_does_not_hold_its_descriptors() {
     assert!(!fds.iter().any(|t| t.starts_with("pipe:")), "the daemon holds a pipe: {fds:?}");
 }
 
+/// A `get` request line for the default profile, as a client writes it to the socket.
+fn get_line(sb: &Sandbox) -> Vec<u8> {
+    kubex_cred::protocol::to_line(&kubex_cred::protocol::Request {
+        version: kubex_cred::protocol::version(),
+        op: kubex_cred::protocol::Op::Get {
+            config: sb.config_file(),
+            profile: kubex_cred::protocol::Overrides::default(),
+            min_ttl_ms: 0,
+            at_most_half_life: false,
+        },
+    })
+}
+
 /// The descriptors a process holds.
 fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
@@ -609,15 +622,7 @@ fn abandoned_gets_are_let_go_while_their_mint_still_hangs() {
     wait_until(Duration::from_secs(10), "the mint to start", || emu.authorize_calls() == 2);
     // The waiting client, the keychain's bus and the hanging HTTP connection are open now.
     let baseline = fd_count(pid);
-    let request = kubex_cred::protocol::to_line(&kubex_cred::protocol::Request {
-        version: kubex_cred::protocol::version(),
-        op: kubex_cred::protocol::Op::Get {
-            config: sb.config_file(),
-            profile: kubex_cred::protocol::Overrides::default(),
-            min_ttl_ms: 0,
-            at_most_half_life: false,
-        },
-    });
+    let request = get_line(&sb);
     for _ in 0..200 {
         let mut s = std::os::unix::net::UnixStream::connect(sb.socket()).expect("connect");
         s.write_all(&request).expect("write");
@@ -742,15 +747,7 @@ fn a_half_closed_client_gets_its_answer_while_the_mint_takes_a_second() {
     let (sb, emu) = start(Duration::from_secs(300), 0);
     sb.run(&["daemon"], b"").code(0);
     emu.set_fault(Fault::Delay(Duration::from_secs(1)));
-    let request = kubex_cred::protocol::to_line(&kubex_cred::protocol::Request {
-        version: kubex_cred::protocol::version(),
-        op: kubex_cred::protocol::Op::Get {
-            config: sb.config_file(),
-            profile: kubex_cred::protocol::Overrides::default(),
-            min_ttl_ms: 0,
-            at_most_half_life: false,
-        },
-    });
+    let request = get_line(&sb);
     let mut s = std::os::unix::net::UnixStream::connect(sb.socket()).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
     s.write_all(&request).expect("write");
