@@ -25,7 +25,7 @@ use crate::client::Paths;
 use crate::config::{self, Profile};
 use crate::error::{Error, Result};
 use crate::holds::Holds;
-use crate::protocol::Overrides;
+use crate::protocol::{Overrides, ProfileStatus};
 use crate::store::Sources;
 use crate::token::{Moment, Token};
 use broker::Broker;
@@ -53,6 +53,26 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .map_err(|e| Error::daemon(format!("cannot start the async runtime: {e}")))
+}
+
+/// The profiles' statuses from the holds file alone (one read of it), for those it holds something
+/// against (`None` for the others): what `status` shows for profiles no slot speaks for (a daemon's
+/// unused profiles, and every profile when no daemon runs).
+pub fn filed_status(holds: &Holds, profiles: &[Profile]) -> Vec<Option<ProfileStatus>> {
+    let wanted: Vec<(String, String)> = profiles.iter().map(|p| (p.account(), p.source.to_string())).collect();
+    let shown = |p: &Profile, (state, retry_in_s, last_error)| {
+        Some(ProfileStatus { state, retry_in_s, last_error, ..p.idle_status() })
+    };
+    match holds.filed_all(&wanted, std::time::SystemTime::now()) {
+        Ok(filed) => profiles
+            .iter()
+            .zip(filed)
+            .map(|(p, held)| held.and_then(|held| shown(p, policy::filed_state(held, Moment::now()))))
+            .collect(),
+        Err(e) => {
+            profiles.iter().map(|p| shown(p, (crate::protocol::State::None, None, Some(e.to_string())))).collect()
+        }
+    }
 }
 
 /// How the daemon runs.

@@ -71,18 +71,6 @@ fn hung_up(_: &Stream) -> bool {
     true
 }
 
-/// A profile's status from the holds file alone, when it holds something against it (`None`
-/// otherwise): what `status` shows for a profile this daemon has no slot for.
-fn filed_status(holds: &crate::holds::Holds, profile: &Profile) -> Option<ProfileStatus> {
-    let filed = holds.filed(&profile.account(), &profile.source.to_string(), std::time::SystemTime::now());
-    let (state, retry_in_s, last_error) = match filed {
-        Ok(None) => return None,
-        Ok(Some(held)) => super::policy::filed_state(held, crate::token::Moment::now()),
-        Err(e) => (crate::protocol::State::None, None, Some(e.to_string())),
-    };
-    Some(ProfileStatus { state, retry_in_s, last_error, ..profile.idle_status() })
-}
-
 /// A failure as the daemon answers it: its exit code and its line, rendered here once.
 fn answer_error(e: &Error) -> Body {
     Body::Error { code: e.code(), message: e.to_string() }
@@ -423,8 +411,7 @@ impl Daemon {
         // And what the holds file keeps against each (another process may have learnt it).
         let (passwords, filed): (Vec<&'static str>, Vec<Option<ProfileStatus>>) =
             tokio::task::spawn_blocking(move || {
-                let filed = asked.iter().map(|p| filed_status(&holds, p)).collect();
-                (crate::store::password_states(&asked, patience), filed)
+                (crate::store::password_states(&asked, patience), super::filed_status(&holds, &asked))
             })
             .await
             .unwrap_or_default();

@@ -270,15 +270,23 @@ impl Holds {
     /// attempts that got no answer, or the last password Kubex rejected from that source (the
     /// source may hold another one by now: the next `get` finds out).
     pub fn filed(&self, account: &str, source: &str, now: SystemTime) -> Result<Option<Held>> {
+        Ok(self.filed_all(&[(account.to_owned(), source.to_owned())], now)?.pop().flatten())
+    }
+
+    /// [`Holds::filed`] for each `(account, source)`, from one read of the file.
+    pub fn filed_all(&self, wanted: &[(String, String)], now: SystemTime) -> Result<Vec<Option<Held>>> {
         let contents = self.read(Instant::now() + FILE_PATIENCE)?;
-        if let Some((error, left)) = contents.wait(account, now) {
-            return Ok(Some(Held::Wait(error, left)));
-        }
-        if contents.in_flight.iter().any(|a| a.account == account && a.source == source && a.tries >= 2) {
-            return Ok(Some(Held::Rejected(attempt::unanswered())));
-        }
-        let last = contents.rejected.iter().rev().find(|r| r.account == account && r.source == source);
-        Ok(last.map(|r| Held::Rejected(Error::new(Exit::Rejected, &r.message))))
+        let filed = |account: &str, source: &str| {
+            if let Some((error, left)) = contents.wait(account, now) {
+                return Some(Held::Wait(error, left));
+            }
+            if contents.in_flight.iter().any(|a| a.account == account && a.source == source && a.tries >= 2) {
+                return Some(Held::Rejected(attempt::unanswered()));
+            }
+            let last = contents.rejected.iter().rev().find(|r| r.account == account && r.source == source);
+            last.map(|r| Held::Rejected(Error::new(Exit::Rejected, &r.message)))
+        };
+        Ok(wanted.iter().map(|(account, source)| filed(account, source)).collect())
     }
 
     /// Forgets what was filed for the account's `source` (`profile remove`, when no other profile

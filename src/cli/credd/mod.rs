@@ -11,15 +11,12 @@ pub mod service;
 
 use super::args::{Command, DaemonArgs, GetArgs, ProfileAction, ServiceAction};
 use super::{front, output};
-use std::time::SystemTime;
 
 use crate::config;
-use crate::daemon::policy;
 use crate::error::{Error, Exit, Result};
 use crate::holds::Holds;
 use crate::protocol::ProfileStatus;
 use crate::store;
-use crate::token::Moment;
 
 /// `kubex-credd`: every command, in this process.
 pub fn run() -> Result<()> {
@@ -114,24 +111,20 @@ fn service(action: ServiceAction) -> Result<()> {
 pub(super) fn offline_status(profiles: Vec<config::Profile>) -> Vec<ProfileStatus> {
     let patience = store::patience(config::timeout().unwrap_or(config::DEFAULT_TIMEOUT), false);
     let passwords = store::password_states(&profiles, patience);
-    let holds = Holds::open();
+    let filed = match Holds::open() {
+        Ok(holds) => crate::daemon::filed_status(&holds, &profiles),
+        Err(e) => profiles
+            .iter()
+            .map(|p| Some(ProfileStatus { last_error: Some(e.to_string()), ..p.idle_status() }))
+            .collect(),
+    };
     profiles
         .iter()
         .zip(passwords)
-        .map(|(profile, password)| {
-            let idle = ProfileStatus { password: Some(password.to_owned()), ..profile.idle_status() };
-            let filed = holds
-                .as_ref()
-                .map_err(Clone::clone)
-                .and_then(|holds| holds.filed(&profile.account(), &profile.source.to_string(), SystemTime::now()));
-            match filed {
-                Ok(None) => idle,
-                Ok(Some(held)) => {
-                    let (state, retry_in_s, last_error) = policy::filed_state(held, Moment::now());
-                    ProfileStatus { state, retry_in_s, last_error, ..idle }
-                }
-                Err(e) => ProfileStatus { last_error: Some(e.to_string()), ..idle },
-            }
+        .zip(filed)
+        .map(|((profile, password), filed)| ProfileStatus {
+            password: Some(password.to_owned()),
+            ..filed.unwrap_or_else(|| profile.idle_status())
         })
         .collect()
 }
