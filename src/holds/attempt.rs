@@ -49,6 +49,10 @@ pub struct Attempt {
     account: String,
     source: String,
     print: String,
+    /// The file's salt `print` was made under, and the password to make it again should the file
+    /// be replaced meanwhile (`login` setting a damaged one aside).
+    salt: String,
+    password: SecretString,
     /// Unanswered sends of this password before this one.
     before: u32,
     purpose: Purpose,
@@ -99,7 +103,7 @@ impl Holds {
                 ),
             )
         })?;
-        let mut found: Option<std::result::Result<String, Held>> = None;
+        let mut found: Option<std::result::Result<(String, String), Held>> = None;
         let mut before = 0;
         self.update(deadline, |c| {
             if c.salt.is_empty() {
@@ -130,16 +134,18 @@ impl Holds {
                     keep_last(&mut c.in_flight, MAX_REJECTED, |a| a.account == account);
                 }
             }
-            found = Some(Ok(print));
+            found = Some(Ok((print, c.salt.clone())));
             Ok(true)
         })?;
         match found {
-            Some(Ok(print)) => Ok(Begun::Go(Attempt {
+            Some(Ok((print, salt))) => Ok(Begun::Go(Attempt {
                 holds: self.clone(),
                 _lock: lock,
                 account: account.to_owned(),
                 source: source.to_owned(),
                 print,
+                salt,
+                password: password.clone(),
                 before,
                 purpose,
             })),
@@ -171,11 +177,28 @@ impl Attempt {
     /// very password); a rejection joins the source's last [`MAX_REJECTED`]; no answer leaves the
     /// attempt in flight, so the password is tried at most once more.
     pub fn finish(self, outcome: &Outcome, now: SystemTime) -> Result<()> {
-        let Attempt { holds, _lock, account, source, print, before, purpose } = self;
+        let Attempt { holds, _lock, account, source, print, salt, password, before, purpose } = self;
         holds.update(Instant::now() + FILE_PATIENCE, |c| {
+            // The file was replaced since `begin` (set aside by `login`): the fingerprint is made
+            // again under its salt, so what is filed now still recognises this password.
+            if c.salt.is_empty() {
+                c.salt = super::new_salt()?;
+            }
+            let print = if c.salt == salt { print.clone() } else { fingerprint(&c.salt, &password)? };
             let this = |a: &InFlight| a.account == account && a.fingerprint == print;
             if *outcome == Outcome::NoAnswer {
-                return Ok(false);
+                // The attempt stays in flight (back in a replaced file).
+                if c.in_flight.iter().any(this) {
+                    return Ok(false);
+                }
+                c.in_flight.push(InFlight {
+                    account: account.clone(),
+                    source: source.clone(),
+                    fingerprint: print.clone(),
+                    tries: before + 1,
+                    since_ms: epoch_ms(now),
+                });
+                return Ok(true);
             }
             c.in_flight.retain(|a| !this(a));
             match outcome {

@@ -120,6 +120,25 @@ fn attempts_in_flight_are_bounded_per_account() {
     assert_eq!(h.read(soon()).expect("read").in_flight.len(), MAX_REJECTED);
 }
 
+/// `login` may set a damaged file aside while another process's attempt is in flight: what that
+/// attempt files afterwards must still recognise its password under the new file's salt.
+#[test]
+fn an_outcome_filed_after_the_file_was_replaced_still_holds() {
+    let (_dir, h) = holds();
+    send(&h, "u@a", "keychain", "seed", &Outcome::NotSent);
+    let rejected_later = begin(&h, "u@a", "keychain", "wrong", SystemTime::now()).expect("sent");
+    let lost_later = begin(&h, "v@a", "keychain", "lost", SystemTime::now()).expect("sent");
+    std::fs::write(h.path(), b"{damaged").expect("damage");
+    h.set_aside_damaged().expect("set aside").expect("moved");
+    rejected_later.finish(&Outcome::Answered(Some(rejected())), SystemTime::now()).expect("filed");
+    lost_later.finish(&Outcome::NoAnswer, SystemTime::now()).expect("filed");
+    assert!(is_rejected(&h, "u@a", "wrong"), "the rejection is filed under the new salt");
+    // The unanswered attempt came back too: one more try, then held.
+    let now = SystemTime::now();
+    begin(&h, "v@a", "keychain", "lost", now).expect("one more").finish(&Outcome::NoAnswer, now).expect("filed");
+    assert!(matches!(begin(&h, "v@a", "keychain", "lost", now), Err(Held::Rejected(_))));
+}
+
 #[test]
 fn a_call_that_never_left_does_not_count() {
     let (_dir, h) = holds();
