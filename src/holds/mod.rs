@@ -266,14 +266,10 @@ impl Holds {
         Ok(contents.lifetimes_s.get(account).map(|s| Duration::from_secs(*s)))
     }
 
-    /// What holds `account`'s `source` back now, as `status` shows it without a daemon: a wait, two
-    /// attempts that got no answer, or the last password Kubex rejected from that source (the
-    /// source may hold another one by now: the next `get` finds out).
-    pub fn filed(&self, account: &str, source: &str, now: SystemTime) -> Result<Option<Held>> {
-        Ok(self.filed_all(&[(account.to_owned(), source.to_owned())], now)?.pop().flatten())
-    }
-
-    /// [`Holds::filed`] for each `(account, source)`, from one read of the file.
+    /// What holds each `(account, source)` back now, from one read of the file, as `status` shows
+    /// it for a profile no slot speaks for: a wait, two attempts that got no answer, or the last
+    /// password Kubex rejected from that source (it may hold another one by now: the next `get`
+    /// finds out).
     pub fn filed_all(&self, wanted: &[(String, String)], now: SystemTime) -> Result<Vec<Option<Held>>> {
         let contents = self.read(Instant::now() + FILE_PATIENCE)?;
         let filed = |account: &str, source: &str| {

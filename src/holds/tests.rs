@@ -100,7 +100,8 @@ fn an_attempt_that_never_got_its_answer_is_tried_once_more_then_held() {
     begin(&h, "u@a", "keychain", "pw", now).expect("one more try").finish(&Outcome::NoAnswer, now).expect("filed");
     let Err(Held::Rejected(e)) = begin(&h, "u@a", "keychain", "pw", now) else { panic!("held after two") };
     assert!(e.message().contains("got no answer"), "{e}");
-    assert!(matches!(h.filed("u@a", "keychain", now).expect("read"), Some(Held::Rejected(_))));
+    let filed = h.filed_all(&[("u@a".to_owned(), "keychain".to_owned())], now).expect("read");
+    assert!(matches!(filed.as_slice(), [Some(Held::Rejected(_))]), "{filed:?}");
     // Another password is sent; login sends this one again, and its answer clears it.
     begin(&h, "u@a", "keychain", "other", now).expect("another").finish(&Outcome::NotSent, now).expect("filed");
     let Begun::Go(login) = h.begin("u@a", "keychain", &pw("pw"), Purpose::Login, now, soon()).expect("usable") else {

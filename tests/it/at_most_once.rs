@@ -19,6 +19,15 @@ fn file_profile() -> (Sandbox, Emulator, PathBuf) {
     (sb, emu, file)
 }
 
+/// [`file_profile`] after its source changed to a wrong password that Kubex refused once: the
+/// rejection is on file.
+fn rejected_once() -> (Sandbox, Emulator, PathBuf) {
+    let (sb, emu, file) = file_profile();
+    write_password(&file, "wrong");
+    sb.run(&["get", "--no-daemon"], b"").fails(4, "rejected");
+    (sb, emu, file)
+}
+
 fn write_password(file: &Path, password: &str) {
     if file.exists() {
         set_mode(file, 0o600);
@@ -114,9 +123,7 @@ fn alternating_wrong_passwords_are_each_sent_once() {
 /// no hang, from `--no-daemon` and from a running daemon; the fix it names makes it work again.
 #[test]
 fn a_damaged_state_sends_nothing_and_says_which_path() {
-    let (sb, emu, file) = file_profile();
-    write_password(&file, "wrong");
-    sb.run(&["get", "--no-daemon"], b"").fails(4, "rejected");
+    let (sb, emu, file) = rejected_once();
     let state = state_dir(&sb);
     let holds = state.join("holds.json");
     let saved = std::fs::read(&holds).expect("the rejection is on file");
@@ -255,9 +262,7 @@ fn in_mounts(sb: &Sandbox, mount: &str, args: &[&str]) -> Out {
 
 #[test]
 fn a_read_only_or_full_state_directory_sends_nothing() {
-    let (sb, emu, file) = file_profile();
-    write_password(&file, "wrong");
-    sb.run(&["get", "--no-daemon"], b"").fails(4, "rejected");
+    let (sb, emu, file) = rejected_once();
     let state = state_dir(&sb);
     let dir = state.to_str().expect("utf8").to_owned();
     let calls = emu.authorize_calls();
