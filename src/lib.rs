@@ -12,5 +12,6 @@ pub mod holds;
 pub mod kubex;
 pub mod logging;
 pub mod protocol;
+pub mod proxy;
 pub mod store;
 pub mod token;

@@ -108,10 +108,16 @@ pub enum Command {
                             kubex-cred api -i /kubernetes/clusters?details=true\n  \
                             printf '{\"name\":\"x\"}' | kubex-cred api -X POST --input - /analysis/cloud/aws")]
     Api(ApiArgs),
+    /// Serve the Kubex API on a Unix socket with a current token: `http://localhost/PATH` goes to
+    /// the profile's API base, a refused token is replaced once. Runs until SIGTERM or SIGINT.
+    #[command(after_help = "Examples:\n  kubex-cred proxy --listen unix:$XDG_RUNTIME_DIR/kubex-api.sock\n  \
+                            curl --unix-socket $XDG_RUNTIME_DIR/kubex-api.sock http://localhost/kubernetes/clusters")]
+    Proxy(ProxyArgs),
     /// Run COMMAND with a token in KUBEX_TOKEN and the API base in KUBEX_API_URL (never in argv).
     #[command(
         after_help = "Examples:\n  kubex-cred exec -- sh -c 'curl -H \"Authorization: Bearer $KUBEX_TOKEN\" \"$KUBEX_API_URL/kubernetes/clusters\"'\n  \
-                            kubex-cred exec --profile lab --min-ttl 4m -- ./report.py"
+                            kubex-cred exec --profile lab --min-ttl 4m -- ./report.py\n  \
+                            kubex-cred exec --proxy -- ./nightly-job.sh   # any length: a local proxy keeps it authenticated"
     )]
     Exec(ExecArgs),
     /// Drop a token the API refused (read on stdin) if it is still the current one; the next get
@@ -188,13 +194,27 @@ pub struct ApiArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// The profile whose token and API base to use [default: KUBEX_PROFILE, else the default profile].
+    #[arg(long, env = "KUBEX_PROFILE", add = ArgValueCandidates::new(profile_names))]
+    pub profile: Option<String>,
+    /// Where to listen: unix:PATH, a socket file created 0600 (its directory 0700 when missing).
+    #[arg(long, value_name = "unix:PATH")]
+    pub listen: String,
+}
+
+#[derive(Debug, Args)]
 pub struct ExecArgs {
     /// The profile whose token COMMAND gets [default: KUBEX_PROFILE, else the default profile].
     #[arg(long, env = "KUBEX_PROFILE", add = ArgValueCandidates::new(profile_names))]
     pub profile: Option<String>,
     /// The token must stay valid at least this long [default: 5m, or half the tokens' life if shorter].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, conflicts_with = "proxy")]
     pub min_ttl: Option<Duration>,
+    /// Give COMMAND a local proxy instead of a token, for jobs of any length: KUBEX_API_URL is
+    /// http://127.0.0.1:PORT and KUBEX_TOKEN a per-run secret (not a JWT) that only this proxy accepts.
+    #[arg(long)]
+    pub proxy: bool,
     /// The command and its arguments (after `--`).
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
     pub command: Vec<std::ffi::OsString>,

@@ -26,23 +26,29 @@ pub fn detach() {
 }
 
 /// No core dumps and no ptrace attach by other processes of the user: this process holds the
-/// password (briefly) and tokens. Also lifts the soft limit on open files to the hard one.
-pub fn harden_process() {
+/// password (briefly) and tokens. With `limits`, also a core size limit of 0 and the soft limit on
+/// open files lifted to the hard one; without (`exec --proxy`, whose command inherits its limits),
+/// the user's limits stay as they were (a non-dumpable process writes no core anyway).
+pub fn harden_process(limits: bool) {
     #[cfg(target_os = "linux")]
     {
         use rustix::process::{DumpableBehavior, Resource, Rlimit, getrlimit, set_dumpable_behavior, setrlimit};
         if let Err(e) = set_dumpable_behavior(DumpableBehavior::NotDumpable) {
             tracing::warn!("cannot make the process non-dumpable: {e}");
         }
-        let _ = setrlimit(Resource::Core, Rlimit { current: Some(0), maximum: Some(0) });
-        let files = getrlimit(Resource::Nofile);
-        let _ = setrlimit(Resource::Nofile, Rlimit { current: files.maximum, maximum: files.maximum });
+        if limits {
+            let _ = setrlimit(Resource::Core, Rlimit { current: Some(0), maximum: Some(0) });
+            let files = getrlimit(Resource::Nofile);
+            let _ = setrlimit(Resource::Nofile, Rlimit { current: files.maximum, maximum: files.maximum });
+        }
     }
     // macOS (type-checked only): no core dumps, and no debugger may attach.
     #[cfg(target_os = "macos")]
     {
         use rustix::process::{Resource, Rlimit, setrlimit};
-        let _ = setrlimit(Resource::Core, Rlimit { current: Some(0), maximum: Some(0) });
+        if limits {
+            let _ = setrlimit(Resource::Core, Rlimit { current: Some(0), maximum: Some(0) });
+        }
         if let Err(e) = deny_attach() {
             tracing::warn!("cannot refuse debuggers: {e}");
         }

@@ -14,6 +14,9 @@ use crate::error::{Error, Result};
 /// The longest an API exchange may go without a byte in either direction.
 pub const IDLE: Duration = Duration::from_secs(60);
 
+/// The largest request body kept for a replay after a 401; a larger one is streamed once.
+pub const REPLAYABLE: usize = 1024 * 1024;
+
 /// The URL `path` means under the API `base`: a path relative to it (`/kubernetes/clusters`, a
 /// query kept) or a full URL that lies under it (same scheme, host and port, and the base's path
 /// segments first, after `.`/`..` and their percent-encoded forms are resolved). Anything else,
@@ -21,7 +24,8 @@ pub const IDLE: Duration = Duration::from_secs(60);
 pub fn target(base: &Url, path: &str) -> Result<Url> {
     let outside =
         |why: &str| Error::usage(format!("refusing {path}: {why}; kubex-cred api sends its token only under {base}"));
-    let url = if path.contains("://") {
+    // A full URL starts with its scheme; `/search?next=https://…` is a path whose query holds one.
+    let url = if !path.starts_with('/') && path.contains("://") {
         Url::parse(path).map_err(|e| outside(&format!("not a URL ({e})")))?
     } else {
         let joined = format!("{}/{}", base.as_str().trim_end_matches('/'), path.trim_start_matches('/'));
@@ -141,6 +145,11 @@ mod tests {
             Ok("https://acme.kubex.ai/api/v2/kubernetes/clusters?x=1&y=2")
         );
         assert_eq!(ok("https://acme.kubex.ai/api/v2/systems").as_deref(), Ok("https://acme.kubex.ai/api/v2/systems"));
+        assert_eq!(
+            ok("/search?next=https://elsewhere/x").as_deref(),
+            Ok("https://acme.kubex.ai/api/v2/search?next=https://elsewhere/x"),
+            "a URL in the query is a value, not the target"
+        );
         assert_eq!(
             ok("https://acme.kubex.ai:443/api/v2/systems").as_deref(),
             Ok("https://acme.kubex.ai/api/v2/systems")

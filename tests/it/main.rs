@@ -20,6 +20,7 @@ mod keychain;
 mod kubex;
 mod notify;
 mod protocol;
+mod proxy;
 mod service;
 mod sink;
 mod source;

@@ -15,11 +15,8 @@ use crate::cli::front::{ask, ask_get, get_op, refused};
 use crate::config;
 use crate::error::{Error, Exit, Result};
 use crate::kubex::Client;
-use crate::kubex::api::{self, Payload};
+use crate::kubex::api::{self, Payload, REPLAYABLE};
 use crate::protocol::{Body, Op, Rejection, Response};
-
-/// The largest request body kept for a replay after a 401; a larger one is streamed once.
-const REPLAYABLE: usize = 1024 * 1024;
 
 /// What is sent: nothing, bytes that can be sent again, or a stream sent once (its first bytes, read
 /// to learn its size, then the rest).
@@ -133,14 +130,14 @@ pub fn api(args: ApiArgs) -> Result<()> {
 }
 
 /// The profile's current token, from the daemon (started when none runs).
-fn token(profile: Option<String>) -> Result<Zeroizing<String>> {
+pub(super) fn token(profile: Option<String>) -> Result<Zeroizing<String>> {
     match ask_get(&get_op(profile, std::time::Duration::ZERO, false)?)? {
         Some(Response { body: Body::Token { token, .. }, .. }) => Ok(Zeroizing::new(token)),
         other => Err(refused(other)),
     }
 }
 
-fn reject(profile: Option<String>, token: &str) -> Result<Rejection> {
+pub(super) fn reject(profile: Option<String>, token: &str) -> Result<Rejection> {
     let op = Op::Reject { config: config::config_path()?, profile: config::named(profile), token: token.to_owned() };
     match ask(&op, false)? {
         Some(Response { body: Body::Rejected(rejection), .. }) => Ok(rejection),

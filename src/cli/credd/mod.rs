@@ -7,6 +7,7 @@ mod doctor;
 mod login;
 mod manpage;
 mod profile;
+mod proxy;
 pub mod service;
 
 use super::args::{Command, DaemonArgs, GetArgs, ProfileAction, ServiceAction};
@@ -20,12 +21,15 @@ use crate::store;
 
 /// `kubex-credd`: every command, in this process.
 pub fn run() -> Result<()> {
-    crate::daemon::platform::harden_process();
     let cli = super::args::parse();
+    // `exec --proxy`'s command inherits resource limits: it gets the user's own.
+    crate::daemon::platform::harden_process(!matches!(cli.command, Command::Exec(_)));
     crate::logging::init();
     match cli.command {
         Command::Login(args) => login::login(args),
         Command::Api(args) => api::api(args),
+        Command::Proxy(args) => proxy::serve(args),
+        Command::Exec(args) if args.proxy => proxy::exec(args),
         Command::Logout { profile } => login::logout(profile),
         Command::Get(args) if args.no_daemon => get_no_daemon(args),
         Command::Service { action } => service(action),

@@ -7,6 +7,8 @@ mod exec;
 pub mod git;
 pub mod status;
 
+pub(crate) use exec::cannot_run;
+
 use std::time::Duration;
 
 use zeroize::Zeroizing;
@@ -32,7 +34,7 @@ pub fn run_here(command: Command) -> Option<Result<()>> {
         Command::Status { json } => status::run(json),
         Command::Stop => stop(),
         Command::GitCredential { operation } => git::run(&operation),
-        Command::Exec(args) => exec::exec(args),
+        Command::Exec(args) if !args.proxy => exec::exec(args),
         Command::Reject { profile } => exec::reject(profile),
         _ => return None,
     })
