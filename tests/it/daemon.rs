@@ -543,7 +543,7 @@ fn socket_activation_serves_a_get() {
     assert!(sb.socket().exists(), "the socket file belongs to the service manager");
 }
 
-/// The systemd units in packaging/ pass `systemd-analyze verify` (with the man page they name).
+/// The systemd units in packaging/ pass `systemd-analyze verify` (with the man pages they name).
 #[test]
 fn the_systemd_units_verify() {
     let sb = Sandbox::new();
@@ -562,8 +562,14 @@ fn the_systemd_units_verify() {
     )
     .expect("write");
     std::fs::copy(packaging.join("kubex-cred.socket"), units.join("kubex-cred.socket")).expect("copy");
+    // The proxy's template, verified as one of its instances.
+    let proxy = std::fs::read_to_string(packaging.join("kubex-cred-proxy@.service")).expect("proxy template");
+    let proxy = proxy.replace("/usr/bin/kubex-credd", credd.to_str().expect("utf8"));
+    std::fs::write(units.join("kubex-cred-proxy@default.service"), proxy).expect("write");
+    let page = sb.run(&["manpage", "proxy"], b"").code(0).stdout;
+    std::fs::write(man.join("kubex-cred-proxy.1"), page).expect("write the man page");
     let mut c = sb.cmd("systemd-analyze");
-    c.args(["verify", "--user", "kubex-cred.socket", "kubex-cred.service"])
+    c.args(["verify", "--user", "kubex-cred.socket", "kubex-cred.service", "kubex-cred-proxy@default.service"])
         .current_dir(&units)
         .env("MANPATH", sb.dir.path().join("man"));
     let out = support::run_with_input(c, b"");

@@ -302,3 +302,15 @@ fn exec_proxy_keeps_a_job_longer_than_its_tokens_supplied() {
     assert_eq!(codes, ["200"; 10], "every answer, across several token lifetimes: {out:?}");
     assert!(emu.tokens_minted() >= 3, "the job outlived several tokens ({} minted)", emu.tokens_minted());
 }
+
+/// A corporate HTTP proxy in the environment does not swallow the command's local requests.
+#[test]
+fn exec_proxy_keeps_the_local_proxy_out_of_an_http_proxy_s_way() {
+    let (sb, _emu) = support::logged_in(Duration::from_secs(300));
+    let env =
+        [("HTTP_PROXY", "http://127.0.0.1:9"), ("http_proxy", "http://127.0.0.1:9"), ("no_proxy", "corp.example")];
+    let script = r#"printf '%s|%s\n' "$NO_PROXY" "$no_proxy"
+                    curl -fsS -o /dev/null -w '%{http_code}\n' -H "Authorization: Bearer $KUBEX_TOKEN" "$KUBEX_API_URL/echo""#;
+    let out = sb.run_env(&["exec", "--proxy", "--", "sh", "-c", script], b"", &env).code(0);
+    assert_eq!(out.stdout, "127.0.0.1|corp.example,127.0.0.1\n200\n", "{out:?}");
+}

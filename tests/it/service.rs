@@ -69,3 +69,35 @@ fn service_install_without_a_user_manager_says_so_and_writes_nothing() {
     assert_eq!(out.stdout, "");
     assert!(!sb.dir.path().join("config/systemd").exists());
 }
+
+/// The packaged proxy template runs one profile's proxy under a real user manager: its socket
+/// serves the API, and stopping the unit removes the socket.
+#[test]
+fn the_proxy_template_unit_serves_a_profile_and_cleans_up_when_stopped() {
+    let sb = Sandbox::new();
+    let emu = Emulator::start(Options::default(), &[("apiUser", "pw")]);
+    sb.login(&emu, "apiUser", "pw").code(0);
+    let units = sb.dir.path().join("config/systemd/user");
+    std::fs::create_dir_all(&units).expect("mkdir");
+    let packaging = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/systemd");
+    let template = std::fs::read_to_string(packaging.join("kubex-cred-proxy@.service")).expect("template");
+    let credd = support::bin("kubex-credd");
+    let unit = template.replace("/usr/bin/kubex-credd", credd.to_str().expect("utf8"));
+    std::fs::write(units.join("kubex-cred-proxy@.service"), unit).expect("write");
+    let _manager = UserManager::start(&sb);
+    sb.cmd("systemctl").args(["--user", "daemon-reload"]).status().expect("systemctl");
+    let started = sb.cmd("systemctl").args(["--user", "start", "kubex-cred-proxy@default"]).output().expect("start");
+    assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
+    let socket = sb.runtime_dir().join("kubex-cred-proxy/default.sock");
+    wait_until(Duration::from_secs(20), "the proxy's socket", || {
+        std::os::unix::net::UnixStream::connect(&socket).is_ok()
+    });
+    let mut curl = sb.cmd("curl");
+    curl.args(["-fsS", "--max-time", "30", "--unix-socket", socket.to_str().expect("utf8"), "http://localhost/echo"]);
+    let out = support::run_with_input(curl, b"");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("\"/api/v2/echo\""), "{out:?}");
+    assert_eq!(systemctl(&sb, &["is-active", "kubex-cred-proxy@default"]), "active");
+    sb.cmd("systemctl").args(["--user", "stop", "kubex-cred-proxy@default"]).status().expect("stop");
+    assert!(!socket.exists(), "the socket went with the unit");
+}

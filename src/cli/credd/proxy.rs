@@ -95,6 +95,9 @@ pub fn exec(args: ExecArgs) -> Result<()> {
             .args(rest)
             .env(client::TOKEN_VARIABLE, secret.as_str())
             .env(client::API_URL_VARIABLE, format!("http://{addr}"));
+        for (name, value) in not_through_a_proxy() {
+            command.env(name, value);
+        }
         let mut child = command.spawn().map_err(|e| cannot_run(program, &e))?;
         drop(command);
         drop(secret);
@@ -108,6 +111,24 @@ pub fn exec(args: ExecArgs) -> Result<()> {
     })?;
     drop(runtime);
     std::process::exit(code)
+}
+
+/// With an HTTP proxy set in the environment (`HTTP_PROXY`, `ALL_PROXY`, lower or upper case),
+/// `NO_PROXY` and `no_proxy` gain `127.0.0.1`: curl, Python and Go would otherwise send the
+/// command's requests for `KUBEX_API_URL` to that proxy, which cannot reach this one.
+fn not_through_a_proxy() -> Vec<(&'static str, String)> {
+    let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+    if !["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"].into_iter().any(set) {
+        return Vec::new();
+    }
+    ["NO_PROXY", "no_proxy"]
+        .into_iter()
+        .map(|name| {
+            let before = std::env::var(name).unwrap_or_default();
+            let value = if before.trim().is_empty() { "127.0.0.1".to_owned() } else { format!("{before},127.0.0.1") };
+            (name, value)
+        })
+        .collect()
 }
 
 /// Waits for `child`, passing on the signals a job runner or `kill` sends this process. SIGINT and
