@@ -27,11 +27,18 @@ use crate::protocol::Rejection;
 /// What the proxy answers with.
 pub type Answer = Response<UnsyncBoxBody<Bytes, std::io::Error>>;
 
+/// A token as the daemon hands it out: the JWT and the end of its validity on the local wall
+/// clock (epoch ms).
+pub struct Current {
+    pub token: Zeroizing<String>,
+    pub expires_ms: i64,
+}
+
 /// Where tokens come from: the daemon in the binaries, a fake in tests. Blocking calls; the proxy
 /// makes them off its async threads.
 pub trait Tokens: Send + Sync + 'static {
     /// The profile's current token.
-    fn current(&self) -> Result<Zeroizing<String>>;
+    fn current(&self) -> Result<Current>;
     /// Drops `token`, which the API refused, if it is still the current one.
     fn reject(&self, token: &str) -> Result<Rejection>;
 }
@@ -62,11 +69,24 @@ pub struct Proxy {
     gate: Gate,
     tokens: Arc<dyn Tokens>,
     log: Log,
+    /// The last token the daemon gave, reused for at most [`REUSE`] and half its remaining life
+    /// (so never past it: the daemon hands out none in its last 10%); dropped on a 401.
+    cached: std::sync::Mutex<Option<(Arc<Zeroizing<String>>, Instant)>>,
 }
+
+/// How long the proxy reuses a token before asking the daemon again: the daemon stays the one
+/// that decides when to refresh, and a busy proxy does not ask it for every request.
+const REUSE: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for Proxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Proxy").field("base", &self.base.as_str()).field("log", &self.log).finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Current {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Current").field("token", &"<redacted>").field("expires_ms", &self.expires_ms).finish()
     }
 }
 
@@ -100,7 +120,7 @@ impl Gate {
 
 impl Proxy {
     pub fn new(base: Url, client: Client, gate: Gate, tokens: Arc<dyn Tokens>, log: Log) -> Proxy {
-        Proxy { base, client, gate, tokens, log }
+        Proxy { base, client, gate, tokens, log, cached: std::sync::Mutex::new(None) }
     }
 
     /// Answers one request, and logs it.
@@ -153,16 +173,39 @@ impl Proxy {
         Ok(relayed(response))
     }
 
-    async fn token(&self) -> std::result::Result<Zeroizing<String>, Answer> {
+    fn cache(&self) -> std::sync::MutexGuard<'_, Option<(Arc<Zeroizing<String>>, Instant)>> {
+        self.cached.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn token(&self) -> std::result::Result<Arc<Zeroizing<String>>, Answer> {
+        if let Some((token, until)) = self.cache().as_ref()
+            && Instant::now() < *until
+        {
+            return Ok(token.clone());
+        }
         let tokens = self.tokens.clone();
         match tokio::task::spawn_blocking(move || tokens.current()).await {
-            Ok(Ok(token)) => Ok(token),
+            Ok(Ok(Current { token, expires_ms })) => {
+                let token = Arc::new(token);
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+                let half_left = Duration::from_millis(u64::try_from((expires_ms - now_ms) / 2).unwrap_or(0));
+                *self.cache() = Some((token.clone(), Instant::now() + half_left.min(REUSE)));
+                Ok(token)
+            }
             Ok(Err(e)) => Err(failed(&e)),
             Err(e) => Err(failed(&Error::unexpected(format!("the token lookup failed: {e}")))),
         }
     }
 
-    async fn reject(&self, token: Zeroizing<String>) -> std::result::Result<Rejection, Answer> {
+    async fn reject(&self, token: Arc<Zeroizing<String>>) -> std::result::Result<Rejection, Answer> {
+        {
+            let mut cached = self.cache();
+            if cached.as_ref().is_some_and(|(t, _)| Arc::ptr_eq(t, &token)) {
+                *cached = None;
+            }
+        }
         let tokens = self.tokens.clone();
         match tokio::task::spawn_blocking(move || tokens.reject(&token)).await {
             Ok(Ok(rejection)) => Ok(rejection),

@@ -131,8 +131,15 @@ pub fn api(args: ApiArgs) -> Result<()> {
 
 /// The profile's current token, from the daemon (started when none runs).
 pub(super) fn token(profile: Option<String>) -> Result<Zeroizing<String>> {
+    current(profile).map(|c| c.token)
+}
+
+/// The profile's current token and when it ends, from the daemon (started when none runs).
+pub(super) fn current(profile: Option<String>) -> Result<crate::proxy::Current> {
     match ask_get(&get_op(profile, std::time::Duration::ZERO, false)?)? {
-        Some(Response { body: Body::Token { token, .. }, .. }) => Ok(Zeroizing::new(token)),
+        Some(Response { body: Body::Token { token, expires_ms, .. }, .. }) => {
+            Ok(crate::proxy::Current { token: Zeroizing::new(token), expires_ms })
+        }
         other => Err(refused(other)),
     }
 }

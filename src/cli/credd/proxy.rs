@@ -5,16 +5,14 @@
 
 use std::sync::Arc;
 
-use reqwest::Url;
-use zeroize::Zeroizing;
-
 use crate::cli::args::{ExecArgs, ProxyArgs};
 use crate::cli::front::cannot_run;
 use crate::error::{Error, Result};
 use crate::kubex::Client;
 use crate::protocol::Rejection;
-use crate::proxy::{Gate, Log, Proxy, Tokens, listen};
+use crate::proxy::{Current, Gate, Log, Proxy, Tokens, listen};
 use crate::{client, config};
+use reqwest::Url;
 
 /// The tokens of one profile, from the daemon (started when none runs).
 struct Daemon {
@@ -22,8 +20,8 @@ struct Daemon {
 }
 
 impl Tokens for Daemon {
-    fn current(&self) -> Result<Zeroizing<String>> {
-        super::api::token(self.profile.clone())
+    fn current(&self) -> Result<Current> {
+        super::api::current(self.profile.clone())
     }
 
     fn reject(&self, token: &str) -> Result<Rejection> {
