@@ -146,6 +146,7 @@ enum Conn {
 }
 
 /// The next connection; `None` for one refused (another user's, on a Unix socket).
+#[cfg_attr(not(unix), allow(unused_variables))]
 async fn accept(listener: &Listener, uid: Option<u32>) -> std::io::Result<Option<Conn>> {
     match listener {
         Listener::Tcp(l) => Ok(Some(Conn::Tcp(l.accept().await?.0))),
