@@ -4,6 +4,8 @@
 //! creates and unlocks with `security`; Windows in the runner's Credential Manager.
 #![cfg(any(target_os = "macos", windows))]
 
+#[path = "support/credd.rs"]
+mod credd;
 #[path = "support/emulator/mod.rs"]
 mod emulator;
 
@@ -15,7 +17,7 @@ use emulator::{Emulator, Options};
 fn bin(name: &str) -> PathBuf {
     match name {
         "kubex-cred" => PathBuf::from(env!("CARGO_BIN_EXE_kubex-cred")),
-        _ => PathBuf::from(env!("CARGO_BIN_EXE_kubex-credd")),
+        _ => credd::path(),
     }
 }
 

@@ -1,8 +1,7 @@
-//! The command line: one command tree (`args`) and two dispatchers. `front` is what `kubex-cred`
-//! and `git-credential-kubex` run (the socket only); `credd` is `kubex-credd`, which also runs the
-//! commands that need the network, the keychain or the daemon itself.
+//! The command line: one command tree (`args`), stdout (`output`), and what `kubex-cred` and
+//! `git-credential-kubex` run (`front`: the socket only). `kubex-credd` (its own package) runs the
+//! same tree with the commands that need the network, the keychain or the daemon itself.
 
 pub mod args;
-pub mod credd;
 pub mod front;
 pub mod output;

@@ -2,6 +2,7 @@
 //! the Kubex emulator. Keychain tests fail, never skip, when the Secret Service cannot be started.
 #![allow(dead_code)]
 
+pub mod credd;
 pub mod emulator;
 
 use std::io::{BufRead, BufReader, Write};
@@ -17,7 +18,7 @@ pub fn bin(name: &str) -> PathBuf {
     match name {
         "kubex-cred" => PathBuf::from(env!("CARGO_BIN_EXE_kubex-cred")),
         "git-credential-kubex" => PathBuf::from(env!("CARGO_BIN_EXE_git-credential-kubex")),
-        "kubex-credd" => PathBuf::from(env!("CARGO_BIN_EXE_kubex-credd")),
+        "kubex-credd" => credd::path(),
         other => panic!("no binary {other}"),
     }
 }
@@ -453,7 +454,7 @@ pub fn older_bin(name: &str) -> PathBuf {
         let copy = work.join("src-copy");
         let _ = std::fs::remove_dir_all(&copy);
         std::fs::create_dir_all(&copy).expect("mkdir");
-        for part in ["src", "packaging", "Cargo.lock"] {
+        for part in ["src", "crates", "packaging", "Cargo.lock"] {
             let status = Command::new("cp").arg("-r").arg(root.join(part)).arg(&copy).status().expect("cp");
             assert!(status.success(), "cannot copy {part}");
         }

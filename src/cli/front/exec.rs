@@ -48,7 +48,7 @@ pub fn exec(args: ExecArgs) -> Result<()> {
 }
 
 /// As shells say it: 127 for a command not found, 126 for one that cannot be run.
-pub(crate) fn cannot_run(program: &OsString, e: &std::io::Error) -> Error {
+pub fn cannot_run(program: &OsString, e: &std::io::Error) -> Error {
     let shown = program.to_string_lossy();
     match e.kind() {
         std::io::ErrorKind::NotFound => Error::new(Exit::NotFound, format!("cannot run {shown}: command not found")),

@@ -7,7 +7,7 @@ mod exec;
 pub mod git;
 pub mod status;
 
-pub(crate) use exec::cannot_run;
+pub use exec::cannot_run;
 
 use std::time::Duration;
 
@@ -102,7 +102,7 @@ fn debug_where_the_daemon_logs(version: &str) -> Result<()> {
 }
 
 /// The request for a token of the profile named (or in force) in the user's config file.
-pub(crate) fn get_op(profile: Option<String>, min_ttl: Duration, at_most_half_life: bool) -> Result<Op> {
+pub fn get_op(profile: Option<String>, min_ttl: Duration, at_most_half_life: bool) -> Result<Op> {
     Ok(Op::Get {
         config: config::config_path()?,
         profile: config::named(profile),
@@ -114,7 +114,7 @@ pub(crate) fn get_op(profile: Option<String>, min_ttl: Duration, at_most_half_li
 /// A `get` (or `exec`) to the daemon. With none running, the profile is resolved here first, so a
 /// profile that does not exist fails (exit 3) without starting a daemon for nothing; a running
 /// daemon reads the config itself (the hot path parses nothing).
-pub(crate) fn ask_get(op: &Op) -> Result<Option<Response>> {
+pub fn ask_get(op: &Op) -> Result<Option<Response>> {
     let resolves = || match op {
         Op::Get { config: path, profile, .. } => config::load(path)?.resolve(profile).map(drop),
         _ => Ok(()),
@@ -123,7 +123,7 @@ pub(crate) fn ask_get(op: &Op) -> Result<Option<Response>> {
 }
 
 /// Asks the daemon, waiting for one Authorize exchange and a margin; with `autostart`, starts one.
-pub(crate) fn ask(op: &Op, autostart: bool) -> Result<Option<Response>> {
+pub fn ask(op: &Op, autostart: bool) -> Result<Option<Response>> {
     client::call(op, autostart, patience()?)
 }
 
@@ -135,7 +135,7 @@ fn patience() -> Result<Duration> {
 
 /// The error for an answer that is not the one asked for: the daemon's own failure, rendered by
 /// it once, or an answer this client does not expect.
-pub(crate) fn refused(response: Option<Response>) -> Error {
+pub fn refused(response: Option<Response>) -> Error {
     match response.map(|r| r.body) {
         Some(Body::Error { code, message }) => Error::new(Exit::from_code(code), message),
         other => {

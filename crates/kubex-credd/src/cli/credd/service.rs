@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 
 /// The systemd units as shipped; `ExecStart` is rewritten to the installed `kubex-credd`.
-pub const SYSTEMD_SOCKET: &str = include_str!("../../../packaging/systemd/kubex-cred.socket");
-pub const SYSTEMD_SERVICE: &str = include_str!("../../../packaging/systemd/kubex-cred.service");
+pub const SYSTEMD_SOCKET: &str = include_str!("../../../../../packaging/systemd/kubex-cred.socket");
+pub const SYSTEMD_SERVICE: &str = include_str!("../../../../../packaging/systemd/kubex-cred.service");
 const PACKAGED_EXEC_START: &str = "ExecStart=/usr/bin/kubex-credd daemon --foreground";
 /// Where the Debian package puts the user units and the daemon.
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
@@ -392,7 +392,7 @@ mod tests {
 
     #[test]
     fn the_shipped_launch_agent_is_the_one_install_writes() {
-        let shipped = include_str!("../../../packaging/launchd/ai.kubex.kubex-cred.plist");
+        let shipped = include_str!("../../../../../packaging/launchd/ai.kubex.kubex-cred.plist");
         assert_eq!(shipped, launchd_plist(Path::new("/usr/local/bin/kubex-credd")));
         let odd = launchd_plist(Path::new("/Users/a&b/<bin>/kubex-credd"));
         assert!(odd.contains("<string>/Users/a&amp;b/&lt;bin&gt;/kubex-credd</string>"));

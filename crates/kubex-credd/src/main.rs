@@ -3,5 +3,5 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    kubex_cred::error::finish(kubex_cred::cli::credd::run())
+    kubex_credd::error::finish(kubex_credd::cli::credd::run())
 }
