@@ -69,6 +69,7 @@ fn load(emu: &emulator::Emulator, get: &Op, clients: usize, seconds: u64) {
                     let t = Instant::now();
                     match kubex_cred::client::call(&get, false, Duration::from_secs(10)).map(|r| r.map(|r| r.body)) {
                         Ok(Some(Body::Token { token, .. })) => {
+                            let token = token.expose().clone();
                             latencies.push(t.elapsed());
                             if token != last {
                                 tokens.lock().unwrap().insert(token.clone());

@@ -7,38 +7,23 @@ use zeroize::Zeroizing;
 use crate::config::{ConfigFile, Profile};
 use crate::error::{Error, Result};
 use crate::protocol::Overrides;
+use crate::secret::Secret;
 
 /// The longest attribute line git allows.
 pub const MAX_LINE: usize = 65535;
 
 /// The attributes of one request, as git sends them; unknown ones are dropped. `password` and
-/// `credential` (a token git presents to `erase`) are zeroed on drop and never shown by `Debug`.
-#[derive(Default, Clone, PartialEq)]
+/// `credential` (a token git presents to `erase`) are [`Secret`]s: zeroed on drop, never shown by `Debug`.
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct Attributes {
     pub protocol: Option<String>,
     pub host: Option<String>,
     pub path: Option<String>,
     pub username: Option<String>,
-    pub password: Option<Zeroizing<String>>,
-    pub credential: Option<Zeroizing<String>>,
+    pub password: Option<Secret<String>>,
+    pub credential: Option<Secret<String>>,
     pub authtype: Option<String>,
     pub capabilities: Vec<String>,
-}
-
-impl std::fmt::Debug for Attributes {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let shown = |v: &Option<Zeroizing<String>>| v.as_ref().map(|_| "<redacted>");
-        f.debug_struct("Attributes")
-            .field("protocol", &self.protocol)
-            .field("host", &self.host)
-            .field("path", &self.path)
-            .field("username", &self.username)
-            .field("password", &shown(&self.password))
-            .field("credential", &shown(&self.credential))
-            .field("authtype", &self.authtype)
-            .field("capabilities", &self.capabilities)
-            .finish()
-    }
 }
 
 impl Attributes {
@@ -80,8 +65,8 @@ pub fn read_attributes(input: impl BufRead) -> Result<Attributes> {
             "host" => attrs.host = Some(value),
             "path" => attrs.path = Some(value),
             "username" => attrs.username = Some(value),
-            "password" => attrs.password = Some(Zeroizing::new(value)),
-            "credential" => attrs.credential = Some(Zeroizing::new(value)),
+            "password" => attrs.password = Some(Secret::new(value)),
+            "credential" => attrs.credential = Some(Secret::new(value)),
             "authtype" => attrs.authtype = Some(value),
             "capability[]" => attrs.capabilities.push(value),
             "url" => apply_url(&mut attrs, &value)?,
@@ -157,7 +142,7 @@ pub fn write_get(
 
 /// The token git presented in an `erase`: its password or its Bearer credential.
 pub fn erased_token(attrs: &Attributes) -> Option<&str> {
-    attrs.credential.as_deref().or(attrs.password.as_deref()).map(String::as_str)
+    attrs.credential.as_ref().or(attrs.password.as_ref()).map(|s| s.expose().as_str())
 }
 
 /// `password_expiry_utc` a little before the token's end: at 90% of what is left, at least a

@@ -11,3 +11,4 @@ pub mod error;
 pub mod fs;
 pub mod git;
 pub mod protocol;
+pub mod secret;

@@ -20,7 +20,7 @@ fn config() -> &'static ConfigFile {
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(attrs) = kubex_cred::git::read_attributes(data) {
-        let secrets = [&attrs.password, &attrs.credential].map(|v| v.as_ref().map(|s| s.as_str()));
+        let secrets = [&attrs.password, &attrs.credential].map(|v| v.as_ref().map(|s| s.expose().as_str()));
         let values = [&attrs.protocol, &attrs.host, &attrs.path, &attrs.username].map(|v| v.as_deref());
         for value in values.into_iter().chain(secrets).flatten().chain(attrs.capabilities.iter().map(String::as_str)) {
             assert!(!value.contains(['\r', '\n', '\0']), "a record delimiter got through: {value:?}");

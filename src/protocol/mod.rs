@@ -3,10 +3,11 @@
 
 mod status;
 
-use std::fmt;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+
+use crate::secret::Secret;
 
 pub use status::{DaemonInfo, ProfileStatus, State, Status};
 
@@ -50,15 +51,15 @@ impl Version {
 }
 
 /// One request.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Request {
     pub version: String,
     #[serde(flatten)]
     pub op: Op,
 }
 
-/// What a client asks the daemon.
-#[derive(Clone, Serialize, Deserialize)]
+/// What a client asks the daemon. Tokens are [`Secret`]s: `Debug` never shows one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
     /// A token valid for at least `min_ttl_ms`, for the profile that `profile` (the client's flags
@@ -74,9 +75,9 @@ pub enum Op {
         at_most_half_life: bool,
     },
     /// The API refused this token of the profile: drop it if it is still the current one (`reject`).
-    Reject { config: PathBuf, profile: Overrides, token: String },
+    Reject { config: PathBuf, profile: Overrides, token: Secret<String> },
     /// Drop the account's cached token if it is this one (git's `erase`).
-    Erase { account: String, token: String },
+    Erase { account: String, token: Secret<String> },
     /// Drop the slot of an account's password source (after `login` or `logout`); of all its
     /// sources when `source` is absent (as clients before protocol 2 send it).
     Forget {
@@ -114,7 +115,7 @@ pub struct WireProfile {
 }
 
 /// One response.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Response {
     pub version: String,
     #[serde(flatten)]
@@ -122,11 +123,11 @@ pub struct Response {
 }
 
 /// What the daemon answers.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Body {
     Token {
-        token: String,
+        token: Secret<String>,
         /// End of validity on the local wall clock, epoch ms.
         expires_ms: i64,
         profile: WireProfile,
@@ -156,67 +157,6 @@ pub enum Rejection {
     /// A token of this account was dropped moments ago: this one is kept, so that an API that
     /// refuses every token cannot turn rejects into a mint storm.
     TooSoon { retry_in_s: u64 },
-}
-
-// `Debug` by hand for the types that can carry a token: it never shows one.
-impl fmt::Debug for Request {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Request").field("version", &self.version).field("op", &self.op).finish()
-    }
-}
-
-impl fmt::Debug for Op {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Op::Get { config, profile, min_ttl_ms, at_most_half_life } => f
-                .debug_struct("Get")
-                .field("config", config)
-                .field("profile", profile)
-                .field("min_ttl_ms", min_ttl_ms)
-                .field("at_most_half_life", at_most_half_life)
-                .finish(),
-            Op::Reject { config, profile, .. } => f
-                .debug_struct("Reject")
-                .field("config", config)
-                .field("profile", profile)
-                .field("token", &"<redacted>")
-                .finish(),
-            Op::Erase { account, .. } => {
-                f.debug_struct("Erase").field("account", account).field("token", &"<redacted>").finish()
-            }
-            Op::Forget { account, source } => {
-                f.debug_struct("Forget").field("account", account).field("source", source).finish()
-            }
-            Op::Status => f.write_str("Status"),
-            Op::Stop => f.write_str("Stop"),
-        }
-    }
-}
-
-impl fmt::Debug for Response {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Response").field("version", &self.version).field("body", &self.body).finish()
-    }
-}
-
-impl fmt::Debug for Body {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Body::Token { expires_ms, profile, .. } => f
-                .debug_struct("Token")
-                .field("token", &"<redacted>")
-                .field("expires_ms", expires_ms)
-                .field("profile", profile)
-                .finish(),
-            Body::Error { code, message } => {
-                f.debug_struct("Error").field("code", code).field("message", message).finish()
-            }
-            Body::Rejected(r) => f.debug_tuple("Rejected").field(r).finish(),
-            Body::VersionMismatch => f.write_str("VersionMismatch"),
-            Body::Status(status) => f.debug_tuple("Status").field(status).finish(),
-            Body::Done => f.write_str("Done"),
-        }
-    }
 }
 
 /// What a request line asks for, as the daemon reads it.
@@ -340,8 +280,12 @@ mod tests {
     fn debug_never_shows_a_token() {
         let token = "eyJhbGciOiJIUzUxMiJ9.eyJzdWIiOiJ1In0.c2lnbmF0dXJl";
         let profile = WireProfile { name: "p".into(), url: "u".into(), user: "u".into(), ca_cert: None };
-        let answer = Response { version: version(), body: Body::Token { token: token.into(), expires_ms: 1, profile } };
-        let erase = Request { version: version(), op: Op::Erase { account: "a".into(), token: token.into() } };
+        let answer = Response {
+            version: version(),
+            body: Body::Token { token: Secret::new(token.into()), expires_ms: 1, profile },
+        };
+        let erase =
+            Request { version: version(), op: Op::Erase { account: "a".into(), token: Secret::new(token.into()) } };
         for shown in [format!("{answer:?}"), format!("{erase:?}"), format!("{:?}", erase.op)] {
             assert!(shown.contains("<redacted>") && !shown.contains(token), "{shown}");
         }

@@ -3,7 +3,7 @@
 //! both sides share, re-exported here so that `crate::config` means the same on either side.
 //! ARCHITECTURE.md is the map.
 
-pub use kubex_cred::{client, config, error, fs, git, protocol};
+pub use kubex_cred::{client, config, error, fs, git, protocol, secret};
 
 pub mod cli;
 pub mod daemon;

@@ -4,8 +4,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+
+use crate::secret::Secret;
 
 /// The longest JWT accepted; real ones are about 250 bytes.
 pub const MAX_JWT_LEN: usize = 8 * 1024;
@@ -72,23 +73,14 @@ pub enum TokenError {
     NoLifetime { expires_ms: i64, issued_ms: i64 },
 }
 
-/// A minted token, valid on the local clock until `valid_until`.
-#[derive(Clone)]
+/// A minted token, valid on the local clock until `valid_until`; `Debug` shows its claims, never
+/// the JWT.
+#[derive(Debug, Clone)]
 pub struct Token {
-    jwt: SecretString,
+    jwt: Secret<String>,
     claims: Claims,
     lifetime: Duration,
     sent: Moment,
-}
-
-impl std::fmt::Debug for Token {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Token")
-            .field("jwt", &"<redacted>")
-            .field("sub", &self.claims.sub)
-            .field("lifetime", &self.lifetime)
-            .finish()
-    }
 }
 
 /// A moment on both local clocks: the one that counts suspend, and the wall clock. A token's life
@@ -132,17 +124,12 @@ impl Token {
         if life_ms <= 0 {
             return Err(TokenError::NoLifetime { expires_ms, issued_ms });
         }
-        Ok(Token {
-            jwt: SecretString::from(jwt),
-            claims,
-            lifetime: Duration::from_millis(life_ms.unsigned_abs()),
-            sent,
-        })
+        Ok(Token { jwt: Secret::new(jwt), claims, lifetime: Duration::from_millis(life_ms.unsigned_abs()), sent })
     }
 
     /// The JWT itself, for the one place that hands it out.
     pub fn jwt(&self) -> &str {
-        self.jwt.expose_secret()
+        self.jwt.expose()
     }
 
     pub fn claims(&self) -> &Claims {

@@ -11,6 +11,7 @@ use super::{ask, ask_get, get_op, refused};
 use crate::cli::args::ExecArgs;
 use crate::error::{Error, Exit, Result};
 use crate::protocol::{Body, Op, Rejection, Response};
+use crate::secret::Secret;
 use crate::{client, config};
 
 /// `exec`'s minimum token life without `--min-ttl`: this, or half the tokens' life when shorter.
@@ -29,12 +30,12 @@ pub fn exec(args: ExecArgs) -> Result<()> {
         None => (EXEC_MIN_TTL, true),
     };
     let (token, url) = match ask_get(&get_op(args.profile, min_ttl, at_most_half_life)?)? {
-        Some(Response { body: Body::Token { token, profile, .. }, .. }) => (Zeroizing::new(token), profile.url),
+        Some(Response { body: Body::Token { token, profile, .. }, .. }) => (token, profile.url),
         other => return Err(refused(other)),
     };
     let (program, rest) = args.command.split_first().ok_or_else(|| Error::usage("exec needs a command"))?;
     let mut command = std::process::Command::new(program);
-    command.args(rest).env(client::TOKEN_VARIABLE, token.as_str()).env(client::API_URL_VARIABLE, url);
+    command.args(rest).env(client::TOKEN_VARIABLE, token.expose()).env(client::API_URL_VARIABLE, url);
     #[cfg(unix)]
     {
         let e = std::os::unix::process::CommandExt::exec(&mut command);
@@ -72,7 +73,11 @@ pub fn reject(profile: Option<String>) -> Result<()> {
         .ok_or_else(|| {
             Error::usage("reject reads the refused token on stdin: `printf %s \"$t\" | kubex-cred reject`")
         })?;
-    let op = Op::Reject { config: config::config_path()?, profile: config::named(profile), token: token.to_owned() };
+    let op = Op::Reject {
+        config: config::config_path()?,
+        profile: config::named(profile),
+        token: Secret::new(token.to_owned()),
+    };
     match ask(&op, false)? {
         Some(Response { body: Body::Rejected(rejection), .. }) => {
             eprintln!("kubex-cred: {}", said(rejection));

@@ -3,14 +3,13 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use zeroize::Zeroizing;
-
 use super::{ask, refused};
 use crate::cli::output;
 use crate::config;
 use crate::error::{Error, Exit, Result};
 use crate::git;
 use crate::protocol::{Body, Op, Overrides, Response};
+use crate::secret::Secret;
 
 /// git's credential helper: answers only for hosts of a configured profile.
 pub fn run(operation: &str) -> Result<()> {
@@ -27,21 +26,20 @@ pub fn run(operation: &str) -> Result<()> {
     };
     if operation == "erase" {
         if let Some(token) = git::erased_token(&attrs) {
-            ask(&Op::Erase { account: profile.account(), token: token.to_owned() }, false)?;
+            ask(&Op::Erase { account: profile.account(), token: Secret::new(token.to_owned()) }, false)?;
         }
         return Ok(());
     }
     let op = Op::Get { config: path, profile: (&profile).into(), min_ttl_ms: 0, at_most_half_life: false };
     match ask(&op, true)? {
         Some(Response { body: Body::Token { token, expires_ms, .. }, .. }) => {
-            let token = Zeroizing::new(token);
-            git::check_value(&token)?;
+            git::check_value(token.expose())?;
             let now_ms = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
                 .unwrap_or(0);
             let expiry = git::expiry_utc(expires_ms, now_ms);
-            git::write_get(&mut std::io::stdout().lock(), &attrs, &profile.user, &token, expiry)
+            git::write_get(&mut std::io::stdout().lock(), &attrs, &profile.user, token.expose(), expiry)
                 .map_err(|e| Error::unexpected(format!("cannot answer git: {e}")))
         }
         other => {

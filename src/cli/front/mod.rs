@@ -11,8 +11,6 @@ pub use exec::cannot_run;
 
 use std::time::Duration;
 
-use zeroize::Zeroizing;
-
 use super::args::{Cli, Command, GetArgs};
 use super::output;
 use crate::client::{self, Paths};
@@ -63,9 +61,8 @@ pub(super) fn hand_over() -> Result<()> {
 fn get(args: GetArgs) -> Result<()> {
     match ask_get(&get_op(args.profile, args.min_ttl.unwrap_or_default(), false)?)? {
         Some(Response { body: Body::Token { token, expires_ms, profile }, version }) => {
-            let token = Zeroizing::new(token);
             debug_where_the_daemon_logs(&version)?;
-            output::deliver(args.output.as_deref(), args.format, &profile, &token, expires_ms)
+            output::deliver(args.output.as_deref(), args.format, &profile, token.expose(), expires_ms)
         }
         other => Err(refused(other)),
     }

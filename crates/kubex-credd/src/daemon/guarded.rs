@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use secrecy::SecretString;
+use crate::secret::SecretString;
 
 use super::broker::blocking;
 use super::minter::Minter;

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use secrecy::SecretString;
+use crate::secret::SecretString;
 
 use crate::config::Profile;
 use crate::error::Error;

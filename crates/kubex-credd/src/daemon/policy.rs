@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use secrecy::{ExposeSecret, SecretString};
+use crate::secret::SecretString;
 use sha2::{Digest, Sha256};
 
 use super::notify::Kind;
@@ -219,7 +219,7 @@ pub fn filed_state(held: Held, now: Moment) -> (State, Option<u64>, Option<Strin
 }
 
 pub fn fingerprint(password: &SecretString) -> Fingerprint {
-    Sha256::digest(password.expose_secret().as_bytes()).into()
+    Sha256::digest(password.expose().as_bytes()).into()
 }
 
 /// Exponential backoff with jitter: about 1 s, 2 s, 4 s … up to 5 min.

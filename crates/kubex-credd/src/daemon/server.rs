@@ -18,6 +18,7 @@ use crate::client::Paths;
 use crate::config::{self, Profile};
 use crate::error::{Error, Result};
 use crate::protocol::{self, Body, DaemonInfo, Op, ProfileStatus, Response};
+use crate::secret::Secret;
 use crate::token::Stamp;
 
 /// How long a connection may take to send its request, and the daemon to write its answer.
@@ -282,11 +283,9 @@ impl Daemon {
                 return;
             }
         };
-        let mut response = Response { version: protocol::version(), body };
+        // The token in `body` is zeroed when `response` drops; the line carrying it, here.
+        let response = Response { version: protocol::version(), body };
         let line = zeroize::Zeroizing::new(protocol::to_line(&response));
-        if let Body::Token { token, .. } = &mut response.body {
-            zeroize::Zeroize::zeroize(token);
-        }
         let _ = tokio::time::timeout(IO_DEADLINE, (&stream).write_all(&line)).await;
     }
 
@@ -341,7 +340,7 @@ impl Daemon {
                 let token = self.broker.get_as(&profile, want).await;
                 match token {
                     Ok(token) => Body::Token {
-                        token: token.jwt().to_owned(),
+                        token: Secret::new(token.jwt().to_owned()),
                         expires_ms: token.expires_local_ms(),
                         profile: (&profile).into(),
                     },
@@ -349,19 +348,15 @@ impl Daemon {
                 }
             }
             Op::Erase { account, token } => {
-                let token = zeroize::Zeroizing::new(token);
                 // Done first: a log macro's arguments are not evaluated when its level is off.
-                let outcome = self.broker.reject(&account, &token);
+                let outcome = self.broker.reject(&account, token.expose());
                 tracing::info!("git refused a token: {outcome:?}");
                 Body::Done
             }
-            Op::Reject { config, profile, token } => {
-                let token = zeroize::Zeroizing::new(token);
-                match self.resolve(&config, &profile).await {
-                    Ok(profile) => Body::Rejected(self.broker.reject(&profile.account(), &token)),
-                    Err(e) => answer_error(&e),
-                }
-            }
+            Op::Reject { config, profile, token } => match self.resolve(&config, &profile).await {
+                Ok(profile) => Body::Rejected(self.broker.reject(&profile.account(), token.expose())),
+                Err(e) => answer_error(&e),
+            },
             Op::Forget { account, source } => {
                 self.broker.forget(&account, source.as_deref());
                 Body::Done

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
-use secrecy::SecretString;
+use crate::secret::SecretString;
 use sha2::{Digest, Sha256};
 
 use super::{Contents, FILE_PATIENCE, Held, Holds, InFlight, MAX_REJECTED, Rejected, Wait, epoch_ms, fingerprint};

@@ -16,9 +16,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::secret::SecretString;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
-use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Exit, Result};
@@ -327,7 +327,7 @@ fn fingerprint(salt: &str, password: &SecretString) -> Result<String> {
     let salt = B64.decode(salt).map_err(|e| Error::unexpected(format!("the holds file's salt is damaged: {e}")))?;
     let mut out = zeroize::Zeroizing::new([0u8; 32]);
     argon2::Argon2::default()
-        .hash_password_into(password.expose_secret().as_bytes(), &salt, out.as_mut())
+        .hash_password_into(password.expose().as_bytes(), &salt, out.as_mut())
         .map_err(|e| Error::unexpected(format!("cannot fingerprint the password: {e}")))?;
     Ok(B64.encode(out.as_ref()))
 }

@@ -7,8 +7,8 @@ pub mod api;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::secret::SecretString;
 use reqwest::{Url, header};
-use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
 use crate::config::Profile;
@@ -128,7 +128,7 @@ impl Client {
             pwd: &'a str,
         }
         let mut body = Zeroizing::new(
-            serde_json::to_vec(&Body { user, pwd: password.expose_secret() })
+            serde_json::to_vec(&Body { user, pwd: password.expose() })
                 .map_err(|e| AuthError::Malformed { url: shown.clone(), why: e.to_string() })?,
         );
         tracing::debug!(url = %shown, user, "authorize request");

@@ -23,20 +23,22 @@ use crate::error::{Error, Exit, Result};
 use crate::kubex::Client;
 use crate::kubex::api::{self, IDLE, Payload, REPLAYABLE};
 use crate::protocol::Rejection;
+use crate::secret::Secret;
 
 /// What the proxy answers with.
 pub type Answer = Response<UnsyncBoxBody<Bytes, std::io::Error>>;
 
 /// A token as the daemon hands it out: the JWT and the end of its validity on the local wall
 /// clock (epoch ms).
+#[derive(Debug)]
 pub struct Current {
-    pub token: Zeroizing<String>,
+    pub token: Secret<String>,
     pub expires_ms: i64,
 }
 
 /// Where tokens come from: the daemon in the binaries, a fake in tests. Blocking calls; the proxy
 /// makes them off its async threads.
-pub trait Tokens: Send + Sync + 'static {
+pub trait Tokens: std::fmt::Debug + Send + Sync + 'static {
     /// The profile's current token.
     fn current(&self) -> Result<Current>;
     /// Drops `token`, which the API refused, if it is still the current one.
@@ -44,12 +46,13 @@ pub trait Tokens: Send + Sync + 'static {
 }
 
 /// Who may use the proxy beyond reaching its socket.
+#[derive(Debug)]
 pub enum Gate {
     /// Anyone who can connect (a Unix socket whose peers `listen` checks).
     Open,
     /// Only requests with `Authorization: Bearer <this>` (`exec --proxy`'s per-run secret, on a
     /// loopback port any local user could reach).
-    Secret(Zeroizing<String>),
+    Secret(Secret<String>),
 }
 
 /// When a line goes to the access log.
@@ -63,6 +66,7 @@ pub enum Log {
 }
 
 /// One proxy: the API base it serves, how it reaches Kubex, its gate and where its tokens come from.
+#[derive(Debug)]
 pub struct Proxy {
     base: Url,
     client: Client,
@@ -71,33 +75,12 @@ pub struct Proxy {
     log: Log,
     /// The last token the daemon gave, reused for at most [`REUSE`] and half its remaining life
     /// (so never past it: the daemon hands out none in its last 10%); dropped on a 401.
-    cached: std::sync::Mutex<Option<(Arc<Zeroizing<String>>, Instant)>>,
+    cached: std::sync::Mutex<Option<(Arc<Secret<String>>, Instant)>>,
 }
 
 /// How long the proxy reuses a token before asking the daemon again: the daemon stays the one
 /// that decides when to refresh, and a busy proxy does not ask it for every request.
 const REUSE: Duration = Duration::from_secs(1);
-
-impl std::fmt::Debug for Proxy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Proxy").field("base", &self.base.as_str()).field("log", &self.log).finish_non_exhaustive()
-    }
-}
-
-impl std::fmt::Debug for Current {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Current").field("token", &"<redacted>").field("expires_ms", &self.expires_ms).finish()
-    }
-}
-
-impl std::fmt::Debug for Gate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Gate::Open => "Open",
-            Gate::Secret(_) => "Secret(<redacted>)",
-        })
-    }
-}
 
 impl Gate {
     /// A fresh per-run secret: 32 random bytes, hex, marked so nobody mistakes it for a JWT.
@@ -105,13 +88,13 @@ impl Gate {
         let mut bytes = Zeroizing::new([0u8; 32]);
         getrandom::fill(bytes.as_mut()).map_err(|e| Error::unexpected(format!("no randomness for a secret: {e}")))?;
         let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        Ok(Gate::Secret(Zeroizing::new(format!("kubex-cred-proxy-{hex}"))))
+        Ok(Gate::Secret(Secret::new(format!("kubex-cred-proxy-{hex}"))))
     }
 
     fn admits(&self, headers: &HeaderMap) -> bool {
         let Gate::Secret(secret) = self else { return true };
         let Some(given) = headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes) else { return false };
-        let wanted = format!("Bearer {}", secret.as_str());
+        let wanted = format!("Bearer {}", secret.expose());
         let wanted = Zeroizing::new(wanted.into_bytes());
         // In constant time: the secret is what stands between a local port and the user's token.
         given.len() == wanted.len() && given.iter().zip(wanted.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
@@ -161,23 +144,23 @@ impl Proxy {
         let headers = forwarded(&parts.headers);
         let mut body = read_body(body, &parts.headers).await?;
         let token = self.token().await?;
-        let mut response = self.send(&parts.method, &url, &headers, &token, body.payload()).await?;
+        let mut response = self.send(&parts.method, &url, &headers, token.expose(), body.payload()).await?;
         if response.status() == StatusCode::UNAUTHORIZED && body.replayable() {
             // As `kubex-cred api`: drop the refused token through the daemon, and once more with
             // the next; a refusal within the cooldown, or of the fresh token, is passed on.
             if !matches!(self.reject(token).await?, Rejection::TooSoon { .. }) {
                 let token = self.token().await?;
-                response = self.send(&parts.method, &url, &headers, &token, body.payload()).await?;
+                response = self.send(&parts.method, &url, &headers, token.expose(), body.payload()).await?;
             }
         }
         Ok(relayed(response))
     }
 
-    fn cache(&self) -> std::sync::MutexGuard<'_, Option<(Arc<Zeroizing<String>>, Instant)>> {
+    fn cache(&self) -> std::sync::MutexGuard<'_, Option<(Arc<Secret<String>>, Instant)>> {
         self.cached.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    async fn token(&self) -> std::result::Result<Arc<Zeroizing<String>>, Answer> {
+    async fn token(&self) -> std::result::Result<Arc<Secret<String>>, Answer> {
         if let Some((token, until)) = self.cache().as_ref()
             && Instant::now() < *until
         {
@@ -199,7 +182,7 @@ impl Proxy {
         }
     }
 
-    async fn reject(&self, token: Arc<Zeroizing<String>>) -> std::result::Result<Rejection, Answer> {
+    async fn reject(&self, token: Arc<Secret<String>>) -> std::result::Result<Rejection, Answer> {
         {
             let mut cached = self.cache();
             if cached.as_ref().is_some_and(|(t, _)| Arc::ptr_eq(t, &token)) {
@@ -207,7 +190,7 @@ impl Proxy {
             }
         }
         let tokens = self.tokens.clone();
-        match tokio::task::spawn_blocking(move || tokens.reject(&token)).await {
+        match tokio::task::spawn_blocking(move || tokens.reject(token.expose())).await {
             Ok(Ok(rejection)) => Ok(rejection),
             Ok(Err(e)) => Err(failed(&e)),
             Err(e) => Err(failed(&Error::unexpected(format!("the token rejection failed: {e}")))),
@@ -406,7 +389,7 @@ mod tests {
 
     #[test]
     fn the_secret_gate_admits_only_its_own_bearer() {
-        let gate = Gate::Secret(Zeroizing::new("s3cret".into()));
+        let gate = Gate::Secret(Secret::new("s3cret".into()));
         let with = |v: &'static str| {
             let mut h = HeaderMap::new();
             h.insert(header::AUTHORIZATION, HeaderValue::from_static(v));
@@ -421,6 +404,6 @@ mod tests {
         assert!(!format!("{gate:?}").contains("s3cret"));
         let Ok(Gate::Secret(a)) = Gate::random() else { panic!("a secret") };
         let Ok(Gate::Secret(b)) = Gate::random() else { panic!("a secret") };
-        assert!(a.starts_with("kubex-cred-proxy-") && a.len() == 17 + 64 && *a != *b);
+        assert!(a.expose().starts_with("kubex-cred-proxy-") && a.expose().len() == 17 + 64 && a != b);
     }
 }

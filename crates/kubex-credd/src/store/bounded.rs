@@ -9,7 +9,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use secrecy::SecretString;
+use crate::secret::SecretString;
 
 use super::KeychainError;
 use super::SecretStore;

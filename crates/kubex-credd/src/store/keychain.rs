@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::secret::SecretString;
 use keyring_core::{CredentialStore, Entry};
-use secrecy::{ExposeSecret, SecretString};
 
 use super::{KeychainError, SecretStore};
 
@@ -21,17 +21,12 @@ pub const BACKEND: &str = "Windows Credential Manager";
 pub const BACKEND: &str = "no supported keychain";
 
 /// A keyring-core store: the platform's keychain, or (Linux) the kernel keyring.
+#[derive(Debug)]
 pub struct OsKeychain {
     store: Arc<CredentialStore>,
     /// Names the store in errors; empty for the platform keychain.
     label: &'static str,
     hint: &'static str,
-}
-
-impl std::fmt::Debug for OsKeychain {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OsKeychain").field("vendor", &self.store.vendor()).finish()
-    }
 }
 
 #[cfg(target_os = "linux")]
@@ -109,7 +104,7 @@ impl SecretStore for OsKeychain {
     }
 
     fn set(&self, account: &str, password: &SecretString) -> Result<(), KeychainError> {
-        self.entry(account)?.set_password(password.expose_secret()).map_err(|e| self.unavailable(&e))
+        self.entry(account)?.set_password(password.expose()).map_err(|e| self.unavailable(&e))
     }
 
     fn delete(&self, account: &str) -> Result<bool, KeychainError> {

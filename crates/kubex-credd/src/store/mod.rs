@@ -5,7 +5,7 @@ mod bounded;
 mod keychain;
 mod sources;
 
-use secrecy::SecretString;
+use crate::secret::SecretString;
 
 use crate::config::{PasswordSource, Profile};
 use crate::error::{Error, Exit, Result};
@@ -160,7 +160,6 @@ impl Passwords for MemoryStore {
 
 #[cfg(test)]
 mod tests {
-    use secrecy::ExposeSecret;
 
     use super::*;
 
@@ -169,7 +168,7 @@ mod tests {
         let store = MemoryStore::default();
         assert_eq!(Error::from(store.get("a").expect_err("empty")).kind(), Exit::NotLoggedIn);
         store.set("a", &SecretString::from("pw")).expect("set");
-        assert_eq!(store.get("a").expect("stored").expose_secret(), "pw");
+        assert_eq!(store.get("a").expect("stored").expose(), "pw");
         assert!(store.delete("a").expect("delete"));
         assert!(!store.delete("a").expect("delete again"), "nothing was there");
         assert!(matches!(store.get("a"), Err(KeychainError::NotFound { .. })));

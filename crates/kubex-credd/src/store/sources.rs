@@ -11,7 +11,7 @@ use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use secrecy::SecretString;
+use crate::secret::SecretString;
 use zeroize::Zeroizing;
 
 use super::keychain::OsKeychain;
@@ -305,7 +305,7 @@ mod tests {
     #[test]
     fn a_first_line_is_the_password_exactly() {
         let what = || "x".to_owned();
-        let pw = |b: &[u8]| first_line(b, &what).map(|s| secrecy::ExposeSecret::expose_secret(&s).to_owned());
+        let pw = |b: &[u8]| first_line(b, &what).map(|s| s.expose().to_owned());
         assert_eq!(pw(b"p w\r\nsecond\n").expect("line"), "p w");
         assert_eq!(pw(b" spaced \n").expect("line"), " spaced ");
         assert_eq!(pw(b"\nx").expect_err("empty").code(), 2);

@@ -8,7 +8,6 @@ use std::path::Path;
 
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
-use zeroize::Zeroizing;
 
 use crate::cli::args::ApiArgs;
 use crate::cli::front::{ask, ask_get, get_op, refused};
@@ -17,6 +16,7 @@ use crate::error::{Error, Exit, Result};
 use crate::kubex::Client;
 use crate::kubex::api::{self, Payload, REPLAYABLE};
 use crate::protocol::{Body, Op, Rejection, Response};
+use crate::secret::Secret;
 
 /// What is sent: nothing, bytes that can be sent again, or a stream sent once (its first bytes, read
 /// to learn its size, then the rest).
@@ -100,16 +100,17 @@ pub fn api(args: ApiArgs) -> Result<()> {
     let shown = format!("{method} {}", args.path.split('?').next().unwrap_or_default());
     let runtime = crate::daemon::runtime()?;
     let mut token = token(args.profile.clone())?;
-    let mut response = runtime.block_on(api::send(&client, &method, &url, &headers, &token, input.body()))?;
+    let mut response = runtime.block_on(api::send(&client, &method, &url, &headers, token.expose(), input.body()))?;
     let mut refused_fresh = false;
     if response.status() == StatusCode::UNAUTHORIZED && input.replayable() {
         // The API refused the token: drop it through the daemon (one mint for all who saw the
         // refusal), then once more with the new one; a refusal within the cooldown is final.
-        match reject(args.profile.clone(), &token)? {
+        match reject(args.profile.clone(), token.expose())? {
             Rejection::TooSoon { .. } => refused_fresh = true,
             Rejection::Dropped | Rejection::NotCurrent => {
                 token = self::token(args.profile.clone())?;
-                response = runtime.block_on(api::send(&client, &method, &url, &headers, &token, input.body()))?;
+                response =
+                    runtime.block_on(api::send(&client, &method, &url, &headers, token.expose(), input.body()))?;
                 refused_fresh = response.status() == StatusCode::UNAUTHORIZED;
             }
         }
@@ -130,7 +131,7 @@ pub fn api(args: ApiArgs) -> Result<()> {
 }
 
 /// The profile's current token, from the daemon (started when none runs).
-pub(super) fn token(profile: Option<String>) -> Result<Zeroizing<String>> {
+pub(super) fn token(profile: Option<String>) -> Result<Secret<String>> {
     current(profile).map(|c| c.token)
 }
 
@@ -138,14 +139,18 @@ pub(super) fn token(profile: Option<String>) -> Result<Zeroizing<String>> {
 pub(super) fn current(profile: Option<String>) -> Result<crate::proxy::Current> {
     match ask_get(&get_op(profile, std::time::Duration::ZERO, false)?)? {
         Some(Response { body: Body::Token { token, expires_ms, .. }, .. }) => {
-            Ok(crate::proxy::Current { token: Zeroizing::new(token), expires_ms })
+            Ok(crate::proxy::Current { token, expires_ms })
         }
         other => Err(refused(other)),
     }
 }
 
 pub(super) fn reject(profile: Option<String>, token: &str) -> Result<Rejection> {
-    let op = Op::Reject { config: config::config_path()?, profile: config::named(profile), token: token.to_owned() };
+    let op = Op::Reject {
+        config: config::config_path()?,
+        profile: config::named(profile),
+        token: Secret::new(token.to_owned()),
+    };
     match ask(&op, false)? {
         Some(Response { body: Body::Rejected(rejection), .. }) => Ok(rejection),
         // No daemon, or an older one: the next get mints afresh.

@@ -4,7 +4,7 @@
 use std::io::{BufRead, IsTerminal};
 use std::time::Duration;
 
-use secrecy::SecretString;
+use crate::secret::SecretString;
 use zeroize::Zeroizing;
 
 use crate::cli::args::LoginArgs;
@@ -278,8 +278,7 @@ mod tests {
     use super::*;
 
     fn read(input: &[u8]) -> std::result::Result<String, String> {
-        use secrecy::ExposeSecret;
-        read_password_line(input).map(|p| p.expose_secret().to_owned()).map_err(|e| e.to_string())
+        read_password_line(input).map(|p| p.expose().to_owned()).map_err(|e| e.to_string())
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::{client, config};
 use reqwest::Url;
 
 /// The tokens of one profile, from the daemon (started when none runs).
+#[derive(Debug)]
 struct Daemon {
     profile: Option<String>,
 }
@@ -91,7 +92,7 @@ pub fn exec(args: ExecArgs) -> Result<()> {
         let mut command = tokio::process::Command::new(program);
         command
             .args(rest)
-            .env(client::TOKEN_VARIABLE, secret.as_str())
+            .env(client::TOKEN_VARIABLE, secret.expose())
             .env(client::API_URL_VARIABLE, format!("http://{addr}"));
         for (name, value) in not_through_a_proxy() {
             command.env(name, value);

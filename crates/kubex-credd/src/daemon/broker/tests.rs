@@ -1,7 +1,7 @@
 //! The broker through its async slots, with a fake Kubex, an in-memory store and a paused clock.
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use secrecy::SecretString;
+use crate::secret::SecretString;
 
 use super::*;
 use crate::daemon::minter::MintFuture;
