@@ -262,7 +262,7 @@ pub struct LoginArgs {
     /// Profile to create or update [default: KUBEX_PROFILE, else the default profile, else `default`].
     #[arg(long, env = "KUBEX_PROFILE", add = ArgValueCandidates::new(profile_names))]
     pub profile: Option<String>,
-    /// Kubex address: https://HOST[:PORT] (gets /api/v2) or a full API base such as https://HOST/CIRBA/api/v2.
+    /// Kubex address: https://HOST or https://HOST:PORT (gets /api/v2), or a full API base such as https://HOST/CIRBA/api/v2.
     #[arg(long, env = "KUBEX_URL")]
     pub url: Option<String>,
     /// Kubex user name.

@@ -10,38 +10,45 @@ use super::args::Format;
 use crate::error::{Error, Result};
 use crate::protocol::WireProfile;
 
-/// Writes bytes to stdout, all at once.
+/// Writes what an informational command shows (status, lists, reports, scripts), all at once. A
+/// reader that left early (`kubex-cred status | head -1`) ends it quietly, as it does `cat`'s.
 pub fn stdout(bytes: &[u8]) -> Result<()> {
-    stdout_parts(&[bytes])
+    informational(stdout_parts(&[bytes]))
 }
 
 /// Writes text with ANSI styles: kept on a terminal, stripped when stdout is not one or `NO_COLOR`
-/// is set (anstream decides, as clap does for its help).
+/// is set (anstream decides, as clap does for its help). Informational, as [`stdout`].
 pub fn stdout_styled(text: &str) -> Result<()> {
     let mut out = anstream::AutoStream::auto(std::io::stdout().lock());
-    out.write_all(text.as_bytes())
-        .and_then(|()| out.flush())
-        .map_err(|e| Error::unexpected(format!("cannot write to stdout: {e}")))
+    informational(out.write_all(text.as_bytes()).and_then(|()| out.flush()))
+}
+
+fn informational(written: std::io::Result<()>) -> Result<()> {
+    match written {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.map_err(not_written),
+    }
+}
+
+fn not_written(e: std::io::Error) -> Error {
+    Error::unexpected(format!("cannot write to stdout: {e}"))
 }
 
 /// Writes the parts to stdout under one lock and one flush (no copy joins them: a copy of a
 /// credential would be a buffer nobody zeroes).
-fn stdout_parts(parts: &[&[u8]]) -> Result<()> {
+fn stdout_parts(parts: &[&[u8]]) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
-    parts
-        .iter()
-        .try_for_each(|part| out.write_all(part))
-        .and_then(|()| out.flush())
-        .map_err(|e| Error::unexpected(format!("cannot write to stdout: {e}")))
+    parts.iter().try_for_each(|part| out.write_all(part)).and_then(|()| out.flush())
 }
 
 /// Prints the credential and a line ending on stdout, or with `--output` writes it alone to that
-/// file, as in a token file the daemon keeps, so readers can use it as is.
+/// file, as in a token file the daemon keeps, so readers can use it as is. A closed stdout fails
+/// (exit 1): a token nobody received is not a success.
 pub fn deliver(output: Option<&Path>, format: Format, profile: &WireProfile, jwt: &str, expires_ms: i64) -> Result<()> {
     let text = credential(format, profile, jwt, expires_ms);
     match output {
         Some(path) => crate::fs::write_private(path, text.as_bytes()),
-        None => stdout_parts(&[text.as_bytes(), b"\n"]),
+        None => stdout_parts(&[text.as_bytes(), b"\n"]).map_err(not_written),
     }
 }
 

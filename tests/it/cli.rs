@@ -214,3 +214,44 @@ fn the_docs_cover_each_command_and_exit_code() {
         assert!(troubleshooting.contains(&format!("\n## Exit {code}: ")), "docs/troubleshooting.md lacks exit {code}");
     }
 }
+
+/// A reader that leaves early (`kubex-cred status | head -1`) ends the informational commands
+/// quietly, with the exit code they have otherwise; `get` and `api` still fail, since a token
+/// nobody received is not a success.
+#[test]
+fn a_closed_stdout_ends_informational_commands_quietly_but_fails_get_and_api() {
+    let (sb, _emu) = crate::support::logged_in(std::time::Duration::from_secs(300));
+    let run = |args: &[&str], closed: bool| {
+        let mut c = sb.cmd(crate::support::bin("kubex-cred"));
+        c.args(args).stdin(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+        if closed {
+            let (reader, writer) = std::io::pipe().expect("pipe");
+            drop(reader);
+            c.stdout(writer);
+        } else {
+            c.stdout(std::process::Stdio::null());
+        }
+        let out = c.output().expect("run kubex-cred");
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let informational: [&[&str]; 7] = [
+        &["status"],
+        &["status", "--json"],
+        &["profile", "list"],
+        &["doctor"],
+        &["--help"],
+        &["get", "--help"],
+        &["completions", "bash"],
+    ];
+    for args in informational {
+        let (open_code, _) = run(args, false);
+        let (code, stderr) = run(args, true);
+        assert_eq!(code, open_code, "{args:?}: {stderr}");
+        assert!(!stderr.contains("cannot write"), "{args:?}: {stderr}");
+    }
+    for args in [&["get"][..], &["api", "/echo"]] {
+        let (code, stderr) = run(args, true);
+        assert_eq!(code, Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains("cannot write to stdout"), "{args:?}: {stderr}");
+    }
+}

@@ -29,8 +29,8 @@ pub enum AuthError {
         "Kubex at {url} refused user '{user}': the trial or subscription has expired (403); ask your Kubex administrator to renew it"
     )]
     Expired { url: String, user: String },
-    /// The wait is what Kubex asked for, else [`DEFAULT_RATE_LIMIT`], within [`MIN_RATE_LIMIT`] and
-    /// [`MAX_RATE_LIMIT`] (`capped` holds a longer wait asked for); `Error` says how long.
+    /// The wait is what Kubex asked for, else [`DEFAULT_RATE_LIMIT`], within `MIN_RATE_LIMIT` and
+    /// `MAX_RATE_LIMIT` (`capped` holds a longer wait asked for); `Error` says how long.
     #[error("Kubex at {url} is rate limiting logins (429){}", capped_note(*.capped))]
     RateLimited { url: String, retry_after: Duration, capped: Option<Duration> },
     #[error("Kubex at {url} failed (HTTP {status}); try again later")]
