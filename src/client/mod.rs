@@ -129,8 +129,8 @@ pub(crate) fn connect(paths: &Paths) -> std::io::Result<Stream> {
     Ok(stream)
 }
 
-/// Windows (unbuilt here: CI has Linux only): the pipe's server must run as this user before any
-/// request is sent. Our daemon's pipe admits only its owner and is created as the first instance,
+/// Windows (built and tested by the Windows job of .github/workflows/ci.yml): the pipe's server
+/// must run as this user before any request is sent. Our daemon's pipe admits only its owner and is created as the first instance,
 /// so this fails only for a pipe of that name that another user created first: it would get our
 /// requests (they carry no secret) and could answer with a bogus token. On Unix the socket's
 /// 0700 directory of ours already rules that out. sysinfo reads the process owners (safe API).

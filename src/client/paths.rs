@@ -27,8 +27,8 @@ impl Paths {
     }
 
     pub fn in_dir(dir: PathBuf) -> Paths {
-        // Windows has no Unix sockets in the file system: a named pipe per user. Not built here;
-        // its security descriptor is an open item of the hardening issue.
+        // Windows: a named pipe per user, whose DACL admits only its owner (`daemon::bind` sets it;
+        // built and tested by the Windows job of .github/workflows/ci.yml, not on this Linux host).
         #[cfg(windows)]
         let socket = PathBuf::from(format!(
             r"\\.\pipe\kubex-cred-{}",

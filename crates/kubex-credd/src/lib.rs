@@ -11,5 +11,6 @@ pub mod holds;
 pub mod kubex;
 pub mod logging;
 pub mod proxy;
+pub mod runtime;
 pub mod store;
 pub mod token;

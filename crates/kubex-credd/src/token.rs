@@ -104,7 +104,8 @@ impl Token {
     /// The lifetime is measured on the server's clock: from the JWT's `iat` (or the response's
     /// `Date`) to the earlier of `expires` and the JWT's `exp`. Both start points are truncated to
     /// whole seconds, so a second is taken off. The lifetime then runs from `sent`, the moment the
-    /// request left, on the local boot clock; the local wall clock plays no part.
+    /// request left, on both local clocks (see [`Token::remaining`]); the server's wall clock is
+    /// used only to measure it, so a skewed local clock cannot shorten or stretch it.
     pub fn from_authorize(
         jwt: String,
         expires_ms: i64,

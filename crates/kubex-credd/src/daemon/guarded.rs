@@ -106,7 +106,7 @@ pub fn prove(profile: &Profile, password: &SecretString) -> Result<Token> {
     let minter = super::minter::KubexMinter::new(timeout);
     let holds = Holds::open()?;
     let budget = Budget::from(Instant::now(), timeout);
-    let guarded = super::runtime()?.block_on(mint(
+    let guarded = crate::runtime::current_thread()?.block_on(mint(
         &minter,
         &holds,
         profile,

@@ -35,7 +35,7 @@ use server::Daemon;
 /// holds file, so a password rejected or a wait asked for in any process holds here too.
 pub fn get_once(profile: &Profile, min_ttl: Duration) -> Result<Token> {
     let broker = broker(config::timeout()?, Arc::new(notify::Silent))?;
-    runtime()?.block_on(broker.get(profile, min_ttl))
+    crate::runtime::current_thread()?.block_on(broker.get(profile, min_ttl))
 }
 
 /// The broker on the real parts: the password sources, Kubex, the holds file and both clocks,
@@ -44,15 +44,6 @@ fn broker(timeout: Duration, notifier: Arc<dyn notify::Notifier>) -> Result<Arc<
     let passwords = Arc::new(Sources::new(timeout));
     let minter = Arc::new(minter::KubexMinter::new(timeout));
     Ok(Broker::new(passwords, minter, notifier, Holds::open()?, timeout, Moment::now))
-}
-
-/// The daemon's single-threaded runtime (blocking work goes to its blocking pool); also the one
-/// `kubex-cred api` runs its request on.
-pub fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::daemon(format!("cannot start the async runtime: {e}")))
 }
 
 /// The profiles' statuses from the holds file alone (one read of it), for those it holds something
@@ -214,7 +205,7 @@ fn serve_inner(options: &Options) -> Result<()> {
             }
         }
     }
-    let runtime = runtime()?;
+    let runtime = crate::runtime::current_thread()?;
     runtime.block_on(async {
         let mut listener = match inherited {
             Some(listener) => platform::adopt(listener)?,
@@ -247,7 +238,8 @@ fn bind(socket: &Path) -> Result<interprocess::local_socket::tokio::Listener> {
     let options = ListenerOptions::new().name(name).reclaim_name(true);
     #[cfg(unix)]
     let options = interprocess::os::unix::local_socket::ListenerOptionsExt::mode(options, 0o600);
-    // Windows (unbuilt here): the pipe's DACL admits only its owner, the user who runs the daemon
+    // Windows (built and tested by the Windows job of .github/workflows/ci.yml): the pipe's DACL
+    // admits only its owner, the user who runs the daemon
     // ("P": protected, nothing inherited; "GA" to "OW", the owner-rights SID). interprocess already
     // creates the first instance with FILE_FLAG_FIRST_PIPE_INSTANCE (a pipe someone else made
     // first makes this fail instead of sharing it) and PIPE_REJECT_REMOTE_CLIENTS.

@@ -347,16 +347,27 @@ impl Daemon {
                     Err(e) => answer_error(&e),
                 }
             }
-            Op::Erase { account, token } => {
-                // Done first: a log macro's arguments are not evaluated when its level is off.
+            // A token the API refused: git names the account (`erase`, answered `Done`), `reject`
+            // the profile (answered with what became of the token). One rule drops it.
+            Op::Erase { .. } | Op::Reject { .. } => {
+                let (account, token, from_git) = match op {
+                    Op::Erase { account, token } => (Ok(account), token, true),
+                    Op::Reject { config, profile, token } => {
+                        (self.resolve(&config, &profile).await.map(|p| p.account()), token, false)
+                    }
+                    _ => return Body::Done,
+                };
+                let account = match account {
+                    Ok(account) => account,
+                    Err(e) => return answer_error(&e),
+                };
                 let outcome = self.broker.reject(&account, token.expose());
+                if !from_git {
+                    return Body::Rejected(outcome);
+                }
                 tracing::info!("git refused a token: {outcome:?}");
                 Body::Done
             }
-            Op::Reject { config, profile, token } => match self.resolve(&config, &profile).await {
-                Ok(profile) => Body::Rejected(self.broker.reject(&profile.account(), token.expose())),
-                Err(e) => answer_error(&e),
-            },
             Op::Forget { account, source } => {
                 self.broker.forget(&account, source.as_deref());
                 Body::Done

@@ -23,15 +23,7 @@ pub const MAX_RESPONSE: usize = 64 * 1024;
 /// `GET url` for `doctor`: the status and the server's `Date`.
 pub fn ping_blocking(profile: &Profile, url: &Url) -> Result<(u16, Option<std::time::SystemTime>)> {
     let client = Client::for_profile(profile, crate::config::timeout()?)?;
-    block_on(client.ping(url))?.map_err(Error::from)
-}
-
-fn block_on<F: Future>(future: F) -> Result<F::Output> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::unexpected(format!("cannot start the async runtime: {e}")))?;
-    Ok(runtime.block_on(future))
+    crate::runtime::current_thread()?.block_on(client.ping(url)).map_err(Error::from)
 }
 
 /// An HTTP client set up for one Kubex instance.

@@ -98,7 +98,7 @@ pub fn api(args: ApiArgs) -> Result<()> {
     }
     let client = Client::for_api(&profile, config::timeout()?)?;
     let shown = format!("{method} {}", args.path.split('?').next().unwrap_or_default());
-    let runtime = crate::daemon::runtime()?;
+    let runtime = crate::runtime::current_thread()?;
     let mut token = token(args.profile.clone())?;
     let mut response = runtime.block_on(api::send(&client, &method, &url, &headers, token.expose(), input.body()))?;
     let mut refused_fresh = false;

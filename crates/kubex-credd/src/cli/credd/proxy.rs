@@ -45,7 +45,7 @@ fn proxy(profile: Option<String>, gate: Gate, log: Log) -> Result<(Arc<Proxy>, U
 pub fn serve(args: ProxyArgs) -> Result<()> {
     let path = listen::unix_path(&args.listen)?;
     let (proxy, base) = proxy(args.profile, Gate::Open, Log::Every)?;
-    let runtime = crate::daemon::runtime()?;
+    let runtime = crate::runtime::current_thread()?;
     runtime.block_on(async {
         let listener = listen::unix(&path)?;
         let stop = stopped()?;
@@ -86,7 +86,7 @@ pub fn exec(args: ExecArgs) -> Result<()> {
     let Gate::Secret(secret) = &gate else { return Err(Error::unexpected("the proxy has no secret")) };
     let secret = secret.clone();
     let (proxy, _) = proxy(args.profile, gate, Log::Failures)?;
-    let runtime = crate::daemon::runtime()?;
+    let runtime = crate::runtime::current_thread()?;
     let code = runtime.block_on(async {
         let (listener, addr) = listen::loopback()?;
         let mut command = tokio::process::Command::new(program);
