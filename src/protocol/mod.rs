@@ -50,6 +50,15 @@ impl Version {
     }
 }
 
+/// A wall-clock moment as epoch milliseconds, the wire's unit of time (`expires_ms`), negative
+/// before 1970. The one conversion: the daemon, the holds file and the fronts all use it.
+pub fn epoch_ms(t: std::time::SystemTime) -> i64 {
+    match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+    }
+}
+
 /// One request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Request {

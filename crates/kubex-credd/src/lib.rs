@@ -13,4 +13,5 @@ pub mod logging;
 pub mod proxy;
 pub mod runtime;
 pub mod store;
+pub mod sync;
 pub mod token;

@@ -1,11 +1,12 @@
 //! The API token: its JWT claims, its lifetime on the server's clock, and a redacted `Debug`.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 
+use crate::protocol::epoch_ms;
 use crate::secret::Secret;
 
 /// The longest JWT accepted; real ones are about 250 bytes.
@@ -159,13 +160,6 @@ impl Token {
     }
 }
 
-fn epoch_ms(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
-        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
-    }
-}
-
 /// Checks the JWT's shape (three base64url parts, nothing else) and decodes its claims.
 pub fn decode_claims(jwt: &str) -> Result<Claims, TokenError> {
     if jwt.is_empty() || jwt.len() > MAX_JWT_LEN {
@@ -224,7 +218,7 @@ mod tests {
     fn the_local_wall_clocks_offset_plays_no_part() {
         // A client an hour ahead or behind the server (whose clock said 2018) gets the same lifetime.
         for skew in [0i64, 3600, -3600] {
-            let wall = UNIX_EPOCH + Duration::from_secs((1542652405 + skew).unsigned_abs());
+            let wall = std::time::UNIX_EPOCH + Duration::from_secs((1542652405 + skew).unsigned_abs());
             let t = Token::from_authorize(SPEC_JWT.into(), SPEC_EXPIRES, None, sent_at(0, wall)).expect("valid");
             assert_eq!(t.remaining(later(0, wall)), Duration::from_secs(299));
             assert_eq!(t.remaining(later(299, wall)), Duration::ZERO);

@@ -1,7 +1,7 @@
 //! What git runs for `credential.helper=kubex` (`git-credential-kubex get|store|erase|capability`):
 //! reads git's request on stdin, answers only for hosts of a configured profile, asks the daemon.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use super::{ask, refused};
 use crate::cli::output;
@@ -34,10 +34,7 @@ pub fn run(operation: &str) -> Result<()> {
     match ask(&op, true)? {
         Some(Response { body: Body::Token { token, expires_ms, .. }, .. }) => {
             git::check_value(token.expose())?;
-            let now_ms = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-                .unwrap_or(0);
+            let now_ms = crate::protocol::epoch_ms(SystemTime::now());
             let expiry = git::expiry_utc(expires_ms, now_ms);
             git::write_get(&mut std::io::stdout().lock(), &attrs, &profile.user, token.expose(), expiry)
                 .map_err(|e| Error::unexpected(format!("cannot answer git: {e}")))

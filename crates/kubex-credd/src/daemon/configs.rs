@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::config;
 use crate::error::Result;
+use crate::sync::Locked as _;
 
 /// Config files as clients name them, read again whenever the file changes; at most
 /// [`MAX_CACHED`], the least recently used let go first. Reading blocks: call it off the runtime
@@ -66,7 +67,7 @@ impl ConfigCache {
     }
 
     fn files(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Cached>> {
-        self.files.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.files.locked()
     }
 
     /// How many files are cached (`status`).

@@ -11,6 +11,7 @@ use crate::secret::SecretString;
 use crate::config::Profile;
 use crate::error::Error;
 use crate::kubex::{AuthError, Client};
+use crate::sync::Locked as _;
 use crate::token::Token;
 
 /// What Kubex answered; the outer error is the client's own setup (a CA bundle that cannot be read,
@@ -57,7 +58,7 @@ impl KubexMinter {
     }
 
     fn cached(&self) -> std::sync::MutexGuard<'_, Vec<Cached>> {
-        self.clients.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.clients.locked()
     }
 
     fn client(&self, profile: &Profile) -> Result<Client, Error> {

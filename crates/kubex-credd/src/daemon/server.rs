@@ -19,6 +19,7 @@ use crate::config::{self, Profile};
 use crate::error::{Error, Result};
 use crate::protocol::{self, Body, DaemonInfo, Op, ProfileStatus, Response};
 use crate::secret::Secret;
+use crate::sync::Locked as _;
 use crate::token::Stamp;
 
 /// How long a connection may take to send its request, and the daemon to write its answer.
@@ -103,14 +104,14 @@ struct Waiting {
 
 impl Waiting {
     fn next_id(&self) -> u64 {
-        let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut inner = self.inner.locked();
         inner.0 += 1;
         inner.0
     }
 
     /// Registers a connection; past the cap, closes the one that has waited longest.
     fn push(&self, id: u64, task: tokio::task::AbortHandle) {
-        let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut inner = self.inner.locked();
         inner.1.push_back((id, task));
         if inner.1.len() > MAX_WAITING
             && let Some((_, oldest)) = inner.1.pop_front()
@@ -120,7 +121,7 @@ impl Waiting {
     }
 
     fn remove(&self, id: u64) {
-        let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut inner = self.inner.locked();
         if let Some(i) = inner.1.iter().position(|(other, _)| *other == id) {
             inner.1.remove(i);
         }
@@ -128,7 +129,7 @@ impl Waiting {
 
     /// Closes the connection that has waited longest for its request; false when none waits.
     fn evict_oldest(&self) -> bool {
-        let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut inner = self.inner.locked();
         inner.1.pop_front().map(|(_, task)| task.abort()).is_some()
     }
 }
@@ -240,8 +241,7 @@ impl Daemon {
             return std::future::pending().await;
         }
         loop {
-            let deadline =
-                self.last_request.lock().unwrap_or_else(std::sync::PoisonError::into_inner).after(self.idle_timeout);
+            let deadline = self.last_request.locked().after(self.idle_timeout);
             if Stamp::now() >= deadline {
                 return;
             }
@@ -254,7 +254,7 @@ impl Daemon {
             self.waiting.remove(id);
             return;
         }
-        *self.last_request.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Stamp::now();
+        *self.last_request.locked() = Stamp::now();
         let mut line = zeroize::Zeroizing::new(Vec::new());
         let mut reader = tokio::io::BufReader::with_capacity(1024, &stream).take(MAX_REQUEST as u64 + 1);
         let read = tokio::time::timeout(IO_DEADLINE, reader.read_until(b'\n', &mut line)).await;

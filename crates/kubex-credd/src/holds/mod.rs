@@ -14,7 +14,7 @@ mod attempt;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::secret::SecretString;
 use base64::Engine;
@@ -107,8 +107,9 @@ impl Contents {
     }
 }
 
+/// `protocol::epoch_ms` as the file keeps it (unsigned: a clock before 1970 reads 0).
 fn epoch_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
+    u64::try_from(crate::protocol::epoch_ms(t)).unwrap_or(0)
 }
 
 /// Why the file could not be read: damaged (`login` may set it aside) or out of reach.

@@ -24,6 +24,7 @@ use crate::kubex::Client;
 use crate::kubex::api::{self, IDLE, Payload, REPLAYABLE};
 use crate::protocol::Rejection;
 use crate::secret::Secret;
+use crate::sync::Locked as _;
 
 /// What the proxy answers with.
 pub type Answer = Response<UnsyncBoxBody<Bytes, std::io::Error>>;
@@ -157,7 +158,7 @@ impl Proxy {
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, Option<(Arc<Secret<String>>, Instant)>> {
-        self.cached.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.cached.locked()
     }
 
     async fn token(&self) -> std::result::Result<Arc<Secret<String>>, Answer> {
@@ -170,9 +171,7 @@ impl Proxy {
         match tokio::task::spawn_blocking(move || tokens.current()).await {
             Ok(Ok(Current { token, expires_ms })) => {
                 let token = Arc::new(token);
-                let now_ms = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+                let now_ms = crate::protocol::epoch_ms(std::time::SystemTime::now());
                 let half_left = Duration::from_millis(u64::try_from((expires_ms - now_ms) / 2).unwrap_or(0));
                 *self.cache() = Some((token.clone(), Instant::now() + half_left.min(REUSE)));
                 Ok(token)

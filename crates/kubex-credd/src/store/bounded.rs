@@ -14,6 +14,7 @@ use crate::secret::SecretString;
 use super::KeychainError;
 use super::SecretStore;
 use super::keychain::{OsKeychain, accounts, has_entry};
+use crate::sync::Locked as _;
 
 /// How long scripts and the daemon wait for the keychain, at most (a shorter `KUBEX_CRED_TIMEOUT`
 /// shortens it, so the answer comes within the client's patience).
@@ -109,12 +110,8 @@ impl Default for Keychain {
 
 impl std::fmt::Debug for Keychain {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Keychain").field("lanes", &lock(&self.lanes).len()).finish()
+        f.debug_struct("Keychain").field("lanes", &self.lanes.locked().len()).finish()
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The lanes of calls that concern no one account.
@@ -134,7 +131,7 @@ impl Keychain {
 
     /// Queues `op` on the account's lane (or joins the identical call last in it).
     fn start(&self, account: &str, op: Op) -> Arc<Job> {
-        let mut lanes = lock(&self.lanes);
+        let mut lanes = self.lanes.locked();
         let fresh = !lanes.contains_key(account);
         let lane = lanes.entry(account.to_owned()).or_default();
         if let Some(last) = lane.back().filter(|last| last.op.joins(&op)) {
@@ -153,7 +150,7 @@ impl Keychain {
     /// Waits for a call's outcome until `deadline`; `None` if it did not come.
     fn wait(job: &Job, deadline: Instant) -> Option<Result<Answer, KeychainError>> {
         let left = deadline.saturating_duration_since(Instant::now());
-        let outcome = lock(&job.outcome);
+        let outcome = job.outcome.locked();
         let (outcome, _) = job
             .done
             .wait_timeout_while(outcome, left, |o| o.is_none())
@@ -226,7 +223,7 @@ impl Keychain {
 fn work(backend: &dyn Backend, store: &Opened, lanes: &Lanes, account: &str) {
     loop {
         let job = {
-            let mut all = lock(lanes);
+            let mut all = lanes.locked();
             match all.get(account).and_then(|lane| lane.front().cloned()) {
                 Some(job) => job,
                 None => {
@@ -244,9 +241,9 @@ fn work(backend: &dyn Backend, store: &Opened, lanes: &Lanes, account: &str) {
                     hint: "try again",
                 })
             });
-        *lock(&job.outcome) = Some(outcome);
+        *job.outcome.locked() = Some(outcome);
         job.done.notify_all();
-        if let Some(lane) = lock(lanes).get_mut(account) {
+        if let Some(lane) = lanes.locked().get_mut(account) {
             lane.pop_front();
         }
     }
@@ -259,7 +256,7 @@ fn run(backend: &dyn Backend, store: &Opened, account: &str, op: &Op) -> Result<
         _ => {}
     }
     let keychain = {
-        let mut store = lock(store);
+        let mut store = store.locked();
         match store.as_ref() {
             Some(k) => k.clone(),
             None => {
@@ -278,7 +275,7 @@ fn run(backend: &dyn Backend, store: &Opened, account: &str, op: &Op) -> Result<
     };
     // A keychain that went away is opened again by the next call (a restarted session bus).
     if matches!(outcome, Err(KeychainError::Unavailable { .. })) {
-        *lock(store) = None;
+        *store.locked() = None;
     }
     outcome
 }
@@ -343,11 +340,11 @@ mod tests {
     impl Gated {
         fn pass(&self, what: String) {
             if what.ends_with(" u@a")
-                && let Some(gate) = lock(&self.gate).as_ref()
+                && let Some(gate) = self.gate.locked().as_ref()
             {
                 let _ = gate.recv();
             }
-            lock(&self.log).push(what);
+            self.log.locked().push(what);
         }
     }
 
@@ -391,10 +388,10 @@ mod tests {
 
     fn wait_for(gated: &Gated, n: usize) -> Vec<String> {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while lock(&gated.log).len() < n && Instant::now() < deadline {
+        while gated.log.locked().len() < n && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
-        lock(&gated.log).clone()
+        gated.log.locked().clone()
     }
 
     #[test]
@@ -416,11 +413,11 @@ mod tests {
         keychain.get("u@a", SHORT).expect_err("joined the stuck read");
         // Another account's lane is its own: it answers while u@a's read is still stuck.
         keychain.get("v@b", Duration::from_secs(10)).expect("not held up");
-        assert_eq!(*lock(&gated.log), ["get v@b"]);
+        assert_eq!(*gated.log.locked(), ["get v@b"]);
         go.send(()).expect("let u@a's read go");
         let log = wait_for(&gated, 2);
         assert_eq!(log, ["get v@b", "get u@a"], "one read of u@a for its two callers");
         std::thread::sleep(SHORT);
-        assert_eq!(lock(&gated.log).len(), 2, "no second read of u@a");
+        assert_eq!(gated.log.locked().len(), 2, "no second read of u@a");
     }
 }

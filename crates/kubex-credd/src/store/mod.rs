@@ -131,7 +131,7 @@ pub struct MemoryStore {
 #[cfg(test)]
 impl MemoryStore {
     fn entries(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, SecretString>> {
-        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::sync::Locked::locked(&self.entries)
     }
 }
 

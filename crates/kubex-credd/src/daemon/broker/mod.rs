@@ -15,6 +15,7 @@ use crate::error::{Error, Exit};
 use crate::holds::{Holds, Purpose};
 use crate::protocol::{ProfileStatus, Rejection};
 use crate::store::Passwords;
+use crate::sync::Locked as _;
 use crate::token::{Moment, Token};
 
 #[derive(Debug)]
@@ -42,7 +43,7 @@ struct Slot {
 
 impl Slot {
     fn state(&self) -> MutexGuard<'_, SlotState> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state.locked()
     }
 }
 
@@ -93,7 +94,7 @@ impl Broker {
     }
 
     fn slots(&self) -> MutexGuard<'_, HashMap<String, Arc<Slot>>> {
-        self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.slots.locked()
     }
 
     fn slot(&self, profile: &Profile) -> Arc<Slot> {
@@ -328,7 +329,7 @@ impl Broker {
         };
         let mut s = slot.state();
         let cooldown = policy::reject_cooldown(s.lifetime);
-        let mut rejected = self.rejected.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut rejected = self.rejected.locked();
         if let Some(last) = rejected.get(account)
             && now.saturating_sub(*last) < cooldown
         {
