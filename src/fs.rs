@@ -69,9 +69,9 @@ pub fn read_regular(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
 
 /// What tells a rewritten file apart (an editor or `login` replaces files by a rename): its
 /// modification time, inode and size; `None` when nothing is there.
-pub type Stamp = (std::time::SystemTime, u64, u64);
+pub type FileVersion = (std::time::SystemTime, u64, u64);
 
-pub fn stamp(path: &Path) -> Option<Stamp> {
+pub fn file_version(path: &Path) -> Option<FileVersion> {
     let meta = std::fs::metadata(path).ok()?;
     #[cfg(unix)]
     let inode = std::os::unix::fs::MetadataExt::ino(&meta);

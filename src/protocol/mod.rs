@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::secret::Secret;
 
-pub use status::{DaemonInfo, ProfileStatus, State, Status};
+pub use status::{DaemonInfo, PasswordState, ProfileStatus, State, Status};
 
 /// Bumped whenever a request or response changes shape (2: `forget` names a password source;
 /// 3: `reject`, and `get` may fit its minimum to the tokens' life).
@@ -174,8 +174,13 @@ pub enum Decoded {
     /// A request to serve: from a client of this version, or an older one whose protocol this
     /// daemon still speaks.
     Request(Op),
-    /// A newer client (it replaces this daemon), or an unreadable version; `stop` is honoured.
+    /// A newer client (it replaces this daemon); `stop` is honoured.
     Newer {
+        stop: bool,
+    },
+    /// A version that does not parse, or a stop without one: treated as a newer client's (what
+    /// this daemon cannot read may be the future's); `stop` is honoured.
+    Unreadable {
         stop: bool,
     },
     /// A client older than the oldest protocol served; `stop` is honoured.
@@ -201,9 +206,9 @@ pub fn decode_request(line: &[u8]) -> Decoded {
             Some(theirs) if theirs > Version::ours() => return Decoded::Newer { stop },
             Some(theirs) if theirs.protocol < MIN_PROTOCOL => return Decoded::TooOld { stop },
             Some(_) => {}
-            None => return Decoded::Newer { stop },
+            None => return Decoded::Unreadable { stop },
         },
-        None if stop => return Decoded::Newer { stop },
+        None if stop => return Decoded::Unreadable { stop },
         None => {}
     }
     match serde_json::from_value::<Request>(value) {
@@ -256,7 +261,7 @@ mod tests {
 
     #[test]
     fn any_versions_stop_is_understood_and_newer_clients_are_told_so() {
-        assert!(matches!(decode_request(br#"{"op":"stop"}"#), Decoded::Newer { stop: true }));
+        assert!(matches!(decode_request(br#"{"op":"stop"}"#), Decoded::Unreadable { stop: true }));
         assert!(matches!(
             decode_request(br#"{"version":"9.9.9/7","op":"stop","extra":1}"#),
             Decoded::Newer { stop: true }
@@ -265,7 +270,10 @@ mod tests {
             decode_request(br#"{"version":"9.9.9/7","op":"get","new_field":{}}"#),
             Decoded::Newer { stop: false }
         ));
-        assert!(matches!(decode_request(br#"{"version":"garbage","op":"status"}"#), Decoded::Newer { stop: false }));
+        assert!(matches!(
+            decode_request(br#"{"version":"garbage","op":"status"}"#),
+            Decoded::Unreadable { stop: false }
+        ));
     }
 
     #[test]

@@ -90,10 +90,59 @@ pub struct ProfileStatus {
     /// The token file the daemon keeps for this profile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sink: Option<PathBuf>,
-    /// Whether its source holds a password: `stored`, `missing`, `present` (a file), `unknown`
-    /// (locked, unreachable), `n/a` (command, env). Absent from a daemon older than protocol 3.
+    /// Whether its source holds a password. Absent from a daemon older than protocol 3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password: Option<String>,
+    pub password: Option<PasswordState>,
+}
+
+/// Whether a profile's password source holds a password, as `status` and `profile list` show it
+/// (on the wire, the word itself; a word this client does not know reads as `unknown`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum PasswordState {
+    /// The keychain or kernel keyring holds one.
+    Stored,
+    /// Nothing there: not logged in (or a `file:` source whose file is gone).
+    Missing,
+    /// A `file:` source's file exists.
+    Present,
+    /// The keychain is locked, or did not answer in time.
+    Unknown,
+    /// A `command:` or `env:` source: known only when it is read.
+    NotApplicable,
+}
+
+impl PasswordState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PasswordState::Stored => "stored",
+            PasswordState::Missing => "missing",
+            PasswordState::Present => "present",
+            PasswordState::Unknown => "unknown",
+            PasswordState::NotApplicable => "n/a",
+        }
+    }
+}
+
+impl std::fmt::Display for PasswordState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<String> for PasswordState {
+    fn from(word: String) -> PasswordState {
+        [PasswordState::Stored, PasswordState::Missing, PasswordState::Present, PasswordState::NotApplicable]
+            .into_iter()
+            .find(|s| s.as_str() == word)
+            .unwrap_or(PasswordState::Unknown)
+    }
+}
+
+impl From<PasswordState> for String {
+    fn from(state: PasswordState) -> String {
+        state.as_str().to_owned()
+    }
 }
 
 #[cfg(test)]

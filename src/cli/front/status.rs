@@ -8,7 +8,7 @@ use super::{ask, refused};
 use crate::cli::output;
 use crate::config;
 use crate::error::{Error, Result};
-use crate::protocol::{Body, Op, ProfileStatus, Response, Status};
+use crate::protocol::{Body, Op, PasswordState, ProfileStatus, Response, Status};
 
 /// `status` as the fronts run it: from the daemon; with none running, `kubex-credd` tells whether
 /// each profile has a password (that needs the keychain, which the fronts do not reach).
@@ -47,7 +47,7 @@ pub fn show(json: bool, offline: Option<&dyn Fn(Vec<config::Profile>) -> Vec<Pro
         }
         other => return Err(refused(other)),
     };
-    note_unknown(status.profiles.iter().filter(|p| p.password.as_deref() == Some("unknown")).map(|p| &p.profile));
+    note_unknown(status.profiles.iter().filter(|p| p.password == Some(PasswordState::Unknown)).map(|p| &p.profile));
     let text = if json {
         let mut line = serde_json::to_string(&status).map_err(|e| Error::unexpected(e.to_string()))?;
         line.push('\n');
@@ -86,7 +86,7 @@ fn human(status: &Status) -> String {
         },
     };
     for p in &status.profiles {
-        let not_logged_in = p.password.as_deref() == Some("missing")
+        let not_logged_in = p.password == Some(PasswordState::Missing)
             && matches!(p.state, crate::protocol::State::None | crate::protocol::State::Expired);
         if not_logged_in {
             let _ = write!(text, "profile {}: {} at {}: not logged in (no password stored)", p.profile, p.user, p.url);

@@ -21,8 +21,8 @@ pub struct ConfigCache {
 /// How many config files the daemon keeps parsed.
 pub const MAX_CACHED: usize = 16;
 
-/// The file's stamp, the parsed file, and when it was last used (a counter).
-type Cached = (Option<crate::fs::Stamp>, Arc<config::ConfigFile>, u64);
+/// The file's version, the parsed file, and when it was last used (a counter).
+type Cached = (Option<crate::fs::FileVersion>, Arc<config::ConfigFile>, u64);
 
 impl ConfigCache {
     /// The config file at `path`: from the cache when its file is unchanged (a `stat`, which
@@ -40,10 +40,10 @@ impl ConfigCache {
     /// The cached file, if the file at `path` is the one cached.
     fn cached(&self, path: &Path) -> Option<Arc<config::ConfigFile>> {
         let used = self.uses.fetch_add(1, Ordering::Relaxed);
-        let stamp = crate::fs::stamp(path);
+        let version = crate::fs::file_version(path);
         let mut files = self.files();
         let (seen, file, last) = files.get_mut(path)?;
-        if *seen != stamp {
+        if *seen != version {
             return None;
         }
         *last = used;
@@ -55,10 +55,10 @@ impl ConfigCache {
             return Ok(file);
         }
         let used = self.uses.fetch_add(1, Ordering::Relaxed);
-        let stamp = crate::fs::stamp(path);
+        let version = crate::fs::file_version(path);
         let file = Arc::new(config::load(path)?);
         let mut files = self.files();
-        files.insert(path.to_path_buf(), (stamp, file.clone(), used));
+        files.insert(path.to_path_buf(), (version, file.clone(), used));
         while files.len() > MAX_CACHED {
             let oldest = files.iter().min_by_key(|(_, (_, _, last))| *last).map(|(p, _)| p.clone());
             oldest.map(|p| files.remove(&p));

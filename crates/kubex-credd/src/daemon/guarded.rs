@@ -12,7 +12,7 @@ use super::minter::Minter;
 use super::policy;
 use crate::config::Profile;
 use crate::error::{Error, Result};
-use crate::holds::{Begun, Held, Holds, Outcome, Purpose};
+use crate::holds::{Barred, Begun, Holds, Outcome, Purpose};
 use crate::kubex::AuthError;
 use crate::token::Token;
 
@@ -50,7 +50,7 @@ impl Budget {
 #[derive(Debug)]
 pub enum Guarded {
     Answer(std::result::Result<Token, AuthError>),
-    Held(Held),
+    Barred(Barred),
 }
 
 /// Sends `password` for `profile` once, unless the holds file forbids it. `Err`: nothing was sent
@@ -72,7 +72,7 @@ pub async fn mint(
     };
     let attempt = match begun {
         Begun::Go(attempt) => attempt,
-        Begun::Held(held) => return Ok(Guarded::Held(held)),
+        Begun::Barred(barred) => return Ok(Guarded::Barred(barred)),
     };
     tracing::debug!(profile = %profile.name, "minting a token");
     let answer = minter.mint(profile, password, budget.call_limit()).await;
@@ -118,10 +118,10 @@ pub fn prove(profile: &Profile, password: &SecretString) -> Result<Token> {
     match guarded {
         // A wait Kubex asked for (403, 429) is said with when Kubex is asked again.
         Guarded::Answer(answer) => answer.map_err(|e| match policy::to_file(&e) {
-            Some(Held::Wait(error, wait)) => error.retry_in(wait),
+            Some(Barred::Wait(error, wait)) => error.retry_in(wait),
             _ => Error::from(e),
         }),
-        Guarded::Held(Held::Wait(error, left)) => Err(error.retry_in(left)),
-        Guarded::Held(Held::Rejected(error)) => Err(error),
+        Guarded::Barred(Barred::Wait(error, left)) => Err(error.retry_in(left)),
+        Guarded::Barred(Barred::Rejected(error)) => Err(error),
     }
 }

@@ -48,7 +48,7 @@ pub struct KubexMinter {
 struct Cached {
     key: (Option<PathBuf>, bool),
     /// The CA file as it was when read.
-    stamp: Option<crate::fs::Stamp>,
+    version: Option<crate::fs::FileVersion>,
     client: Client,
 }
 
@@ -63,18 +63,18 @@ impl KubexMinter {
 
     fn client(&self, profile: &Profile) -> Result<Client, Error> {
         let key = (profile.ca_cert.clone(), crate::config::is_loopback(&profile.url));
-        let stamp = profile.ca_cert.as_deref().and_then(crate::fs::stamp);
+        let version = profile.ca_cert.as_deref().and_then(crate::fs::file_version);
         let mut clients = self.cached();
         if let Some(i) = clients.iter().position(|c| c.key == key) {
             let cached = clients.remove(i);
-            if cached.stamp == stamp {
+            if cached.version == version {
                 clients.push(cached.clone());
                 return Ok(cached.client);
             }
             tracing::info!("the CA bundle changed: reading it again");
         }
         let client = Client::for_profile(profile, self.timeout)?;
-        clients.push(Cached { key, stamp, client: client.clone() });
+        clients.push(Cached { key, version, client: client.clone() });
         if clients.len() > MAX_CLIENTS {
             clients.remove(0);
         }

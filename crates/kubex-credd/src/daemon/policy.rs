@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::notify::Kind;
 use crate::error::{Error, Exit};
-use crate::holds::Held;
+use crate::holds::Barred;
 use crate::kubex::AuthError;
 use crate::protocol::State;
 use crate::token::{Moment, Stamp, Token};
@@ -102,20 +102,22 @@ pub fn rejected_again(hold: &Hold, password: Fingerprint) -> Option<Error> {
 }
 
 /// A hold another process recorded (the holds file), as this slot's hold and the failure to answer.
-pub fn from_file(held: Held, sent: Fingerprint, now: Stamp) -> (Hold, Error) {
-    match held {
-        Held::Rejected(error) => (Hold::Rejected { fingerprint: sent, error: error.clone() }, error),
-        Held::Wait(error, left) => (Hold::Until { until: now.after(left), error: error.clone() }, error.retry_in(left)),
+pub fn from_file(barred: Barred, sent: Fingerprint, now: Stamp) -> (Hold, Error) {
+    match barred {
+        Barred::Rejected(error) => (Hold::Rejected { fingerprint: sent, error: error.clone() }, error),
+        Barred::Wait(error, left) => {
+            (Hold::Until { until: now.after(left), error: error.clone() }, error.retry_in(left))
+        }
     }
 }
 
 /// What a failure leaves for other processes (the holds file): a rejection for good, a 403 or
 /// 429 wait until its time runs out; nothing for the failures a backoff handles.
-pub fn to_file(e: &AuthError) -> Option<Held> {
+pub fn to_file(e: &AuthError) -> Option<Barred> {
     match e {
-        AuthError::Rejected { .. } => Some(Held::Rejected(Error::from(e.clone()))),
-        AuthError::Expired { .. } => Some(Held::Wait(Error::from(e.clone()), EXPIRED_HOLD)),
-        AuthError::RateLimited { retry_after, .. } => Some(Held::Wait(Error::from(e.clone()), *retry_after)),
+        AuthError::Rejected { .. } => Some(Barred::Rejected(Error::from(e.clone()))),
+        AuthError::Expired { .. } => Some(Barred::Wait(Error::from(e.clone()), EXPIRED_HOLD)),
+        AuthError::RateLimited { retry_after, .. } => Some(Barred::Wait(Error::from(e.clone()), *retry_after)),
         _ => None,
     }
 }
@@ -213,8 +215,8 @@ pub fn state(
 
 /// How `status` shows what the holds file keeps against a profile that has no slot (no daemon,
 /// or a daemon that has not served it): as a slot held so would be shown.
-pub fn filed_state(held: Held, now: Moment) -> (State, Option<u64>, Option<String>) {
-    let (hold, _) = from_file(held, [0; 32], now.at);
+pub fn filed_state(barred: Barred, now: Moment) -> (State, Option<u64>, Option<String>) {
+    let (hold, _) = from_file(barred, [0; 32], now.at);
     state(None, &hold, false, now)
 }
 
@@ -343,13 +345,13 @@ mod tests {
     #[test]
     fn holds_on_file_become_the_slots_and_only_final_failures_are_filed() {
         let rejected = AuthError::Rejected { url: url(), user: "u".into() };
-        let Some(Held::Rejected(e)) = to_file(&rejected) else { panic!("a 401 is filed") };
-        let (hold, answer) = from_file(Held::Rejected(e), [7; 32], at(0));
+        let Some(Barred::Rejected(e)) = to_file(&rejected) else { panic!("a 401 is filed") };
+        let (hold, answer) = from_file(Barred::Rejected(e), [7; 32], at(0));
         assert_eq!(answer.kind(), Exit::Rejected);
         assert!(rejected_again(&hold, [7; 32]).is_some(), "this daemon now fails fast for that password");
         let expired = AuthError::Expired { url: url(), user: "u".into() };
-        assert!(matches!(to_file(&expired), Some(Held::Wait(_, wait)) if wait == EXPIRED_HOLD));
-        let (hold, answer) = from_file(Held::Wait(Error::from(expired), Duration::from_secs(30)), [7; 32], at(0));
+        assert!(matches!(to_file(&expired), Some(Barred::Wait(_, wait)) if wait == EXPIRED_HOLD));
+        let (hold, answer) = from_file(Barred::Wait(Error::from(expired), Duration::from_secs(30)), [7; 32], at(0));
         assert!(answer.to_string().ends_with("asks Kubex again in 30 s"), "{answer}");
         assert!(matches!(decide(None, &hold, false, when(29), Want::AtLeast(Duration::ZERO)), Decision::Fail(_)));
         assert!(to_file(&AuthError::Server { url: url(), status: 503 }).is_none(), "a backoff is this process's");

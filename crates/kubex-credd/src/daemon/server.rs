@@ -17,6 +17,7 @@ use super::policy::Want;
 use crate::client::Paths;
 use crate::config::{self, Profile};
 use crate::error::{Error, Result};
+use crate::protocol::PasswordState;
 use crate::protocol::{self, Body, DaemonInfo, Op, ProfileStatus, Response};
 use crate::secret::Secret;
 use crate::sync::Locked as _;
@@ -74,7 +75,7 @@ fn hung_up(_: &Stream) -> bool {
 }
 
 /// A failure as the daemon answers it: its exit code and its line, rendered here once.
-fn answer_error(e: &Error) -> Body {
+fn error_body(e: &Error) -> Body {
     Body::Error { code: e.code(), message: e.to_string() }
 }
 
@@ -263,9 +264,9 @@ impl Daemon {
             match read {
                 Err(_) | Ok(Err(_)) | Ok(Ok(0)) => None,
                 Ok(Ok(_)) if !line.ends_with(b"\n") => {
-                    Some(answer_error(&Error::usage("request too long or incomplete")))
+                    Some(error_body(&Error::usage("request too long or incomplete")))
                 }
-                Ok(Ok(_)) => Some(self.answer(&line).await),
+                Ok(Ok(_)) => Some(self.serve_line(&line).await),
             }
         };
         // Bounded in time, and dropped as soon as the client leaves (its descriptor with it).
@@ -273,7 +274,7 @@ impl Daemon {
             answered = tokio::time::timeout(self.request_deadline, answer) => match answered {
                 Ok(Some(body)) => body,
                 Ok(None) => return,
-                Err(_) => answer_error(&Error::daemon(format!(
+                Err(_) => error_body(&Error::daemon(format!(
                     "the daemon could not answer within {}; see `kubex-cred status`",
                     humantime::format_duration(self.request_deadline)
                 ))),
@@ -290,19 +291,20 @@ impl Daemon {
     }
 
     /// The answer to one request line.
-    async fn answer(&self, line: &[u8]) -> Body {
+    async fn serve_line(&self, line: &[u8]) -> Body {
+        use protocol::Decoded;
         match protocol::decode_request(line) {
-            protocol::Decoded::Request(op) => self.dispatch(op).await,
-            protocol::Decoded::Newer { stop: true } | protocol::Decoded::TooOld { stop: true } => {
+            Decoded::Request(op) => self.dispatch(op).await,
+            Decoded::Newer { stop: true } | Decoded::Unreadable { stop: true } | Decoded::TooOld { stop: true } => {
                 self.dispatch(Op::Stop).await
             }
-            protocol::Decoded::Newer { stop: false } => Body::VersionMismatch,
-            protocol::Decoded::TooOld { stop: false } => answer_error(&Error::daemon(format!(
+            Decoded::Newer { stop: false } | Decoded::Unreadable { stop: false } => Body::VersionMismatch,
+            Decoded::TooOld { stop: false } => error_body(&Error::daemon(format!(
                 "a newer kubex-cred daemon is running (version {}) that no longer speaks this client's \
                      protocol; use that installation or stop it (`kubex-cred stop`)",
                 protocol::version()
             ))),
-            protocol::Decoded::Malformed(why) => answer_error(&Error::usage(format!("malformed request: {why}"))),
+            Decoded::Malformed(why) => error_body(&Error::usage(format!("malformed request: {why}"))),
         }
     }
 
@@ -333,7 +335,7 @@ impl Daemon {
             Op::Get { config, profile, min_ttl_ms, at_most_half_life } => {
                 let profile = match self.resolve(&config, &profile).await {
                     Ok(p) => p,
-                    Err(e) => return answer_error(&e),
+                    Err(e) => return error_body(&e),
                 };
                 let min_ttl = Duration::from_millis(min_ttl_ms);
                 let want = if at_most_half_life { Want::Fitting(min_ttl) } else { Want::AtLeast(min_ttl) };
@@ -344,7 +346,7 @@ impl Daemon {
                         expires_ms: token.expires_local_ms(),
                         profile: (&profile).into(),
                     },
-                    Err(e) => answer_error(&e),
+                    Err(e) => error_body(&e),
                 }
             }
             // A token the API refused: git names the account (`erase`, answered `Done`), `reject`
@@ -359,7 +361,7 @@ impl Daemon {
                 };
                 let account = match account {
                     Ok(account) => account,
-                    Err(e) => return answer_error(&e),
+                    Err(e) => return error_body(&e),
                 };
                 let outcome = self.broker.reject(&account, token.expose());
                 if !from_git {
@@ -415,7 +417,7 @@ impl Daemon {
         // Whether each configured profile has a password, asked without an unlock prompt.
         let (asked, patience, holds) = (configured.clone(), self.keychain_patience, self.broker.holds().clone());
         // And what the holds file keeps against each (another process may have learnt it).
-        let (passwords, filed): (Vec<&'static str>, Vec<Option<ProfileStatus>>) =
+        let (passwords, filed): (Vec<PasswordState>, Vec<Option<ProfileStatus>>) =
             tokio::task::spawn_blocking(move || {
                 (crate::store::password_states(&asked, patience), super::filed_status(&holds, &asked))
             })
@@ -436,7 +438,7 @@ impl Daemon {
                     },
                     None => on_file.unwrap_or_else(|| p.idle_status()),
                 };
-                ProfileStatus { password: password.map(str::to_owned), ..shown }
+                ProfileStatus { password, ..shown }
             })
             .collect();
         profiles.extend(kept.iter().filter(|s| !configured.iter().any(|p| same(s, p))).cloned());

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::secret::SecretString;
 use sha2::{Digest, Sha256};
 
-use super::{Contents, FILE_PATIENCE, Held, Holds, InFlight, MAX_REJECTED, Rejected, Wait, epoch_ms, fingerprint};
+use super::{Barred, Contents, FILE_PATIENCE, Holds, InFlight, MAX_REJECTED, Rejected, Wait, epoch_ms, fingerprint};
 use crate::error::{Error, Exit, Result};
 
 /// Who sends: a `get` (the daemon, `--no-daemon`) honours every hold; `login`, the user's
@@ -24,7 +24,7 @@ pub enum Purpose {
 #[derive(Debug)]
 pub enum Begun {
     Go(Attempt),
-    Held(Held),
+    Barred(Barred),
 }
 
 /// How an attempt ended, as far as this process can tell.
@@ -33,7 +33,7 @@ pub enum Outcome {
     /// Kubex accepted the password; its tokens live this long.
     Minted(Duration),
     /// Kubex answered without a token: what that leaves for other processes, if anything.
-    Answered(Option<Held>),
+    Answered(Option<Barred>),
     /// Nothing reached Kubex (no connection could be made).
     NotSent,
     /// The password may have reached Kubex but no answer came (a timeout, a connection cut).
@@ -103,7 +103,7 @@ impl Holds {
                 ),
             )
         })?;
-        let mut found: Option<std::result::Result<(String, String), Held>> = None;
+        let mut found: Option<std::result::Result<(String, String), Barred>> = None;
         let mut before = 0;
         self.update(deadline, |c| {
             if c.salt.is_empty() {
@@ -149,7 +149,7 @@ impl Holds {
                 before,
                 purpose,
             })),
-            Some(Err(held)) => Ok(Begun::Held(held)),
+            Some(Err(held)) => Ok(Begun::Barred(held)),
             None => Err(Error::unexpected("the attempt was neither held back nor written")),
         }
     }
@@ -157,18 +157,18 @@ impl Holds {
 
 /// What on file holds `print` of `account` back: Kubex's wait for everyone; for a `get` also a
 /// rejection of that password, or two attempts with it that never got an answer.
-fn check(c: &Contents, account: &str, print: &str, purpose: Purpose, now: SystemTime) -> Option<Held> {
+fn check(c: &Contents, account: &str, print: &str, purpose: Purpose, now: SystemTime) -> Option<Barred> {
     if let Some((error, left)) = c.wait(account, now) {
-        return Some(Held::Wait(error, left));
+        return Some(Barred::Wait(error, left));
     }
     if purpose == Purpose::Login {
         return None;
     }
     if let Some(r) = c.rejected.iter().find(|r| r.account == account && r.fingerprint == print) {
-        return Some(Held::Rejected(Error::new(Exit::Rejected, &r.message)));
+        return Some(Barred::Rejected(Error::new(Exit::Rejected, &r.message)));
     }
     let unanswered_twice = c.in_flight.iter().any(|a| a.account == account && a.fingerprint == print && a.tries >= 2);
-    unanswered_twice.then(|| Held::Rejected(unanswered()))
+    unanswered_twice.then(|| Barred::Rejected(unanswered()))
 }
 
 impl Attempt {
@@ -219,7 +219,7 @@ impl Attempt {
                     c.waits.retain(|w| w.account != account);
                     c.lifetimes_s.insert(account.clone(), lifetime.as_secs());
                 }
-                Outcome::Answered(Some(Held::Rejected(error))) => {
+                Outcome::Answered(Some(Barred::Rejected(error))) => {
                     c.rejected.retain(|r| !(r.account == account && r.source == source && r.fingerprint == print));
                     c.rejected.push(Rejected {
                         account: account.clone(),
@@ -229,7 +229,7 @@ impl Attempt {
                     });
                     keep_last(&mut c.rejected, MAX_REJECTED, |r| r.account == account && r.source == source);
                 }
-                Outcome::Answered(Some(Held::Wait(error, wait))) => {
+                Outcome::Answered(Some(Barred::Wait(error, wait))) => {
                     c.waits.retain(|w| w.account != account);
                     c.waits.push(Wait {
                         account: account.clone(),

@@ -33,7 +33,7 @@ pub struct Holds {
 
 /// Why a password must not be sent now.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Held {
+pub enum Barred {
     /// Kubex rejected this very password for this account, or two attempts with it never got an
     /// answer (exit 4).
     Rejected(Error),
@@ -271,17 +271,17 @@ impl Holds {
     /// it for a profile no slot speaks for: a wait, two attempts that got no answer, or the last
     /// password Kubex rejected from that source (it may hold another one by now: the next `get`
     /// finds out).
-    pub fn filed_all(&self, wanted: &[(String, String)], now: SystemTime) -> Result<Vec<Option<Held>>> {
+    pub fn filed_all(&self, wanted: &[(String, String)], now: SystemTime) -> Result<Vec<Option<Barred>>> {
         let contents = self.read(Instant::now() + FILE_PATIENCE)?;
         let filed = |account: &str, source: &str| {
             if let Some((error, left)) = contents.wait(account, now) {
-                return Some(Held::Wait(error, left));
+                return Some(Barred::Wait(error, left));
             }
             if contents.in_flight.iter().any(|a| a.account == account && a.source == source && a.tries >= 2) {
-                return Some(Held::Rejected(attempt::unanswered()));
+                return Some(Barred::Rejected(attempt::unanswered()));
             }
             let last = contents.rejected.iter().rev().find(|r| r.account == account && r.source == source);
-            last.map(|r| Held::Rejected(Error::new(Exit::Rejected, &r.message)))
+            last.map(|r| Barred::Rejected(Error::new(Exit::Rejected, &r.message)))
         };
         Ok(wanted.iter().map(|(account, source)| filed(account, source)).collect())
     }

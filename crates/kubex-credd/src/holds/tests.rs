@@ -16,8 +16,8 @@ fn soon() -> Instant {
     Instant::now() + Duration::from_secs(5)
 }
 
-fn rejected() -> Held {
-    Held::Rejected(Error::new(Exit::Rejected, "Kubex rejected the password"))
+fn rejected() -> Barred {
+    Barred::Rejected(Error::new(Exit::Rejected, "Kubex rejected the password"))
 }
 
 /// `begin` as a `get` from `source`: `Ok(attempt)` to send, `Err(held)` when held back.
@@ -27,10 +27,10 @@ fn begin(
     source: &str,
     password: &str,
     now: SystemTime,
-) -> std::result::Result<Attempt, Held> {
+) -> std::result::Result<Attempt, Barred> {
     match h.begin(account, source, &pw(password), Purpose::Get, now, soon()).expect("the file is usable") {
         Begun::Go(attempt) => Ok(attempt),
-        Begun::Held(held) => Err(held),
+        Begun::Barred(held) => Err(held),
     }
 }
 
@@ -46,7 +46,7 @@ fn is_rejected(h: &Holds, account: &str, password: &str) -> bool {
             attempt.finish(&Outcome::NotSent, SystemTime::now()).expect("filed");
             false
         }
-        Err(Held::Rejected(_)) => true,
+        Err(Barred::Rejected(_)) => true,
         Err(other) => panic!("held otherwise: {other:?}"),
     }
 }
@@ -98,10 +98,10 @@ fn an_attempt_that_never_got_its_answer_is_tried_once_more_then_held() {
     drop(begin(&h, "u@a", "keychain", "pw", now).expect("sent"));
     // The next one may try once more; its outcome is lost too.
     begin(&h, "u@a", "keychain", "pw", now).expect("one more try").finish(&Outcome::NoAnswer, now).expect("filed");
-    let Err(Held::Rejected(e)) = begin(&h, "u@a", "keychain", "pw", now) else { panic!("held after two") };
+    let Err(Barred::Rejected(e)) = begin(&h, "u@a", "keychain", "pw", now) else { panic!("held after two") };
     assert!(e.message().contains("got no answer"), "{e}");
     let filed = h.filed_all(&[("u@a".to_owned(), "keychain".to_owned())], now).expect("read");
-    assert!(matches!(filed.as_slice(), [Some(Held::Rejected(_))]), "{filed:?}");
+    assert!(matches!(filed.as_slice(), [Some(Barred::Rejected(_))]), "{filed:?}");
     // Another password is sent; login sends this one again, and its answer clears it.
     begin(&h, "u@a", "keychain", "other", now).expect("another").finish(&Outcome::NotSent, now).expect("filed");
     let Begun::Go(login) = h.begin("u@a", "keychain", &pw("pw"), Purpose::Login, now, soon()).expect("usable") else {
@@ -137,7 +137,7 @@ fn an_outcome_filed_after_the_file_was_replaced_still_holds() {
     // The unanswered attempt came back too: one more try, then held.
     let now = SystemTime::now();
     begin(&h, "v@a", "keychain", "lost", now).expect("one more").finish(&Outcome::NoAnswer, now).expect("filed");
-    assert!(matches!(begin(&h, "v@a", "keychain", "lost", now), Err(Held::Rejected(_))));
+    assert!(matches!(begin(&h, "v@a", "keychain", "lost", now), Err(Barred::Rejected(_))));
 }
 
 #[test]
@@ -198,23 +198,23 @@ fn waits_run_out_and_a_clock_set_back_cannot_stretch_them() {
     let (_dir, h) = holds();
     let now = SystemTime::now();
     let limited = Error::new(Exit::RateLimited, "Kubex is rate limiting logins (429)");
-    let wait = Held::Wait(limited.clone(), Duration::from_secs(40));
+    let wait = Barred::Wait(limited.clone(), Duration::from_secs(40));
     begin(&h, "u@a", "keychain", "x", now).expect("sent").finish(&Outcome::Answered(Some(wait)), now).expect("filed");
-    let Err(Held::Wait(e, left)) = begin(&h, "u@a", "keychain", "x", now) else { panic!("held") };
+    let Err(Barred::Wait(e, left)) = begin(&h, "u@a", "keychain", "x", now) else { panic!("held") };
     assert_eq!((e, left), (limited, Duration::from_secs(40)), "the wait is counted again, not kept in the text");
-    let Begun::Held(Held::Wait(..)) = h.begin("u@a", "k", &pw("x"), Purpose::Login, now, soon()).expect("usable")
+    let Begun::Barred(Barred::Wait(..)) = h.begin("u@a", "k", &pw("x"), Purpose::Login, now, soon()).expect("usable")
     else {
         panic!("login waits too")
     };
     let later = now + Duration::from_secs(41);
     begin(&h, "u@a", "keychain", "x", later).expect("over").finish(&Outcome::NotSent, later).expect("filed");
-    let expired = Held::Wait(Error::new(Exit::Expired, "expired"), Duration::from_secs(600));
+    let expired = Barred::Wait(Error::new(Exit::Expired, "expired"), Duration::from_secs(600));
     begin(&h, "v@a", "keychain", "x", now)
         .expect("sent")
         .finish(&Outcome::Answered(Some(expired)), now)
         .expect("filed");
     let set_back = now - Duration::from_secs(86_400);
-    let Err(Held::Wait(_, left)) = begin(&h, "v@a", "keychain", "x", set_back) else { panic!("held") };
+    let Err(Barred::Wait(_, left)) = begin(&h, "v@a", "keychain", "x", set_back) else { panic!("held") };
     assert_eq!(left, Duration::from_secs(600));
 }
 

@@ -9,6 +9,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::protocol::PasswordState;
 use crate::secret::SecretString;
 
 use super::KeychainError;
@@ -54,7 +55,7 @@ enum Answer {
     Password(SecretString),
     Stored,
     Deleted(bool),
-    Presence(&'static str),
+    Presence(PasswordState),
     /// `None`: this platform's store cannot list its entries.
     Accounts(Option<Vec<String>>),
 }
@@ -69,7 +70,7 @@ struct Job {
 /// What the lanes call: the platform's keychain and its search (a fake in unit tests).
 trait Backend: Send + Sync {
     fn open(&self) -> Result<Arc<dyn SecretStore>, KeychainError>;
-    fn has_entry(&self, account: &str) -> &'static str;
+    fn has_entry(&self, account: &str) -> PasswordState;
     fn accounts(&self) -> Option<Result<Vec<String>, KeychainError>>;
 }
 
@@ -80,7 +81,7 @@ impl Backend for Platform {
         Ok(Arc::new(OsKeychain::open()?))
     }
 
-    fn has_entry(&self, account: &str) -> &'static str {
+    fn has_entry(&self, account: &str) -> PasswordState {
         has_entry(account)
     }
 
@@ -207,13 +208,13 @@ impl Keychain {
 
     /// Whether the keychain holds an entry for each account (`stored`, `missing`, `unknown`), all
     /// asked at once and waited for together: `unknown` for what did not answer within `patience`.
-    pub fn presence(&self, accounts: &[String], patience: Duration) -> Vec<&'static str> {
+    pub fn presence(&self, accounts: &[String], patience: Duration) -> Vec<PasswordState> {
         let deadline = Instant::now() + patience;
         let jobs: Vec<Arc<Job>> = accounts.iter().map(|account| self.start(account, Op::Search)).collect();
         jobs.iter()
             .map(|job| match Self::wait(job, deadline) {
                 Some(Ok(Answer::Presence(state))) => state,
-                _ => "unknown",
+                _ => PasswordState::Unknown,
             })
             .collect()
     }
@@ -369,8 +370,8 @@ mod tests {
         fn open(&self) -> Result<Arc<dyn SecretStore>, KeychainError> {
             Ok(Arc::new(Fake(self.0.clone())))
         }
-        fn has_entry(&self, _: &str) -> &'static str {
-            "stored"
+        fn has_entry(&self, _: &str) -> PasswordState {
+            PasswordState::Stored
         }
         fn accounts(&self) -> Option<Result<Vec<String>, KeychainError>> {
             None

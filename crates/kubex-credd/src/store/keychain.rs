@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::protocol::PasswordState;
 use crate::secret::SecretString;
 use keyring_core::{CredentialStore, Entry};
 
@@ -119,24 +120,24 @@ impl SecretStore for OsKeychain {
 /// Whether the platform keychain holds an entry for `account`: `stored`, `missing`, or `unknown`
 /// (locked, unreachable). Linux asks the Secret Service's search, which lists locked items apart
 /// and prompts for nothing; elsewhere reading would be the only way, and it may prompt: `unknown`.
-pub fn has_entry(account: &str) -> &'static str {
+pub fn has_entry(account: &str) -> PasswordState {
     #[cfg(target_os = "linux")]
     {
         use secret_service::EncryptionType;
         use secret_service::blocking::SecretService;
-        let Ok(ss) = SecretService::connect(EncryptionType::Plain) else { return "unknown" };
+        let Ok(ss) = SecretService::connect(EncryptionType::Plain) else { return PasswordState::Unknown };
         let attributes = HashMap::from([("service", super::SERVICE), ("username", account)]);
         match ss.search_items(attributes) {
-            Ok(found) if !found.unlocked.is_empty() => "stored",
-            Ok(found) if !found.locked.is_empty() => "unknown",
-            Ok(_) => "missing",
-            Err(_) => "unknown",
+            Ok(found) if !found.unlocked.is_empty() => PasswordState::Stored,
+            Ok(found) if !found.locked.is_empty() => PasswordState::Unknown,
+            Ok(_) => PasswordState::Missing,
+            Err(_) => PasswordState::Unknown,
         }
     }
     #[cfg(not(target_os = "linux"))]
     {
         let _ = account;
-        "unknown"
+        PasswordState::Unknown
     }
 }
 

@@ -5,6 +5,7 @@ mod bounded;
 mod keychain;
 mod sources;
 
+use crate::protocol::PasswordState;
 use crate::secret::SecretString;
 
 use crate::config::{PasswordSource, Profile};
@@ -101,22 +102,22 @@ pub fn writable(source: &PasswordSource, patience: std::time::Duration) -> Resul
 /// `stored`, `missing`, `present` (a file), `unknown` (locked, or no answer within `patience`), `n/a`
 /// (command, env). Asked without an unlock prompt and without reading a keychain password; the
 /// keychain is asked for all profiles at once, so the whole list takes `patience` at most.
-pub fn password_states(profiles: &[Profile], patience: std::time::Duration) -> Vec<&'static str> {
+pub fn password_states(profiles: &[Profile], patience: std::time::Duration) -> Vec<PasswordState> {
     let in_keychain: Vec<String> =
         profiles.iter().filter(|p| p.source == PasswordSource::Keychain).map(Profile::account).collect();
     let mut found = Keychain::shared().presence(&in_keychain, patience).into_iter();
     profiles
         .iter()
         .map(|profile| match &profile.source {
-            PasswordSource::Keychain => found.next().unwrap_or("unknown"),
+            PasswordSource::Keychain => found.next().unwrap_or(PasswordState::Unknown),
             PasswordSource::Keyutils => match OsKeychain::keyutils().and_then(|k| k.get(&profile.account())) {
-                Ok(_) => "stored",
-                Err(KeychainError::NotFound { .. }) => "missing",
-                Err(_) => "unknown",
+                Ok(_) => PasswordState::Stored,
+                Err(KeychainError::NotFound { .. }) => PasswordState::Missing,
+                Err(_) => PasswordState::Unknown,
             },
-            PasswordSource::File(path) if path.is_file() => "present",
-            PasswordSource::File(_) => "missing",
-            PasswordSource::Command(_) | PasswordSource::Env(_) => "n/a",
+            PasswordSource::File(path) if path.is_file() => PasswordState::Present,
+            PasswordSource::File(_) => PasswordState::Missing,
+            PasswordSource::Command(_) | PasswordSource::Env(_) => PasswordState::NotApplicable,
         })
         .collect()
 }

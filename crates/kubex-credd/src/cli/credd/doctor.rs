@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use crate::client::{self, Paths};
 use crate::config::{self, PasswordSource, Profile};
 use crate::holds::Holds;
+use crate::protocol::PasswordState;
 use crate::protocol::{Body, Op, Overrides, Response, State, Status};
 use crate::store::{self, Passwords, Sources};
 
@@ -72,7 +73,7 @@ fn check_profiles(report: &mut Report, daemon: Option<Status>, only: Option<&str
         let check = format!("token '{}'", p.profile);
         let error = p.last_error.clone().unwrap_or_default();
         let login = format!("run `kubex-cred login --profile {}` with the current password", p.profile);
-        match (p.state, p.password.as_deref()) {
+        match (p.state, p.password) {
             // The refusal's own message names the fix (`kubex-cred login`).
             (State::Rejected, _) if !error.is_empty() => report.line(Level::Fail, &check, error),
             (State::Rejected, _) => report.line(Level::Fail, &check, format!("password rejected; fix: {login}")),
@@ -84,9 +85,11 @@ fn check_profiles(report: &mut Report, daemon: Option<Status>, only: Option<&str
                 };
                 report.line(Level::Warn, &check, format!("{error}{when}"));
             }
-            (_, Some("missing")) => report.line(Level::Fail, &check, format!("not logged in; fix: {login}")),
+            (_, Some(PasswordState::Missing)) => {
+                report.line(Level::Fail, &check, format!("not logged in; fix: {login}"))
+            }
             _ if !error.is_empty() => report.line(Level::Fail, &check, error),
-            (_, Some("unknown")) => report.line(
+            (_, Some(PasswordState::Unknown)) => report.line(
                 Level::Warn,
                 &check,
                 "the keychain is locked or did not say in time whether it holds the password",

@@ -127,7 +127,7 @@ pub(super) fn offline_status(profiles: Vec<config::Profile>) -> Vec<ProfileStatu
         .zip(passwords)
         .zip(filed)
         .map(|((profile, password), filed)| ProfileStatus {
-            password: Some(password.to_owned()),
+            password: Some(password),
             ..filed.unwrap_or_else(|| profile.idle_status())
         })
         .collect()

@@ -10,6 +10,7 @@ use crate::client;
 use crate::config::{self, ConfigFile, PasswordSource, Profile};
 use crate::error::{Error, Exit, Result};
 use crate::holds::Holds;
+use crate::protocol::PasswordState;
 use crate::protocol::{Op, Overrides};
 use crate::store::{self, SecretStore};
 
@@ -22,8 +23,7 @@ struct Row {
     user: String,
     password_source: String,
     default: bool,
-    /// `stored`, `missing`, `present` (a file), `unknown` (locked, unreachable), `n/a` (command, env).
-    password: &'static str,
+    password: PasswordState,
     /// A keychain entry no profile uses (`kubex-cred profile prune` removes it).
     orphaned: bool,
 }
@@ -46,7 +46,8 @@ pub fn list(json: bool) -> Result<()> {
             orphaned: false,
         })
         .collect();
-    let unknown: Vec<String> = rows.iter().filter(|r| r.password == "unknown").filter_map(|r| r.name.clone()).collect();
+    let unknown: Vec<String> =
+        rows.iter().filter(|r| r.password == PasswordState::Unknown).filter_map(|r| r.name.clone()).collect();
     crate::cli::front::status::note_unknown(unknown.iter());
     // What the keychain keeps that no profile uses (when it can say: not while it does not answer).
     if unknown.is_empty()
@@ -60,7 +61,7 @@ pub fn list(json: bool) -> Result<()> {
                 user: user.to_owned(),
                 password_source: PasswordSource::Keychain.to_string(),
                 default: false,
-                password: "stored",
+                password: PasswordState::Stored,
                 orphaned: true,
             }
         }));

@@ -152,7 +152,7 @@ impl Broker {
     /// A token for the profile that meets `want`, minting once for all who wait.
     pub async fn get_as(self: &Arc<Self>, profile: &Profile, want: Want) -> Result<Token, Error> {
         let slot = self.slot(profile);
-        if let Some(answer) = self.answer(&slot, want) {
+        if let Some(answer) = self.without_minting(&slot, want) {
             return answer;
         }
         // The wait and the mint run in a task of their own: a caller that goes away (its client
@@ -165,7 +165,7 @@ impl Broker {
 
     async fn wait_or_mint(self: &Arc<Self>, slot: &Arc<Slot>, profile: &Profile, want: Want) -> Result<Token, Error> {
         let _minting = slot.mint_lock.lock().await;
-        if let Some(answer) = self.answer(slot, want) {
+        if let Some(answer) = self.without_minting(slot, want) {
             return answer;
         }
         if let Want::AtLeast(min_ttl) = want
@@ -201,7 +201,7 @@ impl Broker {
     }
 
     /// Serves from the slot or fails from its hold; `None` means a mint is needed.
-    fn answer(self: &Arc<Self>, slot: &Arc<Slot>, want: Want) -> Option<Result<Token, Error>> {
+    fn without_minting(self: &Arc<Self>, slot: &Arc<Slot>, want: Want) -> Option<Result<Token, Error>> {
         let decision = {
             let mut s = slot.state();
             let decision = policy::decide(s.token.as_ref(), &s.hold, s.refreshing, (self.clock)(), want);
@@ -261,8 +261,8 @@ impl Broker {
             guarded::mint(&*self.minter, &self.holds, &profile, &password, Purpose::Get, wall, budget).await?;
         let result = match guarded {
             Guarded::Answer(result) => result,
-            Guarded::Held(held) => {
-                let (hold, error) = policy::from_file(held, print, (self.clock)().at);
+            Guarded::Barred(barred) => {
+                let (hold, error) = policy::from_file(barred, print, (self.clock)().at);
                 tracing::info!(profile = %profile.name, "not sent: {error}");
                 slot.state().hold = hold;
                 return Err(error);
