@@ -217,7 +217,11 @@ fn serve_inner(options: &Options) -> Result<()> {
         let sinks = all_sinks(options);
         // Token files must stay fresh: a daemon that keeps one never exits for idleness.
         let idle_timeout = if sinks.is_empty() { options.idle_timeout } else { Duration::ZERO };
-        let daemon = Arc::new(Daemon::new(paths.clone(), idle_timeout)?);
+        let timeout = config::timeout()?;
+        let broker = broker(timeout, notify::Desktop::start())?;
+        let limits = server::Limits::new(timeout, idle_timeout);
+        let daemon =
+            Arc::new(Daemon::new(paths.clone(), broker, limits, crate::token::Stamp::now, platform::current_uid()));
         for sink in sinks {
             daemon.clone().spawn_sink(sink);
         }
@@ -231,7 +235,7 @@ fn serve_inner(options: &Options) -> Result<()> {
     Ok(())
 }
 
-fn bind(socket: &Path) -> Result<interprocess::local_socket::tokio::Listener> {
+pub(super) fn bind(socket: &Path) -> Result<interprocess::local_socket::tokio::Listener> {
     let name = socket
         .to_fs_name::<GenericFilePath>()
         .map_err(|e| Error::daemon(format!("invalid socket path {}: {e}", socket.display())))?;

@@ -65,16 +65,19 @@ impl Notifier for Recorder {
     }
 }
 
-struct Fixture {
-    broker: Arc<Broker>,
+/// A broker with a fake Kubex (`delay` per mint), an in-memory store holding the profile's
+/// password, a recorder of notifications and a holds file in a temporary directory; the server's
+/// tests use it too.
+pub(crate) struct Fixture {
+    pub(crate) broker: Arc<Broker>,
     kubex: Arc<FakeKubex>,
     store: Arc<MemoryStore>,
     events: Arc<Recorder>,
-    profile: Profile,
+    pub(crate) profile: Profile,
     _state: tempfile::TempDir,
 }
 
-fn fixture(delay: Duration) -> Fixture {
+pub(crate) fn fixture(delay: Duration) -> Fixture {
     let url = crate::config::base_url("https://acme.example.com").expect("url");
     let profile = Profile::new("p".into(), url, "u".into(), None);
     let store = Arc::new(MemoryStore::default());
@@ -88,7 +91,7 @@ fn fixture(delay: Duration) -> Fixture {
 }
 
 impl Fixture {
-    fn calls(&self) -> u32 {
+    pub(crate) fn calls(&self) -> u32 {
         self.kubex.calls.load(Ordering::SeqCst)
     }
     fn fail_with(&self, e: AuthError) {

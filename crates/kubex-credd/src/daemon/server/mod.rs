@@ -79,17 +79,48 @@ fn error_body(e: &Error) -> Body {
     Body::Error { code: e.code(), message: e.to_string() }
 }
 
+/// What bounds the server: sizes, deadlines, the idle exit. `Limits::new` gives the binaries'.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// How long a connection may take to send its request, and the daemon to write its answer.
+    pub io_deadline: Duration,
+    /// The longest request read.
+    pub max_request: usize,
+    /// Connections waiting for their request line; past this the oldest is closed.
+    pub max_waiting: usize,
+    /// The longest one request may take: one Authorize exchange and a margin, less than a client waits.
+    pub request_deadline: Duration,
+    /// Exit after this long without a request; zero never.
+    pub idle_timeout: Duration,
+    /// How long `status` waits for the keychain to say which profiles have a password.
+    pub keychain_patience: Duration,
+}
+
+impl Limits {
+    /// The limits for `KUBEX_CRED_TIMEOUT` = `timeout`.
+    pub fn new(timeout: Duration, idle_timeout: Duration) -> Limits {
+        Limits {
+            io_deadline: IO_DEADLINE,
+            max_request: MAX_REQUEST,
+            max_waiting: MAX_WAITING,
+            request_deadline: timeout.saturating_add(Duration::from_secs(3)),
+            idle_timeout,
+            keychain_patience: crate::store::patience(timeout, false),
+        }
+    }
+}
+
+/// The server. It serves what it is given (the broker, the socket's paths, the limits, the clock
+/// that counts suspend, the uid whose peers it answers): the binaries pass the real ones, the
+/// tests (`server/tests.rs`) a broker with fakes.
 pub struct Daemon {
     paths: Paths,
     broker: Arc<Broker>,
+    limits: Limits,
+    clock: fn() -> Stamp,
     /// On the clock that counts suspend, as the idle exit is.
     started: Stamp,
-    idle_timeout: Duration,
     last_request: Mutex<Stamp>,
-    /// The longest one request may take: one Authorize exchange and a margin, less than a client waits.
-    request_deadline: Duration,
-    /// How long `status` waits for the keychain to say which profiles have a password.
-    keychain_patience: Duration,
     stop: Notify,
     configs: Arc<ConfigCache>,
     waiting: Waiting,
@@ -110,11 +141,11 @@ impl Waiting {
         inner.0
     }
 
-    /// Registers a connection; past the cap, closes the one that has waited longest.
-    fn push(&self, id: u64, task: tokio::task::AbortHandle) {
+    /// Registers a connection; past `cap`, closes the one that has waited longest.
+    fn push(&self, id: u64, task: tokio::task::AbortHandle, cap: usize) {
         let mut inner = self.inner.locked();
         inner.1.push_back((id, task));
-        if inner.1.len() > MAX_WAITING
+        if inner.1.len() > cap
             && let Some((_, oldest)) = inner.1.pop_front()
         {
             oldest.abort();
@@ -136,21 +167,19 @@ impl Waiting {
 }
 
 impl Daemon {
-    pub fn new(paths: Paths, idle_timeout: Duration) -> Result<Daemon> {
-        let timeout = config::timeout()?;
-        Ok(Daemon {
+    pub fn new(paths: Paths, broker: Arc<Broker>, limits: Limits, clock: fn() -> Stamp, uid: u32) -> Daemon {
+        Daemon {
             paths,
-            broker: super::broker(timeout, super::notify::Desktop::start())?,
-            started: Stamp::now(),
-            idle_timeout,
-            last_request: Mutex::new(Stamp::now()),
-            request_deadline: timeout.saturating_add(Duration::from_secs(3)),
-            keychain_patience: crate::store::patience(timeout, false),
+            broker,
+            limits,
+            clock,
+            started: clock(),
+            last_request: Mutex::new(clock()),
             stop: Notify::new(),
             configs: Arc::default(),
             waiting: Waiting::default(),
-            uid: platform::current_uid(),
-        })
+            uid,
+        }
     }
 
     /// Keeps a token file for a profile, resolved from the config file (the cache, read again
@@ -187,7 +216,7 @@ impl Daemon {
                         let id = self.waiting.next_id();
                         // The runtime is single-threaded: the task cannot start before it is registered.
                         let task = tokio::spawn(async move { daemon.handle(stream, id).await });
-                        self.waiting.push(id, task.abort_handle());
+                        self.waiting.push(id, task.abort_handle(), self.limits.max_waiting);
                     }
                     Err(e) => {
                         // Out of descriptors: the connection that has waited longest for its
@@ -204,7 +233,7 @@ impl Daemon {
                     }
                 },
                 () = self.idle() => {
-                    tracing::info!("idle for {}, exiting", humantime::format_duration(self.idle_timeout));
+                    tracing::info!("idle for {}, exiting", humantime::format_duration(self.limits.idle_timeout));
                     break;
                 }
                 _ = check.tick() => {
@@ -238,15 +267,15 @@ impl Daemon {
 
     /// Resolves when no request came for the idle timeout; never when it is zero.
     async fn idle(&self) {
-        if self.idle_timeout.is_zero() {
+        if self.limits.idle_timeout.is_zero() {
             return std::future::pending().await;
         }
         loop {
-            let deadline = self.last_request.locked().after(self.idle_timeout);
-            if Stamp::now() >= deadline {
+            let deadline = self.last_request.locked().after(self.limits.idle_timeout);
+            if (self.clock)() >= deadline {
                 return;
             }
-            super::timer::sleep_until(deadline, Stamp::now).await;
+            super::timer::sleep_until(deadline, self.clock).await;
         }
     }
 
@@ -255,10 +284,10 @@ impl Daemon {
             self.waiting.remove(id);
             return;
         }
-        *self.last_request.locked() = Stamp::now();
+        *self.last_request.locked() = (self.clock)();
         let mut line = zeroize::Zeroizing::new(Vec::new());
-        let mut reader = tokio::io::BufReader::with_capacity(1024, &stream).take(MAX_REQUEST as u64 + 1);
-        let read = tokio::time::timeout(IO_DEADLINE, reader.read_until(b'\n', &mut line)).await;
+        let mut reader = tokio::io::BufReader::with_capacity(1024, &stream).take(self.limits.max_request as u64 + 1);
+        let read = tokio::time::timeout(self.limits.io_deadline, reader.read_until(b'\n', &mut line)).await;
         self.waiting.remove(id);
         let answer = async {
             match read {
@@ -271,12 +300,12 @@ impl Daemon {
         };
         // Bounded in time, and dropped as soon as the client leaves (its descriptor with it).
         let body = tokio::select! {
-            answered = tokio::time::timeout(self.request_deadline, answer) => match answered {
+            answered = tokio::time::timeout(self.limits.request_deadline, answer) => match answered {
                 Ok(Some(body)) => body,
                 Ok(None) => return,
                 Err(_) => error_body(&Error::daemon(format!(
                     "the daemon could not answer within {}; see `kubex-cred status`",
-                    humantime::format_duration(self.request_deadline)
+                    humantime::format_duration(self.limits.request_deadline)
                 ))),
             },
             () = client_gone(&stream) => {
@@ -287,7 +316,7 @@ impl Daemon {
         // The token in `body` is zeroed when `response` drops; the line carrying it, here.
         let response = Response { version: protocol::version(), body };
         let line = zeroize::Zeroizing::new(protocol::to_line(&response));
-        let _ = tokio::time::timeout(IO_DEADLINE, (&stream).write_all(&line)).await;
+        let _ = tokio::time::timeout(self.limits.io_deadline, (&stream).write_all(&line)).await;
     }
 
     /// The answer to one request line.
@@ -415,7 +444,7 @@ impl Daemon {
         let kept = self.broker.status();
         // Every configured profile, with its slot (account and source) if it has one; then other slots.
         // Whether each configured profile has a password, asked without an unlock prompt.
-        let (asked, patience, holds) = (configured.clone(), self.keychain_patience, self.broker.holds().clone());
+        let (asked, patience, holds) = (configured.clone(), self.limits.keychain_patience, self.broker.holds().clone());
         // And what the holds file keeps against each (another process may have learnt it).
         let (passwords, filed): (Vec<PasswordState>, Vec<Option<ProfileStatus>>) =
             tokio::task::spawn_blocking(move || {
@@ -448,8 +477,8 @@ impl Daemon {
                 pid: std::process::id(),
                 version: protocol::version(),
                 socket: self.paths.socket.clone(),
-                uptime_s: Stamp::now().saturating_sub(self.started).as_secs(),
-                idle_timeout_s: self.idle_timeout.as_secs(),
+                uptime_s: (self.clock)().saturating_sub(self.started).as_secs(),
+                idle_timeout_s: self.limits.idle_timeout.as_secs(),
                 slots,
                 cached_configs: self.configs.len(),
                 http_clients,
@@ -459,3 +488,6 @@ impl Daemon {
         }
     }
 }
+
+#[cfg(all(test, unix))]
+mod tests;
