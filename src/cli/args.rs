@@ -323,6 +323,25 @@ fn profile_names() -> Vec<CompletionCandidate> {
         .unwrap_or_default()
 }
 
+/// `kubex-cred get …`, the hot path of every `$(kubex-cred get)`, parsed with `get`'s own arguments
+/// only (clap, the same definitions): building the whole command tree and its help text took a
+/// good part of a warm `get`'s time beyond starting a process (docs/benchmarks.md). `None` for any
+/// other command, and for anything that is not a plain successful parse (help, a usage error), so
+/// that [`parse`] handles it and users see the same output either way.
+pub fn parse_get() -> Option<GetArgs> {
+    let mut args = std::env::args_os().skip(1);
+    if args.next()? != "get" {
+        return None;
+    }
+    let rest: Vec<std::ffi::OsString> = args.collect();
+    if rest.iter().any(|a| a == "-h" || a == "--help") {
+        return None;
+    }
+    let command = <GetArgs as clap::Args>::augment_args(clap::Command::new("get").no_binary_name(true));
+    let matches = command.try_get_matches_from(rest).ok()?;
+    <GetArgs as clap::FromArgMatches>::from_arg_matches(&matches).ok()
+}
+
 /// Parses the command line. A usage error is one line on stderr (`kubex-cred: …; see --help`)
 /// and exit 2, as every other error is; `--help` and `--version` print as clap does.
 pub fn parse() -> Cli {

@@ -22,7 +22,11 @@ use crate::protocol::{Body, Op, Response};
 pub fn run() -> Result<()> {
     // `COMPLETE=bash kubex-cred`: shell completion, profile names included; otherwise nothing.
     clap_complete::CompleteEnv::with_factory(<Cli as clap::CommandFactory>::command).complete();
-    run_here(super::args::parse().command).unwrap_or_else(hand_over)
+    let command = match super::args::parse_get() {
+        Some(args) => Command::Get(args),
+        None => super::args::parse().command,
+    };
+    run_here(command).unwrap_or_else(hand_over)
 }
 
 /// The commands both dispatchers run here; `None` for the others.
