@@ -65,6 +65,13 @@ pub struct Profile {
     pub sink: Option<PathBuf>,
 }
 
+/// The daemon's key for a token slot: an account (user at instance) and a password source.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SlotKey {
+    pub account: String,
+    pub source: String,
+}
+
 impl Profile {
     /// A profile with the defaults for everything but its name, URL and user.
     pub fn new(name: String, url: Url, user: String, ca_cert: Option<PathBuf>) -> Profile {
@@ -100,8 +107,8 @@ impl Profile {
 
     /// What the daemon keeps a token slot by: the account and the password source, so two
     /// profiles of one account with different sources never share a password, a hold or a token.
-    pub fn slot(&self) -> String {
-        format!("{} {}", self.account(), self.source)
+    pub fn slot(&self) -> SlotKey {
+        SlotKey { account: self.account(), source: self.source.to_string() }
     }
 
     /// The profile's state before any token was asked for.

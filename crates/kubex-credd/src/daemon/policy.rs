@@ -220,6 +220,9 @@ pub fn filed_state(barred: Barred, now: Moment) -> (State, Option<u64>, Option<S
     state(None, &hold, false, now)
 }
 
+/// SHA-256 of the password, in memory only: what a slot compares a password read again against
+/// (`rejected_again`), on every mint, so it must be fast. Never written: the holds file, which may
+/// be copied off the machine, keeps argon2id fingerprints instead (`holds::fingerprint`).
 pub fn fingerprint(password: &SecretString) -> Fingerprint {
     Sha256::digest(password.expose().as_bytes()).into()
 }

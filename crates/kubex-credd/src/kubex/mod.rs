@@ -86,18 +86,7 @@ impl Client {
             let _ = read_capped(response).await;
             Ok::<_, Fail>((status, date))
         };
-        match tokio::time::timeout(self.timeout, exchange).await {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(Fail::Http(e))) => Err(self.transport_error(&shown, &e)),
-            Ok(Err(Fail::TooBig)) => Err(AuthError::Malformed { url: shown, why: "the answer is too large".into() }),
-            Err(_) => Err(AuthError::Unreachable {
-                url: shown,
-                why: format!(
-                    "no answer within {}; check the network, VPN and HTTPS_PROXY",
-                    humantime::format_duration(self.timeout)
-                ),
-            }),
-        }
+        self.within(self.timeout, &shown, Carries::Nothing, exchange).await
     }
 
     /// Mints a token: `POST {base}/authorize` with the user name and password, waiting at most
@@ -138,33 +127,39 @@ impl Client {
             let body = read_capped(response).await?;
             Ok::<_, Fail>((status, headers, body))
         };
-        let (status, headers, body) = match tokio::time::timeout(limit, exchange).await {
-            Ok(Ok(answer)) => answer,
-            // A connection never made sent nothing; anything later may have carried the password.
-            Ok(Err(Fail::Http(e))) if e.is_connect() => return Err(self.transport_error(&shown, &e)),
-            Ok(Err(Fail::Http(e))) => {
-                let why = if e.is_timeout() {
-                    format!("no answer within {}", humantime::format_duration(limit))
-                } else {
-                    chain(&e)
-                };
-                return Err(AuthError::NoAnswer { url: shown, why });
-            }
-            Ok(Err(Fail::TooBig)) => {
-                return Err(AuthError::Malformed {
-                    url: shown,
-                    why: format!("the answer is larger than {} KiB", MAX_RESPONSE / 1024),
-                });
-            }
-            Err(_) => {
-                return Err(AuthError::NoAnswer {
-                    url: shown,
-                    why: format!("no answer within {}", humantime::format_duration(limit)),
-                });
-            }
-        };
+        let (status, headers, body) = self.within(limit, &shown, Carries::Password, exchange).await?;
         tracing::debug!(url = %shown, status = status.as_u16(), bytes = body.len(), "authorize answer");
         interpret(&shown, user, status, &headers, &body, sent)
+    }
+
+    /// One exchange within `limit`, its failure said once for both calls. A connection never made
+    /// sent nothing (`Unreachable`); after that, a call that `Carries::Password` may have reached
+    /// Kubex, so it is `NoAnswer` (which `holds` counts), a ping stays `Unreachable`.
+    async fn within<T>(
+        &self,
+        limit: Duration,
+        shown: &str,
+        carries: Carries,
+        exchange: impl Future<Output = std::result::Result<T, Fail>>,
+    ) -> std::result::Result<T, AuthError> {
+        let waited = || format!("no answer within {}", humantime::format_duration(limit));
+        let url = shown.to_owned();
+        match (tokio::time::timeout(limit, exchange).await, carries) {
+            (Ok(Ok(answer)), _) => Ok(answer),
+            (Ok(Err(Fail::Http(e))), Carries::Nothing) => Err(self.transport_error(shown, &e)),
+            (Ok(Err(Fail::Http(e))), Carries::Password) if e.is_connect() => Err(self.transport_error(shown, &e)),
+            (Ok(Err(Fail::Http(e))), Carries::Password) => {
+                Err(AuthError::NoAnswer { url, why: if e.is_timeout() { waited() } else { chain(&e) } })
+            }
+            (Ok(Err(Fail::TooBig)), _) => {
+                Err(AuthError::Malformed { url, why: format!("the answer is larger than {} KiB", MAX_RESPONSE / 1024) })
+            }
+            (Err(_), Carries::Nothing) => Err(AuthError::Unreachable {
+                url,
+                why: format!("{}; check the network, VPN and HTTPS_PROXY", waited()),
+            }),
+            (Err(_), Carries::Password) => Err(AuthError::NoAnswer { url, why: waited() }),
+        }
     }
 
     fn transport_error(&self, url: &str, e: &reqwest::Error) -> AuthError {
@@ -182,6 +177,13 @@ impl Client {
         };
         AuthError::Unreachable { url: url.to_owned(), why }
     }
+}
+
+/// What an exchange sends that Kubex could count: nothing (a ping), or a password.
+#[derive(Clone, Copy)]
+enum Carries {
+    Nothing,
+    Password,
 }
 
 enum Fail {

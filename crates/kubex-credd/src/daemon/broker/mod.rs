@@ -10,7 +10,7 @@ use super::guarded::{self, Budget, Guarded};
 use super::minter::Minter;
 use super::notify::{Event, Notifier};
 use super::policy::{self, Decision, Hold, Want};
-use crate::config::Profile;
+use crate::config::{Profile, SlotKey};
 use crate::error::{Error, Exit};
 use crate::holds::{Holds, Purpose};
 use crate::protocol::{ProfileStatus, Rejection};
@@ -50,7 +50,7 @@ impl Slot {
 /// The token slots, by [`Profile::slot`]: one per account (user at instance) and password source,
 /// so two profiles of one account never share a password, a hold or a token.
 pub struct Broker {
-    slots: Mutex<HashMap<String, Arc<Slot>>>,
+    slots: Mutex<HashMap<SlotKey, Arc<Slot>>>,
     /// When a token of each account was last dropped because a consumer said the API refused it.
     rejected: Mutex<HashMap<String, crate::token::Stamp>>,
     uses: std::sync::atomic::AtomicU64,
@@ -93,7 +93,7 @@ impl Broker {
         })
     }
 
-    fn slots(&self) -> MutexGuard<'_, HashMap<String, Arc<Slot>>> {
+    fn slots(&self) -> MutexGuard<'_, HashMap<SlotKey, Arc<Slot>>> {
         self.slots.locked()
     }
 
@@ -373,7 +373,7 @@ impl Broker {
 pub const MAX_SLOTS: usize = 64;
 
 /// Lets the least recently used slot go that no mint or refresh is using.
-fn evict_one(slots: &mut HashMap<String, Arc<Slot>>) {
+fn evict_one(slots: &mut HashMap<SlotKey, Arc<Slot>>) {
     let idle = slots
         .iter()
         .filter(|(_, slot)| slot.mint_lock.try_lock().is_ok() && !slot.state().refreshing)
