@@ -83,18 +83,8 @@ fn load(emu: &emulator::Emulator, get: &Op, clients: usize, seconds: u64) {
             })
         })
         .collect();
-    let mut all = Vec::new();
-    let mut errors = 0;
-    for w in workers {
-        let (l, e) = w.join().unwrap();
-        all.extend(l);
-        errors += e;
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    all.sort();
-    let pct = |p: f64| {
-        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or_default()
-    };
+    let (all, errors, elapsed) = gather(workers, start);
+    let pct = |p: f64| percentile(&all, p);
     let calls = emu.authorize_calls() - calls_before;
     let distinct = tokens.lock().unwrap().len();
     println!(
@@ -178,17 +168,8 @@ fn hammer(
             })
         })
         .collect();
-    let (mut all, mut failures) = (Vec::new(), 0);
-    for w in workers {
-        let (l, f) = w.join().unwrap();
-        all.extend(l);
-        failures += f;
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    all.sort();
-    let pct = |p: f64| {
-        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or_default()
-    };
+    let (all, failures, elapsed) = gather(workers, start);
+    let pct = |p: f64| percentile(&all, p);
     (all.len() as f64 / elapsed, pct(0.50).as_micros(), pct(0.99).as_micros(), failures)
 }
 
@@ -234,4 +215,22 @@ fn proxy(emu: &emulator::Emulator, bin: &str, clients: usize, seconds: u64) {
     );
     let _ = Command::new("kill").arg(proxy.id().to_string()).status();
     let _ = proxy.wait();
+}
+
+/// The workers' latencies (sorted) and failures, and the seconds since `start`.
+fn gather(workers: Vec<std::thread::JoinHandle<(Vec<Duration>, u64)>>, start: Instant) -> (Vec<Duration>, u64, f64) {
+    let (mut all, mut failures) = (Vec::new(), 0);
+    for w in workers {
+        let (latencies, failed) = w.join().unwrap();
+        all.extend(latencies);
+        failures += failed;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    all.sort();
+    (all, failures, elapsed)
+}
+
+/// The `p` quantile of sorted latencies.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted.get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1))).copied().unwrap_or_default()
 }
