@@ -1,7 +1,8 @@
 //! Where the tests find `kubex-credd`. It belongs to another package (`crates/kubex-credd`), and a
 //! test can ask Cargo only for its own package's binaries, so it is built here, once per test
 //! process, into the same target directory as `kubex-cred` (where `kubex-cred` looks for it):
-//! never stale, whatever the last build was.
+//! never stale, whatever the last build was. `support::bin` calls it for every binary, since
+//! the fronts run `kubex-credd` themselves.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

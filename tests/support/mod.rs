@@ -13,12 +13,15 @@ use std::time::{Duration, Instant};
 pub use emulator::proxy::ConnectProxy;
 pub use emulator::{Emulator, Fault, Options};
 
-/// The path of a binary this package builds.
+/// The path of one of the three binaries. Whichever is asked for, `kubex-credd` is built first
+/// (once per test process): `kubex-cred` and `git-credential-kubex` hand commands to it and start
+/// it as the daemon, and a stale one would test yesterday's daemon.
 pub fn bin(name: &str) -> PathBuf {
+    let credd = credd::path();
     match name {
         "kubex-cred" => PathBuf::from(env!("CARGO_BIN_EXE_kubex-cred")),
         "git-credential-kubex" => PathBuf::from(env!("CARGO_BIN_EXE_git-credential-kubex")),
-        "kubex-credd" => credd::path(),
+        "kubex-credd" => credd,
         other => panic!("no binary {other}"),
     }
 }
