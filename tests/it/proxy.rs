@@ -233,8 +233,13 @@ fn a_stale_socket_is_replaced_and_a_live_one_is_not() {
     assert!(socket.exists(), "a stale socket file");
     let proxy = Running::start(&sb, &socket, &[]);
     let arg = format!("unix:{}", socket.display());
-    sb.run(&["proxy", "--listen", &arg], b"").fails(2, "something already listens on");
+    sb.run(&["proxy", "--listen", &arg], b"").fails(2, "another kubex-cred proxy serves");
     assert_eq!(via(&socket, &sb, "/echo", &[]).0, 200, "the first one still serves");
+    // A live socket of something else is left alone too.
+    let other = sb.dir.path().join("other.sock");
+    let _listening = std::os::unix::net::UnixListener::bind(&other).expect("bind");
+    sb.run(&["proxy", "--listen", &format!("unix:{}", other.display())], b"").fails(2, "something already listens on");
+    assert!(std::os::unix::net::UnixStream::connect(&other).is_ok(), "its socket is still there");
     let file = sb.dir.path().join("plain-file");
     std::fs::write(&file, "keep me").expect("write");
     sb.run(&["proxy", "--listen", &format!("unix:{}", file.display())], b"").fails(2, "is not a socket");
@@ -313,4 +318,50 @@ fn exec_proxy_keeps_the_local_proxy_out_of_an_http_proxy_s_way() {
                     curl -fsS -o /dev/null -w '%{http_code}\n' -H "Authorization: Bearer $KUBEX_TOKEN" "$KUBEX_API_URL/echo""#;
     let out = sb.run_env(&["exec", "--proxy", "--", "sh", "-c", script], b"", &env).code(0);
     assert_eq!(out.stdout, "127.0.0.1|corp.example,127.0.0.1\n200\n", "{out:?}");
+}
+
+/// Six proxies started at once on one path, with a stale socket there: one serves, the others
+/// exit 2 at once saying so, and none removed the socket of the one that serves.
+#[test]
+fn proxies_started_at_once_on_one_path_leave_exactly_one_serving() {
+    let (sb, _emu) = support::logged_in(Duration::from_secs(300));
+    let socket = socket_in(&sb);
+    std::fs::create_dir_all(socket.parent().expect("dir")).expect("mkdir");
+    support::set_mode(socket.parent().expect("dir"), 0o700);
+    drop(std::os::unix::net::UnixListener::bind(&socket).expect("bind"));
+    let arg = format!("unix:{}", socket.display());
+    let mut started: Vec<Child> = (0..6)
+        .map(|_| {
+            let mut c = sb.cmd(bin("kubex-cred"));
+            c.args(["proxy", "--listen", &arg]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+            c.spawn().expect("spawn proxy")
+        })
+        .collect();
+    let mut losers = Vec::new();
+    wait_until(Duration::from_secs(60), "all but one proxy to exit", || {
+        let mut i = 0;
+        while i < started.len() {
+            if let Some(status) = started[i].try_wait().expect("try_wait") {
+                let mut child = started.remove(i);
+                let mut stderr = String::new();
+                child.stderr.take().expect("stderr").read_to_string(&mut stderr).expect("read");
+                losers.push((status.code(), stderr));
+            } else {
+                i += 1;
+            }
+        }
+        started.len() <= 1
+    });
+    assert_eq!(started.len(), 1, "exactly one still runs: {losers:?}");
+    for (code, stderr) in &losers {
+        assert_eq!(*code, Some(2), "{stderr}");
+        assert!(stderr.contains("another kubex-cred proxy serves"), "{stderr}");
+    }
+    wait_until(Duration::from_secs(30), "the survivor to listen", || {
+        std::os::unix::net::UnixStream::connect(&socket).is_ok()
+    });
+    assert_eq!(via(&socket, &sb, "/echo", &[]).0, 200, "the one left serves at the path");
+    let mut survivor = started.remove(0);
+    support::signal(survivor.id(), rustix::process::Signal::TERM);
+    assert_eq!(survivor.wait().expect("wait").code(), Some(0));
 }

@@ -1,7 +1,8 @@
 //! Where the proxy listens and who may connect: a Unix socket (mode 0600 from its creation, its
 //! directory made 0700 when missing, a stale socket file replaced and a live one left alone, the
 //! peer's uid checked on every connection, so a socket in a shared directory still serves only its
-//! user) or a loopback port (`exec --proxy`, where the secret is the gate); the accept loop, bounded
+//! user; `PATH.lock` held for its life, so proxies started at once on one path leave one serving)
+//! or a loopback port (`exec --proxy`, where the secret is the gate); the accept loop, bounded
 //! in connections and in the time a request's head may take, and a stop that lets what is in
 //! flight finish (bounded) before the socket file goes.
 
@@ -35,6 +36,9 @@ pub enum Listener {
         listener: tokio::net::UnixListener,
         path: PathBuf,
         inode: u64,
+        /// `PATH.lock`, held for the listener's life: of proxies started at once on one path,
+        /// one binds; none removes a socket another has just bound.
+        _lock: std::fs::File,
     },
     Tcp(tokio::net::TcpListener),
 }
@@ -57,6 +61,22 @@ pub fn unix(path: &Path) -> Result<Listener> {
         crate::fs::create_private_dir(dir)
             .map_err(|e| Error::usage(format!("cannot create {} for the socket: {e}", dir.display())))?;
     }
+    // Looking at what is at PATH, removing a stale socket and binding are one step for whoever
+    // holds the lock; without it, two proxies that both found the same stale socket could each
+    // remove it, and the second would unlink the first's live socket.
+    let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+    let lock = crate::fs::open_private(&lock_path, false)
+        .map_err(|e| Error::usage(format!("cannot open the lock file {}: {e}", lock_path.display())))?;
+    match crate::fs::lock_until(&lock, true, std::time::Instant::now()) {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(Error::usage(format!(
+                "another kubex-cred proxy serves {shown} (it holds {}): stop it, or choose another path",
+                lock_path.display()
+            )));
+        }
+        Err(e) => return Err(Error::usage(format!("cannot lock {}: {e}", lock_path.display()))),
+    }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => match std::os::unix::net::UnixStream::connect(path) {
             Ok(_) => {
@@ -77,7 +97,7 @@ pub fn unix(path: &Path) -> Result<Listener> {
     rustix::process::umask(before);
     let listener = bound.map_err(|e| Error::usage(format!("cannot listen on {shown}: {e}")))?;
     let inode = std::fs::symlink_metadata(path).map(|m| m.ino()).unwrap_or_default();
-    Ok(Listener::Unix { listener, path: path.to_owned(), inode })
+    Ok(Listener::Unix { listener, path: path.to_owned(), inode, _lock: lock })
 }
 
 #[cfg(not(unix))]
