@@ -345,6 +345,7 @@ fn proxies_started_at_once_on_one_path_leave_exactly_one_serving() {
                 let mut child = started.remove(i);
                 let mut stderr = String::new();
                 child.stderr.take().expect("stderr").read_to_string(&mut stderr).expect("read");
+                child.wait().expect("reap");
                 losers.push((status.code(), stderr));
             } else {
                 i += 1;
