@@ -144,24 +144,42 @@ impl Proxy {
         let url = api::target(&self.base, path).map_err(|e| plain(StatusCode::BAD_REQUEST, e.message()))?;
         let headers = forwarded(&parts.headers);
         let mut body = read_body(body, &parts.headers).await?;
+        let exchanged = self.exchange(&parts.method, &url, &headers, &mut body).await.map_err(|e| failed(&e))?;
+        Ok(relayed(exchanged.response))
+    }
+
+    /// One request with a current token, the rule `kubex-cred api` and the proxy share: a 401
+    /// drops that token through the daemon (concurrent refusals of one token cost one mint) and
+    /// the request goes once more with the next, when its body can be sent again; a refusal within
+    /// the daemon's cooldown, or of the fresh token, is final (`refused_fresh`).
+    pub async fn exchange(
+        &self,
+        method: &Method,
+        url: &Url,
+        headers: &HeaderMap,
+        body: &mut Outgoing,
+    ) -> Result<Exchanged> {
         let token = self.token().await?;
-        let mut response = self.send(&parts.method, &url, &headers, token.expose(), body.payload()).await?;
+        let mut response = self.send(method, url, headers, token.expose(), body.payload()).await?;
+        let mut refused_fresh = false;
         if response.status() == StatusCode::UNAUTHORIZED && body.replayable() {
-            // As `kubex-cred api`: drop the refused token through the daemon, and once more with
-            // the next; a refusal within the cooldown, or of the fresh token, is passed on.
-            if !matches!(self.reject(token).await?, Rejection::TooSoon { .. }) {
-                let token = self.token().await?;
-                response = self.send(&parts.method, &url, &headers, token.expose(), body.payload()).await?;
+            match self.reject(token).await? {
+                Rejection::TooSoon { .. } => refused_fresh = true,
+                Rejection::Dropped | Rejection::NotCurrent => {
+                    let token = self.token().await?;
+                    response = self.send(method, url, headers, token.expose(), body.payload()).await?;
+                    refused_fresh = response.status() == StatusCode::UNAUTHORIZED;
+                }
             }
         }
-        Ok(relayed(response))
+        Ok(Exchanged { response, refused_fresh })
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, Option<(Arc<Secret<String>>, Instant)>> {
         self.cached.locked()
     }
 
-    async fn token(&self) -> std::result::Result<Arc<Secret<String>>, Answer> {
+    async fn token(&self) -> Result<Arc<Secret<String>>> {
         if let Some((token, until)) = self.cache().as_ref()
             && Instant::now() < *until
         {
@@ -176,12 +194,12 @@ impl Proxy {
                 *self.cache() = Some((token.clone(), Instant::now() + half_left.min(REUSE)));
                 Ok(token)
             }
-            Ok(Err(e)) => Err(failed(&e)),
-            Err(e) => Err(failed(&Error::unexpected(format!("the token lookup failed: {e}")))),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(Error::unexpected(format!("the token lookup failed: {e}"))),
         }
     }
 
-    async fn reject(&self, token: Arc<Secret<String>>) -> std::result::Result<Rejection, Answer> {
+    async fn reject(&self, token: Arc<Secret<String>>) -> Result<Rejection> {
         {
             let mut cached = self.cache();
             if cached.as_ref().is_some_and(|(t, _)| Arc::ptr_eq(t, &token)) {
@@ -191,8 +209,8 @@ impl Proxy {
         let tokens = self.tokens.clone();
         match tokio::task::spawn_blocking(move || tokens.reject(token.expose())).await {
             Ok(Ok(rejection)) => Ok(rejection),
-            Ok(Err(e)) => Err(failed(&e)),
-            Err(e) => Err(failed(&Error::unexpected(format!("the token rejection failed: {e}")))),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(Error::unexpected(format!("the token rejection failed: {e}"))),
         }
     }
 
@@ -203,40 +221,51 @@ impl Proxy {
         headers: &HeaderMap,
         token: &str,
         body: Payload,
-    ) -> std::result::Result<reqwest::Response, Answer> {
-        api::send(&self.client, method, url, headers, token, body).await.map_err(|e| failed(&Error::from(e)))
+    ) -> Result<reqwest::Response> {
+        Ok(api::send(&self.client, method, url, headers, token, body).await?)
     }
 }
 
+/// What [`Proxy::exchange`] answers: Kubex's response, and whether a fresh token was refused too
+/// (the user may not be allowed to use the API).
+#[derive(Debug)]
+pub struct Exchanged {
+    pub response: reqwest::Response,
+    pub refused_fresh: bool,
+}
+
 /// A request body: kept for a replay when it is at most [`REPLAYABLE`] bytes, else streamed once.
-enum Body {
+#[derive(Debug)]
+pub enum Outgoing {
     Kept(Bytes),
     Stream(Option<reqwest::Body>),
 }
 
-impl Body {
+impl Outgoing {
     fn replayable(&self) -> bool {
-        matches!(self, Body::Kept(_))
+        matches!(self, Outgoing::Kept(_))
     }
 
     fn payload(&mut self) -> Payload {
         match self {
-            Body::Kept(bytes) => Payload::Bytes(bytes.to_vec()),
-            Body::Stream(stream) => Payload::Stream(stream.take().unwrap_or_else(|| reqwest::Body::from(Vec::new()))),
+            Outgoing::Kept(bytes) => Payload::Bytes(bytes.to_vec()),
+            Outgoing::Stream(stream) => {
+                Payload::Stream(stream.take().unwrap_or_else(|| reqwest::Body::from(Vec::new())))
+            }
         }
     }
 }
 
 /// Reads the body up to [`REPLAYABLE`] bytes (not at all when its length says it is longer); the
 /// rest, if any, is streamed. 60 s without a byte ends the request.
-async fn read_body(mut body: Incoming, headers: &HeaderMap) -> std::result::Result<Body, Answer> {
+async fn read_body(mut body: Incoming, headers: &HeaderMap) -> std::result::Result<Outgoing, Answer> {
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     let mut kept = Vec::new();
     if declared.is_none_or(|n| n <= REPLAYABLE as u64) {
         loop {
             match tokio::time::timeout(IDLE, body.frame()).await {
                 Err(_) => return Err(plain(StatusCode::REQUEST_TIMEOUT, "the request body stalled for 60 s")),
-                Ok(None) => return Ok(Body::Kept(Bytes::from(kept))),
+                Ok(None) => return Ok(Outgoing::Kept(Bytes::from(kept))),
                 Ok(Some(Err(e))) => return Err(plain(StatusCode::BAD_REQUEST, &format!("cannot read the body: {e}"))),
                 Ok(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
@@ -252,7 +281,7 @@ async fn read_body(mut body: Incoming, headers: &HeaderMap) -> std::result::Resu
     let head = futures_util::stream::iter((!kept.is_empty()).then(|| Ok(Bytes::from(kept))));
     let rest = futures_util::TryStreamExt::map_err(body.into_data_stream(), std::io::Error::other);
     let all = futures_util::StreamExt::chain(head, rest);
-    Ok(Body::Stream(Some(reqwest::Body::wrap_stream(api::idle_bounded(Box::pin(all))))))
+    Ok(Outgoing::Stream(Some(reqwest::Body::wrap_stream(api::idle_bounded(Box::pin(all))))))
 }
 
 /// The headers that go on: all but hop-by-hop ones (and those `Connection` names), `Host` (the

@@ -1,79 +1,45 @@
 //! `kubex-cred api PATH`: one call to the Kubex API with the daemon's current token, the plumbing
 //! every script writes around `get` done once: the header, a 401 answered by rejecting the token
-//! through the daemon (concurrent refusals of one token cost one mint) and one replay, the body on
-//! stdout as received, a non-2xx answer as exit 10 with its body still on stdout (as `gh api`).
+//! through the daemon (concurrent refusals of one token cost one mint) and one replay (the proxy's
+//! own `Proxy::exchange`, without serving anything), the body on stdout as received, a non-2xx answer as exit 10 with its body still on stdout (as `gh api`).
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::Path;
+use std::sync::Arc;
 
+use reqwest::Method;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
-use reqwest::{Method, StatusCode};
 
 use crate::cli::args::ApiArgs;
 use crate::cli::front::{ask, ask_get, get_op, refused};
 use crate::config;
 use crate::error::{Error, Exit, Result};
 use crate::kubex::Client;
-use crate::kubex::api::{self, Payload, REPLAYABLE};
+use crate::kubex::api::{self, REPLAYABLE};
 use crate::protocol::{Body, Op, Rejection, Response};
+use crate::proxy::{Current, Exchanged, Gate, Log, Outgoing, Proxy, Tokens};
 use crate::secret::Secret;
 
-/// What is sent: nothing, bytes that can be sent again, or a stream sent once (its first bytes, read
-/// to learn its size, then the rest).
-enum Input {
-    None,
-    Bytes(Vec<u8>),
-    Stream(Vec<u8>, Source),
-}
-
-/// Where a streamed body's rest comes from.
-enum Source {
-    Stdin,
-    File(std::fs::File),
-}
-
-impl Input {
-    fn read(path: Option<&Path>) -> Result<Input> {
-        let Some(path) = path else { return Ok(Input::None) };
-        let failed = |e: std::io::Error| Error::usage(format!("cannot read --input {}: {e}", path.display()));
-        let mut head = Vec::new();
-        let source = if path == Path::new("-") {
+/// The body of `--input FILE|-`: kept when it is at most [`REPLAYABLE`] bytes (it can be sent
+/// again after a 401), else streamed once, its first bytes (read to learn its size) then the rest.
+fn read_input(path: &Path) -> Result<Outgoing> {
+    let failed = |e: std::io::Error| Error::usage(format!("cannot read --input {}: {e}", path.display()));
+    let mut head = Vec::new();
+    let rest: std::pin::Pin<Box<dyn futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send>> =
+        if path == Path::new("-") {
             std::io::stdin().lock().take(REPLAYABLE as u64 + 1).read_to_end(&mut head).map_err(failed)?;
-            Source::Stdin
+            Box::pin(tokio_util::io::ReaderStream::new(tokio::io::stdin()))
         } else {
             let mut file = std::fs::File::open(path).map_err(failed)?;
             (&mut file).take(REPLAYABLE as u64 + 1).read_to_end(&mut head).map_err(failed)?;
-            Source::File(file)
+            Box::pin(tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file)))
         };
-        Ok(if head.len() <= REPLAYABLE { Input::Bytes(head) } else { Input::Stream(head, source) })
+    if head.len() <= REPLAYABLE {
+        return Ok(Outgoing::Kept(head.into()));
     }
-
-    fn replayable(&self) -> bool {
-        !matches!(self, Input::Stream(..))
-    }
-
-    /// The body for one send; a stream is handed over (it can be sent once only).
-    fn body(&mut self) -> Payload {
-        match std::mem::replace(self, Input::None) {
-            Input::None => Payload::Bytes(Vec::new()),
-            Input::Bytes(bytes) => {
-                *self = Input::Bytes(bytes.clone());
-                Payload::Bytes(bytes)
-            }
-            Input::Stream(head, source) => {
-                let head = futures_util::stream::once(async move { Ok::<_, std::io::Error>(bytes::Bytes::from(head)) });
-                let rest: std::pin::Pin<Box<dyn futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send>> =
-                    match source {
-                        Source::Stdin => Box::pin(tokio_util::io::ReaderStream::new(tokio::io::stdin())),
-                        Source::File(file) => {
-                            Box::pin(tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file)))
-                        }
-                    };
-                let all = futures_util::StreamExt::chain(head, rest);
-                Payload::Stream(reqwest::Body::wrap_stream(api::idle_bounded(Box::pin(all))))
-            }
-        }
-    }
+    let head = futures_util::stream::once(async move { Ok::<_, std::io::Error>(bytes::Bytes::from(head)) });
+    let all = futures_util::StreamExt::chain(head, rest);
+    Ok(Outgoing::Stream(Some(reqwest::Body::wrap_stream(api::idle_bounded(Box::pin(all))))))
 }
 
 pub fn api(args: ApiArgs) -> Result<()> {
@@ -92,30 +58,23 @@ pub fn api(args: ApiArgs) -> Result<()> {
             HeaderValue::from_str(value.trim()).map_err(|_| Error::usage(format!("invalid value of header {name}")))?;
         headers.append(name, value);
     }
-    let mut input = Input::read(args.input.as_deref())?;
-    if !matches!(input, Input::None) && !headers.contains_key(CONTENT_TYPE) {
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    }
+    let mut body = match &args.input {
+        Some(path) => {
+            if !headers.contains_key(CONTENT_TYPE) {
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            }
+            read_input(path)?
+        }
+        None => Outgoing::Kept(bytes::Bytes::new()),
+    };
     let client = Client::for_api(&profile, config::timeout()?)?;
     let shown = format!("{method} {}", args.path.split('?').next().unwrap_or_default());
+    // The proxy's exchange, unserved: a token from the daemon, and a 401 answered once.
+    let tokens = Arc::new(Daemon { profile: args.profile.clone() });
+    let proxy = Proxy::new(profile.url.clone(), client, Gate::Open, tokens, Log::Failures);
     let runtime = crate::runtime::current_thread()?;
-    let mut token = token(args.profile.clone())?;
-    let mut response = runtime.block_on(api::send(&client, &method, &url, &headers, token.expose(), input.body()))?;
-    let mut refused_fresh = false;
-    if response.status() == StatusCode::UNAUTHORIZED && input.replayable() {
-        // The API refused the token: drop it through the daemon (one mint for all who saw the
-        // refusal), then once more with the new one; a refusal within the cooldown is final.
-        match reject(args.profile.clone(), token.expose())? {
-            Rejection::TooSoon { .. } => refused_fresh = true,
-            Rejection::Dropped | Rejection::NotCurrent => {
-                token = self::token(args.profile.clone())?;
-                response =
-                    runtime.block_on(api::send(&client, &method, &url, &headers, token.expose(), input.body()))?;
-                refused_fresh = response.status() == StatusCode::UNAUTHORIZED;
-            }
-        }
-    }
-    drop(token);
+    let Exchanged { mut response, refused_fresh } =
+        runtime.block_on(proxy.exchange(&method, &url, &headers, &mut body))?;
     let status = response.status();
     runtime.block_on(print(&mut response, args.include))?;
     if status.is_success() {
@@ -130,32 +89,33 @@ pub fn api(args: ApiArgs) -> Result<()> {
     Err(Error::new(Exit::Api, format!("{shown}: {} {reason}{why}", status.as_u16())))
 }
 
-/// The profile's current token, from the daemon (started when none runs).
-pub(super) fn token(profile: Option<String>) -> Result<Secret<String>> {
-    current(profile).map(|c| c.token)
+/// The tokens of one profile, from the daemon (started when none runs): what `api` and the
+/// proxy send.
+#[derive(Debug)]
+pub(super) struct Daemon {
+    pub(super) profile: Option<String>,
 }
 
-/// The profile's current token and when it ends, from the daemon (started when none runs).
-pub(super) fn current(profile: Option<String>) -> Result<crate::proxy::Current> {
-    match ask_get(&get_op(profile, std::time::Duration::ZERO, false)?)? {
-        Some(Response { body: Body::Token { token, expires_ms, .. }, .. }) => {
-            Ok(crate::proxy::Current { token, expires_ms })
+impl Tokens for Daemon {
+    fn current(&self) -> Result<Current> {
+        match ask_get(&get_op(self.profile.clone(), std::time::Duration::ZERO, false)?)? {
+            Some(Response { body: Body::Token { token, expires_ms, .. }, .. }) => Ok(Current { token, expires_ms }),
+            other => Err(refused(other)),
         }
-        other => Err(refused(other)),
     }
-}
 
-pub(super) fn reject(profile: Option<String>, token: &str) -> Result<Rejection> {
-    let op = Op::Reject {
-        config: config::config_path()?,
-        profile: config::named(profile),
-        token: Secret::new(token.to_owned()),
-    };
-    match ask(&op, false)? {
-        Some(Response { body: Body::Rejected(rejection), .. }) => Ok(rejection),
-        // No daemon, or an older one: the next get mints afresh.
-        None | Some(Response { body: Body::VersionMismatch, .. }) => Ok(Rejection::Dropped),
-        other => Err(refused(other)),
+    fn reject(&self, token: &str) -> Result<Rejection> {
+        let op = Op::Reject {
+            config: config::config_path()?,
+            profile: config::named(self.profile.clone()),
+            token: Secret::new(token.to_owned()),
+        };
+        match ask(&op, false)? {
+            Some(Response { body: Body::Rejected(rejection), .. }) => Ok(rejection),
+            // No daemon, or an older one: the next get mints afresh.
+            None | Some(Response { body: Body::VersionMismatch, .. }) => Ok(Rejection::Dropped),
+            other => Err(refused(other)),
+        }
     }
 }
 

@@ -5,30 +5,14 @@
 
 use std::sync::Arc;
 
+use super::api::Daemon;
 use crate::cli::args::{ExecArgs, ProxyArgs};
 use crate::cli::front::cannot_run;
 use crate::error::{Error, Result};
 use crate::kubex::Client;
-use crate::protocol::Rejection;
-use crate::proxy::{Current, Gate, Log, Proxy, Tokens, listen};
+use crate::proxy::{Gate, Log, Proxy, Tokens as _, listen};
 use crate::{client, config};
 use reqwest::Url;
-
-/// The tokens of one profile, from the daemon (started when none runs).
-#[derive(Debug)]
-struct Daemon {
-    profile: Option<String>,
-}
-
-impl Tokens for Daemon {
-    fn current(&self) -> Result<Current> {
-        super::api::current(self.profile.clone())
-    }
-
-    fn reject(&self, token: &str) -> Result<Rejection> {
-        super::api::reject(self.profile.clone(), token)
-    }
-}
 
 /// The proxy of the profile `profile` resolves to, and its API base.
 fn proxy(profile: Option<String>, gate: Gate, log: Log) -> Result<(Arc<Proxy>, Url)> {
