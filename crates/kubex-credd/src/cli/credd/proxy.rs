@@ -31,8 +31,9 @@ pub fn serve(args: ProxyArgs) -> Result<()> {
     let (proxy, base) = proxy(args.profile, Gate::Open, Log::Every)?;
     let runtime = crate::runtime::current_thread()?;
     runtime.block_on(async {
-        let listener = listen::unix(&path)?;
+        // Signals first: a SIGTERM right after the socket appears still removes it.
         let stop = stopped()?;
+        let listener = listen::unix(&path)?;
         eprintln!("kubex-cred proxy: serving {base} on {}", path.display());
         listen::serve(listener, proxy, stop).await;
         eprintln!("kubex-cred proxy: stopped");
