@@ -3,19 +3,31 @@
 use std::io::Write;
 use std::path::Path;
 
+// The owner-only rule is tested everywhere and used on Windows.
+#[cfg_attr(not(windows), allow(dead_code))]
+mod owner_acl;
+
 /// The directory a file is written in (`.` for a bare file name).
 pub fn dir_of(path: &Path) -> &Path {
     path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
 
-/// Creates a directory (and its parents) readable only by the user, in one step: a mode set
-/// afterwards would leave a moment in which others could enter.
+/// Creates a directory (and its parents) readable only by the user, in one step: a mode (or an
+/// ACL) set afterwards would leave a moment in which others could enter. On Windows the directory
+/// itself gets an owner-only ACL (`owner_acl`); its parents are made as usual.
 pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
     #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
+    return {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir)
+    };
+    #[cfg(windows)]
+    return {
+        std::fs::create_dir_all(dir_of(dir))?;
+        owner_acl::create(dir, &owner_acl::user()?)
+    };
 }
 
 /// Writes a file whole or not at all: a temporary file beside it (mode 0600 from the start, then
@@ -123,14 +135,22 @@ pub fn private_dir_problem(dir: &Path) -> Option<String> {
     None
 }
 
-/// On Windows the per-user directories kubex-cred uses (under the profile) inherit an ACL that
-/// admits only the user and the system.
-#[cfg(not(unix))]
+/// Windows: not a directory, not the user's, or an access list that lets others in (and the
+/// `icacls` that fixes it); see `owner_acl`.
+#[cfg(windows)]
 pub fn private_dir_problem(dir: &Path) -> Option<String> {
     match std::fs::symlink_metadata(dir) {
-        Ok(meta) if meta.is_dir() => None,
-        Ok(_) => Some("it is not a directory; remove it or move it away".to_owned()),
-        Err(e) => Some(format!("cannot inspect it: {e}")),
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => return Some("it is not a directory; remove it or move it away".to_owned()),
+        Err(e) => return Some(format!("cannot inspect it: {e}")),
+    }
+    let user = match owner_acl::user() {
+        Ok(user) => user,
+        Err(e) => return Some(format!("cannot tell which user this process runs as: {e}")),
+    };
+    match owner_acl::read(dir) {
+        Ok((owner, dacl)) => owner_acl::problem(dir, &user, &owner, dacl.as_deref()),
+        Err(e) => Some(format!("cannot read its access list: {e}")),
     }
 }
 

@@ -55,11 +55,10 @@ pub fn check_private(dir: &Path) -> Result<()> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
 
-    #[cfg(unix)]
     #[test]
     fn a_loose_socket_directory_is_refused_with_the_chmod_hint() {
         use std::os::unix::fs::PermissionsExt;

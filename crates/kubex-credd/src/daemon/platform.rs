@@ -30,6 +30,9 @@ pub fn detach() {
 /// open files lifted to the hard one; without (`exec --proxy`, whose command inherits its limits),
 /// the user's limits stay as they were (a non-dumpable process writes no core anyway).
 pub fn harden_process(limits: bool) {
+    // Windows has neither core limits nor ptrace: nothing to do.
+    #[cfg(windows)]
+    let _ = limits;
     #[cfg(target_os = "linux")]
     {
         use rustix::process::{DumpableBehavior, Resource, Rlimit, getrlimit, set_dumpable_behavior, setrlimit};

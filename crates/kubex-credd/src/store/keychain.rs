@@ -2,7 +2,6 @@
 //! Windows Credential Manager) or the Linux kernel keyring. Every call to the platform's store goes
 //! through `bounded`, which keeps any of them from holding kubex-cred.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::protocol::PasswordState;
@@ -126,7 +125,7 @@ pub fn has_entry(account: &str) -> PasswordState {
         use secret_service::EncryptionType;
         use secret_service::blocking::SecretService;
         let Ok(ss) = SecretService::connect(EncryptionType::Plain) else { return PasswordState::Unknown };
-        let attributes = HashMap::from([("service", super::SERVICE), ("username", account)]);
+        let attributes = std::collections::HashMap::from([("service", super::SERVICE), ("username", account)]);
         match ss.search_items(attributes) {
             Ok(found) if !found.unlocked.is_empty() => PasswordState::Stored,
             Ok(found) if !found.locked.is_empty() => PasswordState::Unknown,
@@ -155,7 +154,8 @@ pub fn accounts() -> Option<Result<Vec<String>, KeychainError>> {
         };
         let listed = (|| {
             let ss = SecretService::connect(EncryptionType::Plain).map_err(failed)?;
-            let found = ss.search_items(HashMap::from([("service", super::SERVICE)])).map_err(failed)?;
+            let found =
+                ss.search_items(std::collections::HashMap::from([("service", super::SERVICE)])).map_err(failed)?;
             let mut accounts = Vec::new();
             for item in found.unlocked.iter().chain(found.locked.iter()) {
                 let attributes = item.get_attributes().map_err(failed)?;
