@@ -334,12 +334,28 @@ pub fn parse_get() -> Option<GetArgs> {
         return None;
     }
     let rest: Vec<std::ffi::OsString> = args.collect();
+    if rest.is_empty() {
+        return bare_get();
+    }
     if rest.iter().any(|a| a == "-h" || a == "--help") {
         return None;
     }
     let command = <GetArgs as clap::Args>::augment_args(clap::Command::new("get").no_binary_name(true));
     let matches = command.try_get_matches_from(rest).ok()?;
     <GetArgs as clap::FromArgMatches>::from_arg_matches(&matches).ok()
+}
+
+/// `get` alone, the commonest call of all (`$(kubex-cred get)`), without clap: merely building
+/// `get`'s arguments touches enough code to cost about 0.05 ms, a third of what a warm `get` adds to
+/// starting a process (docs/benchmarks.md). The same result as clap's: `KUBEX_PROFILE` as given, even
+/// empty (refused later as clap's value would be); not Unicode, clap's parse says what is wrong.
+fn bare_get() -> Option<GetArgs> {
+    let profile = match std::env::var("KUBEX_PROFILE") {
+        Ok(name) => Some(name),
+        Err(std::env::VarError::NotPresent) => None,
+        Err(std::env::VarError::NotUnicode(_)) => return None,
+    };
+    Some(GetArgs { profile, format: Format::Token, min_ttl: None, no_daemon: false, output: None })
 }
 
 /// Parses the command line. A usage error is one line on stderr (`kubex-cred: …; see --help`)

@@ -48,6 +48,35 @@ fn profiles_side_by_side_chosen_by_flag_env_and_default() {
     sb.run(&["get", "--no-daemon", "--profile", "nope"], b"").fails(3, "no profile 'nope'");
 }
 
+/// `kubex-cred get` alone skips clap (the hot path): it must read `KUBEX_PROFILE` exactly as the
+/// full parse does (`--format token` is the same request through clap).
+#[test]
+fn a_bare_get_reads_kubex_profile_as_the_full_parse_does() {
+    let sb = Sandbox::new();
+    let a = Emulator::start(Options::default(), &[("alice", "pa")]);
+    let b = Emulator::start(Options::default(), &[("bob", "pb")]);
+    sb.run(&["login", "--profile", "a", "--url", &a.origin(), "--user", "alice", "--password-stdin"], b"pa\n").code(0);
+    sb.run(&["login", "--profile", "b", "--url", &b.origin(), "--user", "bob", "--password-stdin"], b"pb\n").code(0);
+    let outcome = |args: &[&str], env: &[(&str, &str)]| {
+        let out = sb.run_env(args, b"", env);
+        (out.code, out.stdout, out.stderr)
+    };
+    for env in [vec![], vec![("KUBEX_PROFILE", "b")], vec![("KUBEX_PROFILE", "")], vec![("KUBEX_PROFILE", "nope")]] {
+        let bare = outcome(&["get"], &env);
+        assert_eq!(bare, outcome(&["get", "--format", "token"], &env), "{env:?}");
+        let expected = match env.first().map(|(_, v)| *v) {
+            None => (0, &a),
+            Some("b") => (0, &b),
+            Some("") => (2, &a),
+            _ => (3, &a),
+        };
+        assert_eq!(bare.0, expected.0, "{env:?}: {}", bare.2);
+        if expected.0 == 0 {
+            assert!(expected.1.accepts(bare.1.trim_end()), "{env:?}: the token of the profile named");
+        }
+    }
+}
+
 #[test]
 fn no_config_at_all_is_not_logged_in() {
     let sb = Sandbox::new();
