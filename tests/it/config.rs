@@ -20,13 +20,19 @@ fn login_writes_a_profile_without_secrets_and_makes_it_the_default() {
     assert_eq!(mode, 0o600, "the config file is private");
 }
 
-#[test]
-fn profiles_side_by_side_chosen_by_flag_env_and_default() {
+/// Profile `a` (alice, the default) and `b` (bob), each on its own emulator.
+fn two_profiles() -> (Sandbox, Emulator, Emulator) {
     let sb = Sandbox::new();
     let a = Emulator::start(Options::default(), &[("alice", "pa")]);
     let b = Emulator::start(Options::default(), &[("bob", "pb")]);
     sb.run(&["login", "--profile", "a", "--url", &a.origin(), "--user", "alice", "--password-stdin"], b"pa\n").code(0);
     sb.run(&["login", "--profile", "b", "--url", &b.origin(), "--user", "bob", "--password-stdin"], b"pb\n").code(0);
+    (sb, a, b)
+}
+
+#[test]
+fn profiles_side_by_side_chosen_by_flag_env_and_default() {
+    let (sb, a, b) = two_profiles();
 
     let sub = |out: crate::support::Out| {
         let v: serde_json::Value = serde_json::from_str(&out.code(0).stdout).expect("json");
@@ -52,11 +58,7 @@ fn profiles_side_by_side_chosen_by_flag_env_and_default() {
 /// full parse does (`--format token` is the same request through clap).
 #[test]
 fn a_bare_get_reads_kubex_profile_as_the_full_parse_does() {
-    let sb = Sandbox::new();
-    let a = Emulator::start(Options::default(), &[("alice", "pa")]);
-    let b = Emulator::start(Options::default(), &[("bob", "pb")]);
-    sb.run(&["login", "--profile", "a", "--url", &a.origin(), "--user", "alice", "--password-stdin"], b"pa\n").code(0);
-    sb.run(&["login", "--profile", "b", "--url", &b.origin(), "--user", "bob", "--password-stdin"], b"pb\n").code(0);
+    let (sb, a, b) = two_profiles();
     let outcome = |args: &[&str], env: &[(&str, &str)]| {
         let out = sb.run_env(args, b"", env);
         (out.code, out.stdout, out.stderr)
