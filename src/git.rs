@@ -6,7 +6,7 @@ use zeroize::Zeroizing;
 
 use crate::config::{ConfigFile, Profile};
 use crate::error::{Error, Result};
-use crate::protocol::Overrides;
+use crate::protocol::{GitTarget, Overrides};
 use crate::secret::Secret;
 
 /// The longest attribute line git allows.
@@ -27,6 +27,16 @@ pub struct Attributes {
 }
 
 impl Attributes {
+    /// What profiles are matched against; `None` when git sent no protocol or host.
+    pub fn target(&self) -> Option<GitTarget> {
+        Some(GitTarget {
+            protocol: self.protocol.clone()?,
+            host: self.host.clone()?,
+            path: self.path.clone(),
+            username: self.username.clone(),
+        })
+    }
+
     /// Whether git offered Bearer support (`capability[]=authtype`, git 2.46+).
     pub fn offers_authtype(&self) -> bool {
         self.capabilities.iter().any(|c| c == "authtype")
@@ -103,8 +113,8 @@ fn git_host(p: &Profile) -> String {
 
 /// The profile this request is for: protocol, host and port must match, the user too when given,
 /// and the path when git sends one. `None`: not ours, say nothing.
-pub fn matching_profile(attrs: &Attributes, file: &ConfigFile, env: &Overrides) -> Option<Profile> {
-    let (protocol, host) = (attrs.protocol.as_deref()?, attrs.host.as_deref()?);
+pub fn matching_profile(target: &GitTarget, file: &ConfigFile, env: &Overrides) -> Option<Profile> {
+    let (protocol, host) = (target.protocol.as_str(), target.host.as_str());
     let mut candidates: Vec<Profile> = file.profiles().collect();
     if env.url.is_some() {
         candidates.extend(file.resolve(env).ok());
@@ -113,8 +123,8 @@ pub fn matching_profile(attrs: &Attributes, file: &ConfigFile, env: &Overrides) 
     candidates
         .into_iter()
         .filter(|p| p.url.scheme() == protocol && git_host(p).eq_ignore_ascii_case(host))
-        .filter(|p| attrs.username.as_deref().is_none_or(|u| u == p.user))
-        .filter(|p| attrs.path.as_deref().is_none_or(|path| under(path, p.url.path())))
+        .filter(|p| target.username.as_deref().is_none_or(|u| u == p.user))
+        .filter(|p| target.path.as_deref().is_none_or(|path| under(path, p.url.path())))
         .max_by_key(|p| (p.name == default, std::cmp::Reverse(p.name.clone())))
 }
 
@@ -232,7 +242,9 @@ mod tests {
     fn only_configured_hosts_match() {
         let file = profile_file(&[("a", "https://acme.kubex.ai", "u"), ("b", "https://other.kubex.ai:8443", "v")]);
         let env = Overrides::default();
-        let m = |input: &[u8]| matching_profile(&read(input).expect("ok"), &file, &env).map(|p| p.name);
+        let m = |input: &[u8]| {
+            read(input).expect("ok").target().and_then(|t| matching_profile(&t, &file, &env)).map(|p| p.name)
+        };
         assert_eq!(m(b"protocol=https\nhost=acme.kubex.ai\n"), Some("a".into()));
         assert_eq!(m(b"protocol=https\nhost=ACME.kubex.ai\n"), Some("a".into()));
         assert_eq!(m(b"protocol=https\nhost=other.kubex.ai:8443\n"), Some("b".into()));
@@ -250,7 +262,9 @@ mod tests {
     fn a_path_must_lie_under_the_profiles_path() {
         let file = profile_file(&[("old", "https://h/CIRBA/api/v2", "u")]);
         let env = Overrides::default();
-        let m = |input: &[u8]| matching_profile(&read(input).expect("ok"), &file, &env).map(|p| p.name);
+        let m = |input: &[u8]| {
+            read(input).expect("ok").target().and_then(|t| matching_profile(&t, &file, &env)).map(|p| p.name)
+        };
         assert_eq!(m(b"protocol=https\nhost=h\npath=CIRBA/api/v2/x\n"), Some("old".into()));
         assert_eq!(m(b"protocol=https\nhost=h\npath=elsewhere\n"), None);
         assert_eq!(m(b"protocol=https\nhost=h\npath=CIRBA/api/v2evil/x\n"), None, "segments, not a string prefix");

@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
         for value in values.into_iter().chain(secrets).flatten().chain(attrs.capabilities.iter().map(String::as_str)) {
             assert!(!value.contains(['\r', '\n', '\0']), "a record delimiter got through: {value:?}");
         }
-        if let Some(p) = kubex_cred::git::matching_profile(&attrs, config(), &Overrides::default()) {
+        if let Some(p) = attrs.target().and_then(|t| kubex_cred::git::matching_profile(&t, config(), &Overrides::default())) {
             assert_eq!(attrs.protocol.as_deref(), Some("https"));
             assert!(p.name == "a" || p.name == "b");
         }

@@ -12,8 +12,8 @@ use crate::secret::Secret;
 pub use status::{DaemonInfo, PasswordState, ProfileStatus, State, Status};
 
 /// Bumped whenever a request or response changes shape (2: `forget` names a password source;
-/// 3: `reject`, and `get` may fit its minimum to the tokens' life).
-pub const PROTOCOL: u32 = 3;
+/// 3: `reject`, and `get` may fit its minimum to the tokens' life; 4: `git_get`).
+pub const PROTOCOL: u32 = 4;
 /// The oldest clients' protocol this daemon still serves: changes are additive.
 pub const MIN_PROTOCOL: u32 = 1;
 /// The largest request or response line.
@@ -83,6 +83,11 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         at_most_half_life: bool,
     },
+    /// git's `get`: a token for the profile that matches git's request in the config file at
+    /// `config` (`git::matching_profile`, with the client's environment in `env`). The daemon
+    /// matches against its cached config, so the helper parses none on the hot path; `NoProfile`
+    /// when nothing matches.
+    GitGet { config: PathBuf, target: GitTarget, env: Overrides },
     /// The API refused this token of the profile: drop it if it is still the current one (`reject`).
     Reject { config: PathBuf, profile: Overrides, token: Secret<String> },
     /// Drop the account's cached token if it is this one (git's `erase`).
@@ -111,6 +116,18 @@ pub struct Overrides {
     pub user: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_cert: Option<PathBuf>,
+}
+
+/// What git asked for, as profiles are matched against it: the scheme, the host (with its port),
+/// and when git sent them the path and the user name.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GitTarget {
+    pub protocol: String,
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
 }
 
 /// The profile a token is for, as `get --format json` shows it.
@@ -148,6 +165,9 @@ pub enum Body {
     },
     /// What a `reject` did.
     Rejected(Rejection),
+    /// No configured profile matches git's request (`git_get`): the helper answers nothing, and
+    /// git asks its next helper.
+    NoProfile,
     /// The client is newer than this daemon: it should replace it (the response's `version` says
     /// the daemon's own).
     VersionMismatch,

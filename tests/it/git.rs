@@ -62,22 +62,37 @@ fn bearer_is_offered_when_git_asks_for_authtype() {
     assert!(emu.accepts(token));
 }
 
+/// Hosts no profile names get nothing, whether a daemon runs (it matches against its cached
+/// config and answers "no profile") or not (the helper matches itself, and starts no daemon).
 #[test]
 fn other_hosts_get_nothing() {
     let (sb, emu) = setup(Duration::from_secs(300));
-    for input in [
+    sb.run(&["stop"], b"").code(0);
+    let others = [
         "protocol=https\nhost=github.com\n\n".to_owned(),
         format!("protocol=https\nhost={}\n\n", host_of(&emu)),
         format!("protocol=http\nhost=127.0.0.1:{}\n\n", emu.port() + 1),
         format!("protocol=http\nhost={}\nusername=mallory\n\n", host_of(&emu)),
+        format!("protocol=http\nhost={}\npath=elsewhere/repo.git\n\n", host_of(&emu)),
         "url=https://github.com/x.git\n\n".to_owned(),
         format!("host={}\n\n", host_of(&emu)),
         "protocol=http\n\n".to_owned(),
-    ] {
-        let out = helper(&sb, "get", input.as_bytes()).code(0);
-        assert_eq!(out.stdout, "", "for {input:?}");
-    }
-    assert_eq!(emu.authorize_calls(), 1, "only login's");
+    ];
+    let ask_all = || {
+        for input in &others {
+            let out = helper(&sb, "get", input.as_bytes()).code(0);
+            assert_eq!(out.stdout, "", "for {input:?}");
+        }
+    };
+    ask_all();
+    assert!(sb.daemon_pids().is_empty(), "a host no profile names started a daemon");
+    let ours = format!("protocol=http\nhost={}\npath=api/v2/x\n\n", host_of(&emu));
+    assert!(emu.accepts(attr(&helper(&sb, "get", ours.as_bytes()).code(0).stdout, "password").expect("token")));
+    let daemon = sb.daemon_pids();
+    assert_eq!(daemon.len(), 1, "the profile's host started the daemon");
+    ask_all();
+    assert_eq!(sb.daemon_pids(), daemon);
+    assert_eq!(emu.authorize_calls(), 2, "login's and the one mint");
 }
 
 #[test]

@@ -147,6 +147,7 @@ pub fn refused(response: Option<Response>) -> Error {
                 Some(Body::Status(_)) => "a status",
                 Some(Body::Rejected(_)) => "a rejection",
                 Some(Body::Done) => "done",
+                Some(Body::NoProfile) => "no profile",
                 Some(Body::VersionMismatch | Body::Error { .. }) => "a version mismatch",
             };
             Error::daemon(format!("the daemon gave an unexpected answer ({what}); run `kubex-cred stop` and try again"))

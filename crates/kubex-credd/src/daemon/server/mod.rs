@@ -368,14 +368,17 @@ impl Daemon {
                 };
                 let min_ttl = Duration::from_millis(min_ttl_ms);
                 let want = if at_most_half_life { Want::Fitting(min_ttl) } else { Want::AtLeast(min_ttl) };
-                let token = self.broker.get_as(&profile, want).await;
-                match token {
-                    Ok(token) => Body::Token {
-                        token: Secret::new(token.jwt().to_owned()),
-                        expires_ms: token.expires_local_ms(),
-                        profile: (&profile).into(),
-                    },
-                    Err(e) => error_body(&e),
+                self.token(&profile, want).await
+            }
+            // git's helper: the profile matched here, against the cached config.
+            Op::GitGet { config, target, env } => {
+                let file = match self.configs.load(&config).await {
+                    Ok(file) => file,
+                    Err(e) => return error_body(&e),
+                };
+                match crate::git::matching_profile(&target, &file, &env) {
+                    Some(profile) => self.token(&profile, Want::AtLeast(Duration::ZERO)).await,
+                    None => Body::NoProfile,
                 }
             }
             // A token the API refused: git names the account (`erase`, answered `Done`), `reject`
@@ -408,6 +411,18 @@ impl Daemon {
                 self.stop.notify_one();
                 Body::Done
             }
+        }
+    }
+
+    /// A token of `profile`, or the error that stands in its way.
+    async fn token(&self, profile: &Profile, want: Want) -> Body {
+        match self.broker.get_as(profile, want).await {
+            Ok(token) => Body::Token {
+                token: Secret::new(token.jwt().to_owned()),
+                expires_ms: token.expires_local_ms(),
+                profile: profile.into(),
+            },
+            Err(e) => error_body(&e),
         }
     }
 

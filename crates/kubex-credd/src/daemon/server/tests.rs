@@ -89,6 +89,33 @@ fn body(answer: &[u8]) -> Body {
     response.body
 }
 
+/// git's request is matched against the config the daemon reads: the profile's host gets its
+/// token, another host (or user) "no profile" and no mint.
+#[tokio::test]
+async fn a_git_get_is_matched_here_and_answered_with_the_token_or_no_profile() {
+    let served = serve(fixture(Duration::ZERO), limits(), our_uid()).await;
+    let url = &served.fx.profile.url;
+    let git_get = |host: &str, username: Option<&str>| {
+        let target = protocol::GitTarget {
+            protocol: url.scheme().to_owned(),
+            host: host.to_owned(),
+            path: None,
+            username: username.map(str::to_owned),
+        };
+        let op = Op::GitGet { config: served.config.clone(), target, env: Overrides::default() };
+        protocol::to_line(&Request { version: protocol::version(), op })
+    };
+    let ours = url.host_str().expect("host");
+    let ours = url.port().map_or(ours.to_owned(), |port| format!("{ours}:{port}"));
+    for (host, user) in [("elsewhere.example", None), (ours.as_str(), Some("mallory"))] {
+        assert!(matches!(body(&served.ask(&git_get(host, user)).await), Body::NoProfile), "{host} {user:?}");
+    }
+    assert_eq!(served.fx.calls(), 0, "nothing minted for hosts no profile names");
+    let Body::Token { profile, .. } = body(&served.ask(&git_get(&ours, Some("u"))).await) else { panic!("a token") };
+    assert_eq!((profile.name.as_str(), profile.user.as_str()), ("p", "u"));
+    assert_eq!(served.fx.calls(), 1);
+}
+
 #[tokio::test]
 async fn a_get_is_dispatched_to_the_broker_and_answered_with_its_token() {
     let served = serve(fixture(Duration::ZERO), limits(), our_uid()).await;
