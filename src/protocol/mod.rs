@@ -87,7 +87,8 @@ pub enum Op {
     /// `config` (`git::matching_profile`, with the client's environment in `env`). The daemon
     /// matches against its cached config, so the helper parses none on the hot path; `NoProfile`
     /// when nothing matches.
-    GitGet { config: PathBuf, target: GitTarget, env: Overrides },
+    // Boxed: the largest request otherwise (Windows paths are larger still).
+    GitGet { config: PathBuf, target: Box<GitTarget>, env: Overrides },
     /// The API refused this token of the profile: drop it if it is still the current one (`reject`).
     Reject { config: PathBuf, profile: Overrides, token: Secret<String> },
     /// Drop the account's cached token if it is this one (git's `erase`).

@@ -31,7 +31,7 @@ pub fn run(operation: &str) -> Result<()> {
         }
         return Ok(());
     }
-    let op = Op::GitGet { config: config::config_path()?, target: target.clone(), env: env.clone() };
+    let op = Op::GitGet { config: config::config_path()?, target: Box::new(target.clone()), env: env.clone() };
     // A running daemon matches the profile against its cached config: the helper parses nothing on
     // the hot path (about 0.07 ms, docs/benchmarks.md). Without one, or with an older one, it
     // matches here first, so that a host no profile names never starts a daemon.

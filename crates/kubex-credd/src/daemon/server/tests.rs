@@ -102,7 +102,7 @@ async fn a_git_get_is_matched_here_and_answered_with_the_token_or_no_profile() {
             path: None,
             username: username.map(str::to_owned),
         };
-        let op = Op::GitGet { config: served.config.clone(), target, env: Overrides::default() };
+        let op = Op::GitGet { config: served.config.clone(), target: Box::new(target), env: Overrides::default() };
         protocol::to_line(&Request { version: protocol::version(), op })
     };
     let ours = url.host_str().expect("host");
