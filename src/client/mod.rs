@@ -41,7 +41,8 @@ pub fn call(op: &Op, autostart: bool, timeout: Duration) -> Result<Option<Respon
     call_with(op, autostart, timeout, &|| Ok(()))
 }
 
-/// [`call`], with `before_start` run before a daemon is started (and failing the call instead).
+/// [`call`], with `before_start` run before a daemon is started or an older one replaced (and
+/// failing the call instead).
 pub fn call_with(
     op: &Op,
     autostart: bool,
@@ -71,6 +72,7 @@ pub fn call_with(
                 }
                 Ok(Response { body: Body::VersionMismatch, .. }) if autostart && !replaced => {
                     replaced = true;
+                    before_start()?;
                     launch::replace_daemon(&paths)?;
                     started = true;
                 }

@@ -82,16 +82,21 @@ fn a_newer_client_replaces_an_older_daemon_once_and_status_replaces_nothing() {
     assert!(emu.accepts(&token));
 }
 
-/// git's helper, whose request the daemon matches itself, replaces an older daemon as `get` does.
+/// git's helper, whose request the daemon matches itself, replaces an older daemon as `get` does,
+/// but only for a host one of its profiles names.
 #[test]
 fn the_git_helper_replaces_an_older_daemon_and_gets_its_answer() {
     let (sb, emu) = logged_in();
     older(&sb, &["get"]).code(0);
     let old = only_daemon(&sb);
-    let mut c = sb.cmd(support::bin("git-credential-kubex"));
-    c.arg("get");
-    let request = format!("protocol=http\nhost=127.0.0.1:{}\n\n", emu.port());
-    let out = support::run_with_input(c, request.as_bytes()).code(0);
+    let helper = |request: &str| {
+        let mut c = sb.cmd(support::bin("git-credential-kubex"));
+        c.arg("get");
+        support::run_with_input(c, request.as_bytes()).code(0)
+    };
+    assert_eq!(helper("protocol=https\nhost=github.com\n\n").stdout, "");
+    assert_eq!(only_daemon(&sb), old, "a host no profile names replaced nothing");
+    let out = helper(&format!("protocol=http\nhost=127.0.0.1:{}\n\n", emu.port()));
     let token = out.stdout.lines().find_map(|l| l.strip_prefix("password=")).expect("a password");
     assert!(emu.accepts(token));
     assert_ne!(only_daemon(&sb), old, "the older daemon was replaced");

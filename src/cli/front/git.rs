@@ -3,8 +3,9 @@
 
 use std::time::SystemTime;
 
-use super::{ask, refused};
+use super::{ask, patience, refused};
 use crate::cli::output;
+use crate::client;
 use crate::config;
 use crate::error::{Error, Exit, Result};
 use crate::git;
@@ -33,17 +34,20 @@ pub fn run(operation: &str) -> Result<()> {
     }
     let op = Op::GitGet { config: config::config_path()?, target: Box::new(target.clone()), env: env.clone() };
     // A running daemon matches the profile against its cached config: the helper parses nothing on
-    // the hot path (about 0.07 ms, docs/benchmarks.md). Without one, or with an older one, it
-    // matches here first, so that a host no profile names never starts a daemon.
-    let answer = match ask(&op, false)? {
-        None | Some(Response { body: Body::VersionMismatch, .. }) => {
-            let (_, file) = config::open()?;
-            if git::matching_profile(&target, &file, &env).is_none() {
-                return Ok(());
-            }
-            ask(&op, true)?
+    // the hot path (about 0.07 ms, docs/benchmarks.md). Before a daemon is started (or an older one
+    // replaced) the helper matches here, so that a host no profile names never starts one.
+    let unmatched = std::cell::Cell::new(false);
+    let matches_here = || {
+        let (_, file) = config::open()?;
+        if git::matching_profile(&target, &file, &env).is_none() {
+            unmatched.set(true);
+            return Err(Error::usage("no profile matches git's request"));
         }
-        answer => answer,
+        Ok(())
+    };
+    let answer = match client::call_with(&op, true, patience()?, &matches_here) {
+        Err(_) if unmatched.get() => return Ok(()),
+        answer => answer?,
     };
     match answer {
         Some(Response { body: Body::Token { token, expires_ms, profile }, .. }) => {
