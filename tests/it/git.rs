@@ -1,5 +1,6 @@
 //! `git-credential-kubex` with the real git binary.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::support::{self, Emulator, Options, Out, Sandbox, wait_until};
@@ -93,6 +94,88 @@ fn other_hosts_get_nothing() {
     ask_all();
     assert_eq!(sb.daemon_pids(), daemon);
     assert_eq!(emu.authorize_calls(), 2, "login's and the one mint");
+}
+
+/// `n` helpers started at once with the same request, each waited for.
+fn at_once(sb: &Sandbox, n: usize, input: &str) -> Vec<Out> {
+    std::thread::scope(|s| {
+        let helpers: Vec<_> = (0..n).map(|_| s.spawn(|| helper(sb, "get", input.as_bytes()))).collect();
+        helpers.into_iter().map(|h| h.join().expect("helper thread")).collect()
+    })
+}
+
+fn ours(emu: &Emulator) -> String {
+    format!("protocol=http\nhost={}\n\n", host_of(emu))
+}
+
+/// Twenty helpers at once with no daemon running: for a host no profile names none is started;
+/// for the profile's host one daemon is started, one token minted, and every helper answers it.
+#[test]
+fn twenty_helpers_at_once_start_one_daemon_and_mint_once() {
+    let (sb, emu) = setup(Duration::from_secs(300));
+    sb.run(&["stop"], b"").code(0);
+    for out in at_once(&sb, 20, "protocol=https\nhost=github.com\n\n") {
+        assert_eq!(out.code(0).stdout, "");
+    }
+    assert!(sb.daemon_pids().is_empty(), "a host no profile names started a daemon");
+    let tokens: HashSet<String> = at_once(&sb, 20, &ours(&emu))
+        .into_iter()
+        .map(|out| attr(&out.code(0).stdout, "password").expect("a password").to_owned())
+        .collect();
+    assert_eq!(tokens.len(), 1, "one token for all");
+    assert!(tokens.iter().all(|t| emu.accepts(t)));
+    assert_eq!(sb.daemon_pids().len(), 1, "one daemon");
+    assert_eq!(emu.authorize_calls(), 2, "login's and one mint");
+}
+
+/// The daemon matches git's requests against the config it reads: with that file damaged or a
+/// FIFO, twenty helpers at once each fail with one line naming it (exit 2), print nothing and mint
+/// nothing; with it gone no profile names the host, so they say nothing (exit 0), as before any
+/// `login`. The daemon stays up, and with the file back its cached token is served again.
+#[test]
+fn a_damaged_or_fifo_config_is_named_by_every_helper_a_missing_one_matches_nothing() {
+    let (sb, emu) = setup(Duration::from_secs(300));
+    let token = attr(&helper(&sb, "get", ours(&emu).as_bytes()).code(0).stdout, "password").expect("token").to_owned();
+    let daemon = sb.daemon_pids();
+    let config = sb.config_file();
+    let shown = config.display().to_string();
+    let kept = std::fs::read(&config).expect("config");
+    let mut checked = Vec::new();
+    for (what, code, damage) in [
+        (
+            "damaged",
+            2,
+            Box::new(|p: &std::path::Path| std::fs::write(p, "[profiles.x\nurl = 'half").expect("write"))
+                as Box<dyn Fn(&std::path::Path)>,
+        ),
+        (
+            "a FIFO",
+            2,
+            Box::new(|p: &std::path::Path| {
+                std::fs::remove_file(p).expect("remove");
+                rustix::fs::mknodat(rustix::fs::CWD, p, rustix::fs::FileType::Fifo, 0o600.into(), 0).expect("mkfifo");
+            }),
+        ),
+        ("gone", 0, Box::new(|p: &std::path::Path| std::fs::remove_file(p).expect("remove"))),
+    ] {
+        damage(&config);
+        for out in at_once(&sb, 20, &ours(&emu)) {
+            if code == 0 {
+                let out = out.code(0);
+                assert_eq!((out.stdout.as_str(), out.stderr.as_str()), ("", ""), "{what}");
+            } else {
+                out.fails(code, &shown);
+            }
+        }
+        assert_eq!(sb.daemon_pids(), daemon, "{what}: the daemon stays up");
+        let _ = std::fs::remove_file(&config);
+        std::fs::write(&config, &kept).expect("restore");
+        let again = helper(&sb, "get", ours(&emu).as_bytes()).code(0);
+        assert_eq!(attr(&again.stdout, "password"), Some(token.as_str()), "{what}: served again once restored");
+        checked.push(what);
+    }
+    assert_eq!(checked, ["damaged", "a FIFO", "gone"]);
+    assert_eq!(emu.authorize_calls(), 2, "login's and the first mint");
 }
 
 #[test]
