@@ -38,25 +38,28 @@ fn watchdog(limit: Duration) {
 /// answer. A newer daemon is never replaced: it serves this client or refuses it (exit 9). `None`:
 /// no daemon runs (and none was to be started).
 pub fn call(op: &Op, autostart: bool, timeout: Duration) -> Result<Option<Response>> {
-    call_with(op, autostart, timeout, &|| Ok(()))
+    call_with(op, autostart, timeout, &|| Ok(true))
 }
 
-/// [`call`], with `before_start` run before a daemon is started or an older one replaced (and
-/// failing the call instead).
+/// [`call`], with `may_start` asked before a daemon is started or an older one replaced: an error
+/// fails the call, and `false` leaves things as they are, the call answering `None` as if no
+/// daemon ran (git's helper, for a host no profile names).
 pub fn call_with(
     op: &Op,
     autostart: bool,
     timeout: Duration,
-    before_start: &dyn Fn() -> Result<()>,
+    may_start: &dyn Fn() -> Result<bool>,
 ) -> Result<Option<Response>> {
     let paths = Paths::new()?;
     // Lines can carry a token (an erase, a get's answer): zeroed once used.
     let request = Zeroizing::new(protocol::to_line(&Request { version: protocol::version(), op: op.clone() }));
     // Thread-based deadline on this cold path only: the start lock and the launch can block.
     let start = || {
-        before_start()?;
+        if !may_start()? {
+            return Ok(false);
+        }
         watchdog(timeout);
-        launch::start_daemon(&paths)
+        launch::start_daemon(&paths).map(|()| true)
     };
     let mut started = false;
     let mut replaced = false;
@@ -72,20 +75,26 @@ pub fn call_with(
                 }
                 Ok(Response { body: Body::VersionMismatch, .. }) if autostart && !replaced => {
                     replaced = true;
-                    before_start()?;
+                    if !may_start()? {
+                        return Ok(None);
+                    }
                     launch::replace_daemon(&paths)?;
                     started = true;
                 }
                 Ok(response) => return Ok(Some(response)),
                 // A daemon killed a moment ago can still accept, then reset: start a new one.
                 Err(e) if is_gone(&e) && autostart && !started => {
-                    start()?;
+                    if !start()? {
+                        return Ok(None);
+                    }
                     started = true;
                 }
                 Err(e) => return Err(exchange_error(&e, timeout)),
             },
             Err(e) if is_absent(&e) && autostart && !started => {
-                start()?;
+                if !start()? {
+                    return Ok(None);
+                }
                 started = true;
             }
             Err(e) if is_absent(&e) => {

@@ -25,9 +25,10 @@ pub fn run(operation: &str) -> Result<()> {
         return Ok(());
     };
     let env = config::overrides(Overrides::default());
+    // The profile this request is for, matched here against the config file.
+    let matching = || Ok(git::matching_profile(&target, &config::open()?.1, &env));
     if operation == "erase" {
-        let (_, file) = config::open()?;
-        if let (Some(profile), Some(token)) = (git::matching_profile(&target, &file, &env), git::erased_token(&attrs)) {
+        if let (Some(profile), Some(token)) = (matching()?, git::erased_token(&attrs)) {
             ask(&Op::Erase { account: profile.account(), token: Secret::new(token.to_owned()) }, false)?;
         }
         return Ok(());
@@ -36,20 +37,7 @@ pub fn run(operation: &str) -> Result<()> {
     // A running daemon matches the profile against its cached config: the helper parses nothing on
     // the hot path (about 0.07 ms, docs/benchmarks.md). Before a daemon is started (or an older one
     // replaced) the helper matches here, so that a host no profile names never starts one.
-    let unmatched = std::cell::Cell::new(false);
-    let matches_here = || {
-        let (_, file) = config::open()?;
-        if git::matching_profile(&target, &file, &env).is_none() {
-            unmatched.set(true);
-            return Err(Error::usage("no profile matches git's request"));
-        }
-        Ok(())
-    };
-    let answer = match client::call_with(&op, true, patience()?, &matches_here) {
-        Err(_) if unmatched.get() => return Ok(()),
-        answer => answer?,
-    };
-    match answer {
+    match client::call_with(&op, true, patience()?, &|| matching().map(|p| p.is_some()))? {
         Some(Response { body: Body::Token { token, expires_ms, profile }, .. }) => {
             git::check_value(token.expose())?;
             let now_ms = crate::protocol::epoch_ms(SystemTime::now());
@@ -57,7 +45,8 @@ pub fn run(operation: &str) -> Result<()> {
             git::write_get(&mut std::io::stdout().lock(), &attrs, &profile.user, token.expose(), expiry)
                 .map_err(|e| Error::unexpected(format!("cannot answer git: {e}")))
         }
-        Some(Response { body: Body::NoProfile, .. }) => Ok(()),
+        // No profile names the host (the daemon's match, or ours before starting one).
+        None | Some(Response { body: Body::NoProfile, .. }) => Ok(()),
         other => {
             let error = refused(other);
             // Rejected or expired: stop git from prompting for a password that cannot help.

@@ -117,8 +117,8 @@ pub fn get_op(profile: Option<String>, min_ttl: Duration, at_most_half_life: boo
 /// daemon reads the config itself (the hot path parses nothing).
 pub fn ask_get(op: &Op) -> Result<Option<Response>> {
     let resolves = || match op {
-        Op::Get { config: path, profile, .. } => config::load(path)?.resolve(profile).map(drop),
-        _ => Ok(()),
+        Op::Get { config: path, profile, .. } => config::load(path)?.resolve(profile).map(|_| true),
+        _ => Ok(true),
     };
     client::call_with(op, true, patience()?, &resolves)
 }
