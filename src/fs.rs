@@ -154,6 +154,20 @@ pub fn private_dir_problem(dir: &Path) -> Option<String> {
     }
 }
 
+/// What `fd` is ready for now, of `wanted` (a hang-up or an error is always reported): a poll
+/// that does not wait. The client looks for the daemon's answer with it, the server for a client
+/// that left.
+#[cfg(unix)]
+pub fn ready_now(
+    fd: impl std::os::fd::AsFd,
+    wanted: rustix::event::PollFlags,
+) -> std::io::Result<rustix::event::PollFlags> {
+    use rustix::event::{PollFd, Timespec, poll};
+    let mut fds = [PollFd::new(&fd, wanted)];
+    poll(&mut fds, Some(&Timespec { tv_sec: 0, tv_nsec: 0 }))?;
+    Ok(fds[0].revents())
+}
+
 /// `EMFILE` or `ENFILE`: the process or the system is out of file descriptors.
 pub fn out_of_descriptors(e: &std::io::Error) -> bool {
     #[cfg(unix)]

@@ -199,14 +199,11 @@ const SPIN: Duration = Duration::from_micros(300);
 /// yielded between polls (so a daemon that shares it runs at once). The answer stays in the socket.
 #[cfg(unix)]
 fn spin_for_answer(stream: &Stream) {
-    use rustix::event::{PollFd, PollFlags, Timespec, poll};
     let Stream::UdSocket(socket) = stream;
-    let now = Timespec { tv_sec: 0, tv_nsec: 0 };
     let start = std::time::Instant::now();
     while start.elapsed() < SPIN {
-        let mut ready = [PollFd::new(socket, PollFlags::IN)];
-        match poll(&mut ready, Some(&now)) {
-            Ok(0) => std::thread::yield_now(),
+        match crate::fs::ready_now(socket, rustix::event::PollFlags::IN) {
+            Ok(ready) if ready.is_empty() => std::thread::yield_now(),
             _ => return,
         }
     }

@@ -58,14 +58,10 @@ async fn client_gone(stream: &Stream) {
 /// run there; its kqueue (tokio's backend) reports `EV_EOF` for both, which is why poll is asked.
 #[cfg(unix)]
 fn hung_up(stream: &Stream) -> bool {
-    use rustix::event::{PollFd, PollFlags, Timespec, poll};
-    use std::os::fd::AsFd;
-    #[allow(irrefutable_let_patterns)]
-    let Stream::UdSocket(socket) = stream else { return true };
-    let fd = socket.inner().as_fd();
-    let mut fds = [PollFd::new(&fd, PollFlags::empty())];
-    let now = Timespec { tv_sec: 0, tv_nsec: 0 };
-    poll(&mut fds, Some(&now)).map_or(true, |_| fds[0].revents().intersects(PollFlags::HUP | PollFlags::ERR))
+    use rustix::event::PollFlags;
+    let Stream::UdSocket(socket) = stream;
+    crate::fs::ready_now(socket.inner(), PollFlags::empty())
+        .map_or(true, |ready| ready.intersects(PollFlags::HUP | PollFlags::ERR))
 }
 
 /// Windows pipes have no half-close: the end of the stream means the client left.
